@@ -1,0 +1,245 @@
+"""One worker's listeners and connections: accept, TLS handshake, splice to a backend.
+
+Rules of a connection (all on one loop, no locks):
+- At accept the raw transport is paused; a task runs `loop.start_tls` with the
+  listener's *current* context (so a swap affects only later connections) and the
+  listener's handshake timeout, then connects to a backend. Plain TCP skips TLS.
+- Relaying is protocol to protocol: each side's `pause_writing`/`resume_writing`
+  pauses/resumes reading on the other side. Client EOF → `write_eof` to the backend
+  (TLS clients' close_notify makes the TLS transport shut down after flushing);
+  backend EOF → close the client after flushing.
+- Idle: every read stamps the loop time; one timer per connection fires at
+  last stamp + idle timeout and re-arms itself if there was traffic meanwhile.
+- Accounting is exactly once per connection: `_finish()` is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from typing import cast
+
+from offload.backends import BackendPicker
+from offload.spec import ListenerSpec
+from offload.stats import ListenerStats
+
+CONNECT_TIMEOUT = 5.0
+BACKLOG = 1024
+_CLIENT_CERT_REASONS = frozenset(
+    {"PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_VERIFY_FAILED", "NO_CERTIFICATE_RETURNED"}
+)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Map a failed `start_tls` to a `handshake_failures_total` reason label."""
+    if isinstance(exc, TimeoutError | ConnectionAbortedError):
+        return "timeout"
+    if isinstance(exc, ssl.SSLCertVerificationError) or (
+        isinstance(exc, ssl.SSLError) and exc.reason in _CLIENT_CERT_REASONS
+    ):
+        return "client_cert"
+    return "tls_error"
+
+
+class Listener:
+    """What new connections of one listener read at accept time; swapped by attribute."""
+
+    __slots__ = ("spec", "context", "picker", "stats", "server", "loop")
+
+    def __init__(
+        self,
+        spec: ListenerSpec,
+        context: ssl.SSLContext | None,
+        stats: ListenerStats,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.spec = spec
+        self.context = context
+        self.picker = BackendPicker(spec.backends)
+        self.stats = stats
+        self.server: asyncio.AbstractServer | None = None
+        self.loop = loop
+
+    def protocol(self) -> ClientSide:
+        """Protocol factory for the listening server."""
+        return ClientSide(self)
+
+
+def bind(spec: ListenerSpec) -> socket.socket:
+    """A listening socket shared with the other workers (SO_REUSEPORT); raises OSError."""
+    family = socket.AF_INET6 if ":" in spec.address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((spec.address, spec.port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class BackendSide(asyncio.Protocol):
+    """The backend half of a spliced connection."""
+
+    __slots__ = ("_client", "_client_transport", "_stats")
+
+    def __init__(self, client: ClientSide) -> None:
+        self._client = client
+        self._client_transport = client.transport
+        self._stats = client.stats
+
+    def data_received(self, data: bytes) -> None:
+        self._client_transport.write(data)
+        self._stats.bytes_out += len(data)
+        self._client.last = self._client.loop_time()
+
+    def eof_received(self) -> bool:
+        self._client_transport.close()
+        return False
+
+    def pause_writing(self) -> None:
+        self._client_transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._client_transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._client_transport.close()
+        self._client.finish()
+
+
+class ClientSide(asyncio.Protocol):
+    """The client half: raw accept, then (after TLS) the application protocol."""
+
+    __slots__ = (
+        "listener", "stats", "transport", "backend", "last", "loop_time",
+        "_idle", "_timer", "_done", "_eof", "_pending", "_started", "_task",
+    )
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.stats = listener.stats
+        self.backend: asyncio.Transport | None = None
+        self.loop_time = listener.loop.time
+        self.last = self._started = self.loop_time()
+        self._idle = listener.spec.idle_timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self._done = False
+        self._eof = False
+        self._pending: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = raw = cast(asyncio.Transport, transport)
+        raw.pause_reading()
+        self.stats.active += 1
+        self.stats.total += 1
+        self._task = self.listener.loop.create_task(self._open(raw))
+
+    async def _open(self, raw: asyncio.Transport) -> None:
+        listener = self.listener
+        loop = listener.loop
+        context = listener.context
+        if context is not None:
+            try:
+                self.transport = await loop.start_tls(  # type: ignore[assignment]
+                    raw, self, context, server_side=True,
+                    ssl_handshake_timeout=listener.spec.handshake_timeout,
+                )
+            except Exception as exc:
+                self.stats.failures[failure_reason(exc)] += 1
+                raw.abort()
+                self.finish()
+                return
+            self.stats.observe_handshake(loop.time() - self._started)
+            self.transport.pause_reading()
+        if self._done:
+            return
+        await self._connect(listener)
+
+    async def _connect(self, listener: Listener) -> None:
+        loop = listener.loop
+        for index, backend in listener.picker.candidates():
+            try:
+                transport, _ = await asyncio.wait_for(
+                    loop.create_connection(lambda: BackendSide(self), backend.host, backend.port),
+                    CONNECT_TIMEOUT,
+                )
+            except (OSError, TimeoutError):
+                listener.picker.mark_down(index)
+                if self._done:
+                    return
+                continue
+            listener.picker.mark_up(index)
+            self._splice(transport)
+            return
+        self.stats.failures["backend_unavailable"] += 1
+        self.transport.close()
+        self.finish()
+
+    def _splice(self, backend: asyncio.Transport) -> None:
+        if self._done:
+            backend.close()
+            return
+        self.backend = backend
+        if self._pending:
+            backend.writelines(self._pending)
+            self._pending.clear()
+        if self._eof:
+            backend.write_eof()
+        self.last = self.loop_time()
+        self._timer = self.listener.loop.call_at(self.last + self._idle, self._check_idle)
+        self.transport.resume_reading()
+
+    def _check_idle(self) -> None:
+        deadline = self.last + self._idle
+        if self.loop_time() >= deadline:
+            self._timer = None
+            self.transport.close()
+            if self.backend is not None:
+                self.backend.close()
+        else:
+            self._timer = self.listener.loop.call_at(deadline, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        backend = self.backend
+        if backend is None:
+            self._pending.append(data)
+        else:
+            backend.write(data)
+        self.stats.bytes_in += len(data)
+        self.last = self.loop_time()
+
+    def eof_received(self) -> bool:
+        backend = self.backend
+        if backend is None:
+            self._eof = True
+        elif backend.can_write_eof():
+            backend.write_eof()
+        return self.transport.can_write_eof()
+
+    def pause_writing(self) -> None:
+        if self.backend is not None:
+            self.backend.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.backend is not None:
+            self.backend.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.backend is not None:
+            self.backend.close()
+        self.finish()
+
+    def finish(self) -> None:
+        """Account the end of this connection once, and stop its idle timer."""
+        if self._done:
+            return
+        self._done = True
+        self.stats.active -= 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

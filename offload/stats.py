@@ -1,0 +1,155 @@
+"""Per-listener counters kept by each worker, summed by the parent and exported to Prometheus.
+
+Workers mutate `ListenerStats` in place (plain int attributes, no locks: one thread);
+`ProxyStats` is the picklable, immutable sum handed to the control plane.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from offload.workers import ProxyControl
+
+HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FAILURE_REASONS = ("timeout", "tls_error", "client_cert", "backend_unavailable")
+
+
+class ListenerStats:
+    """Mutable counters of one listener inside one worker."""
+
+    __slots__ = ("active", "total", "bytes_in", "bytes_out", "failures", "buckets", "hs_sum")
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.total = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.failures = dict.fromkeys(FAILURE_REASONS, 0)
+        self.buckets = [0] * (len(HANDSHAKE_BUCKETS) + 1)
+        self.hs_sum = 0.0
+
+    def observe_handshake(self, seconds: float) -> None:
+        """Count one completed handshake of `seconds` in the histogram."""
+        self.buckets[bisect.bisect_left(HANDSHAKE_BUCKETS, seconds)] += 1
+        self.hs_sum += seconds
+
+    def freeze(self) -> ListenerCounters:
+        """An immutable copy to send to the parent."""
+        return ListenerCounters(
+            active=self.active,
+            total=self.total,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            failures=tuple(self.failures[r] for r in FAILURE_REASONS),
+            buckets=tuple(self.buckets),
+            handshake_sum=self.hs_sum,
+        )
+
+
+@dataclass(frozen=True)
+class ListenerCounters:
+    """One listener's counters; `failures` follows FAILURE_REASONS, `buckets` are per-bucket
+    (not cumulative) counts for HANDSHAKE_BUCKETS plus +Inf."""
+
+    active: int = 0
+    total: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    failures: tuple[int, ...] = (0,) * len(FAILURE_REASONS)
+    buckets: tuple[int, ...] = (0,) * (len(HANDSHAKE_BUCKETS) + 1)
+    handshake_sum: float = 0.0
+
+    def __add__(self, other: ListenerCounters) -> ListenerCounters:
+        return ListenerCounters(
+            active=self.active + other.active,
+            total=self.total + other.total,
+            bytes_in=self.bytes_in + other.bytes_in,
+            bytes_out=self.bytes_out + other.bytes_out,
+            failures=tuple(a + b for a, b in zip(self.failures, other.failures, strict=True)),
+            buckets=tuple(a + b for a, b in zip(self.buckets, other.buckets, strict=True)),
+            handshake_sum=self.handshake_sum + other.handshake_sum,
+        )
+
+    def failure(self, reason: str) -> int:
+        """Handshake failures counted for `reason` (one of FAILURE_REASONS)."""
+        return self.failures[FAILURE_REASONS.index(reason)]
+
+    @property
+    def handshakes(self) -> int:
+        """Completed handshakes (the histogram's count)."""
+        return sum(self.buckets)
+
+
+@dataclass(frozen=True)
+class ProxyStats:
+    """Counters by listener id, over every worker; removed listeners may stay."""
+
+    listeners: dict[str, ListenerCounters] = field(default_factory=dict)
+
+    def __add__(self, other: ProxyStats) -> ProxyStats:
+        merged = dict(self.listeners)
+        for lid, counters in other.listeners.items():
+            merged[lid] = merged[lid] + counters if lid in merged else counters
+        return ProxyStats(merged)
+
+    def get(self, listener_id: str) -> ListenerCounters:
+        """The counters of one listener (zeros when never seen)."""
+        return self.listeners.get(listener_id, ListenerCounters())
+
+
+class OffloadCollector(Collector):
+    """Exports the `certwatch_offload_*` families of SPEC §6 from `ProxyControl.stats()`."""
+
+    def __init__(self, control: ProxyControl) -> None:
+        self._control = control
+
+    def collect(self) -> Iterator[Metric]:
+        """One scrape: ask every worker, yield the five families."""
+        stats = self._control.stats().listeners
+        active = GaugeMetricFamily(
+            "certwatch_offload_connections_active", "Open client connections.",
+            labels=["listener_id"],
+        )
+        total = CounterMetricFamily(
+            "certwatch_offload_connections", "Accepted client connections.",
+            labels=["listener_id"],
+        )
+        failures = CounterMetricFamily(
+            "certwatch_offload_handshake_failures",
+            "Client connections that failed: TLS handshake or no backend reachable.",
+            labels=["listener_id", "reason"],
+        )
+        traffic = CounterMetricFamily(
+            "certwatch_offload_bytes", "Application bytes relayed (in = from clients).",
+            labels=["listener_id", "direction"],
+        )
+        duration = HistogramMetricFamily(
+            "certwatch_offload_handshake_duration_seconds",
+            "Time from accept to completed TLS handshake.",
+            labels=["listener_id"],
+        )
+        for lid, c in sorted(stats.items()):
+            active.add_metric([lid], c.active)
+            total.add_metric([lid], c.total)
+            for reason, count in zip(FAILURE_REASONS, c.failures, strict=True):
+                failures.add_metric([lid, reason], count)
+            traffic.add_metric([lid, "in"], c.bytes_in)
+            traffic.add_metric([lid, "out"], c.bytes_out)
+            cumulative, buckets = 0, []
+            for bound, count in zip([*HANDSHAKE_BUCKETS, float("inf")], c.buckets, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            duration.add_metric([lid], buckets, c.handshake_sum)
+        yield from (active, total, failures, traffic, duration)

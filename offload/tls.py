@@ -1,0 +1,159 @@
+"""Build a listener's SSL contexts from its spec, and report what a policy cannot enforce.
+
+Rules (see DESIGN.md, "Traps known in Python's ssl"):
+- After the SNI callback sets `sslobj.context`, verify mode and min/max version stay
+  those of the base context, so every per-certificate context gets the very same
+  policy, verify mode and CA store as the base one.
+- Contexts are never modified once built: a change builds new ones and swaps the
+  reference that new connections read.
+- TLS 1.0/1.1 need `@SECLEVEL=0` on OpenSSL 3, added only when the policy allows them.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tempfile
+import warnings
+from collections.abc import Iterable
+
+from offload.sni import SniTable
+from offload.spec import TLS_VERSIONS, CertChain, ListenerSpec
+
+_VERSION = {
+    "TLSv1.0": ssl.TLSVersion.TLSv1,
+    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
+    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+}
+_HAS_VERSION = {
+    "TLSv1.0": ssl.HAS_TLSv1,
+    "TLSv1.1": ssl.HAS_TLSv1_1,
+    "TLSv1.2": ssl.HAS_TLSv1_2,
+    "TLSv1.3": ssl.HAS_TLSv1_3,
+}
+_NO_VERSION = {
+    "TLSv1.0": ssl.OP_NO_TLSv1,
+    "TLSv1.1": ssl.OP_NO_TLSv1_1,
+    "TLSv1.2": ssl.OP_NO_TLSv1_2,
+    "TLSv1.3": ssl.OP_NO_TLSv1_3,
+}
+# `get_ciphers()` names the oldest protocol a cipher works with.
+_CIPHER_PROTOCOLS = {
+    "TLSv1.0": {"SSLv3", "TLSv1.0"},
+    "TLSv1.1": {"SSLv3", "TLSv1.0"},
+    "TLSv1.2": {"SSLv3", "TLSv1.0", "TLSv1.2"},
+    "TLSv1.3": {"TLSv1.3"},
+}
+_CAN_SET_SUITES = hasattr(ssl.SSLContext, "set_ciphersuites")
+_KEY_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+def _is_suite(name: str) -> bool:
+    return name.startswith("TLS_")
+
+
+def _cipher_string(versions: Iterable[str], ciphers: Iterable[str]) -> str:
+    legacy = [c for c in ciphers if not _is_suite(c)]
+    text = ":".join(legacy) or "DEFAULT"
+    if {"TLSv1.0", "TLSv1.1"} & set(versions):
+        text += ":@SECLEVEL=0"
+    return text
+
+
+def policy_context(tls_versions: Iterable[str], ciphers: Iterable[str]) -> ssl.SSLContext:
+    """A server context enforcing versions and ciphers, with no certificate yet."""
+    versions = [v for v in TLS_VERSIONS if v in set(tls_versions)]
+    unknown = set(tls_versions) - set(TLS_VERSIONS)
+    if unknown or not versions:
+        raise ValueError(f"TLS versions must be a non-empty subset of {TLS_VERSIONS}")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with warnings.catch_warnings():
+        # TLS 1.0/1.1 and OP_NO_TLS* are deprecated in Python, but policies ask for them.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = _VERSION[versions[0]]
+        ctx.maximum_version = _VERSION[versions[-1]]
+        low, high = TLS_VERSIONS.index(versions[0]), TLS_VERSIONS.index(versions[-1])
+        for gap in TLS_VERSIONS[low:high]:
+            if gap not in versions:
+                ctx.options |= _NO_VERSION[gap]
+    ctx.set_ciphers(_cipher_string(versions, ciphers))
+    suites = [c for c in ciphers if _is_suite(c)]
+    if suites and _CAN_SET_SUITES:
+        ctx.set_ciphersuites(":".join(suites))  # type: ignore[attr-defined]
+    return ctx
+
+
+def _listener_context(spec: ListenerSpec, cert: CertChain) -> ssl.SSLContext:
+    ctx = policy_context(spec.tls_versions, spec.ciphers)
+    if spec.ca_pem is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=spec.ca_pem)
+    _load_chain(ctx, cert)
+    return ctx
+
+
+def _load_chain(ctx: ssl.SSLContext, cert: CertChain) -> None:
+    """Load chain and key; `ssl` only reads files, so they live briefly in a private tmpfs dir."""
+    with tempfile.TemporaryDirectory(dir=_KEY_DIR) as tmp:
+        chain_path, key_path = os.path.join(tmp, "chain.pem"), os.path.join(tmp, "key.pem")
+        for path, text in ((chain_path, cert.chain_pem), (key_path, cert.key_pem)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+        ctx.load_cert_chain(chain_path, key_path)
+
+
+def build_context(spec: ListenerSpec) -> ssl.SSLContext | None:
+    """The base context new handshakes start with (None for plain TCP listeners).
+
+    Raises `ssl.SSLError`, `ValueError` or `OSError` when the material or policy is bad.
+    """
+    if spec.protocol == "TCP":
+        return None
+    base = _listener_context(spec, spec.default_cert)
+    if spec.additional_certs:
+        entries = [(_listener_context(spec, c), c.names) for c in spec.additional_certs]
+        table = SniTable([*entries, (base, spec.default_cert.names)])
+
+        def pick(sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+            ctx = table.lookup(server_name)
+            if ctx is not None and ctx is not base:
+                sslobj.context = ctx
+
+        base.sni_callback = pick
+    return base
+
+
+def _offered(versions: list[str], ciphers: list[str]) -> list[dict[str, str]]:
+    try:
+        return policy_context(versions, ciphers).get_ciphers()  # type: ignore[return-value]
+    except ssl.SSLError:
+        return []
+
+
+def unenforceable(tls_versions: Iterable[str], ciphers: Iterable[str]) -> list[str]:
+    """Versions, ciphers and TLS 1.3 suites of a policy this Python/OpenSSL cannot honour.
+
+    A version counts when OpenSSL lacks it or none of the policy's ciphers works at it;
+    a cipher when OpenSSL cannot offer it; a TLS 1.3 suite when it is not offered, or
+    (without `set_ciphersuites`) when the policy names suites and a default one is
+    missing from them, because that one cannot be turned off.
+    """
+    versions, wanted = list(tls_versions), list(ciphers)
+    legacy = [c for c in wanted if not _is_suite(c)]
+    defaults = _offered(versions, [])
+    suites_on = [c for c in defaults if c["protocol"] == "TLSv1.3"]
+    usable = [c for c in legacy if any(o["name"] == c for o in _offered(versions, [c]))]
+    offered = _offered(versions, usable) if usable else (suites_on if legacy else defaults)
+    names = {c["name"] for c in offered}
+    result = [
+        v for v in versions
+        if not _HAS_VERSION.get(v, False)
+        or not any(c["protocol"] in _CIPHER_PROTOCOLS[v] for c in offered)
+    ]
+    result += [c for c in wanted if c not in names]
+    suites = [c for c in wanted if _is_suite(c)]
+    if suites and "TLSv1.3" in versions and not _CAN_SET_SUITES:
+        result += [s["name"] for s in suites_on if s["name"] not in suites]
+    return result
