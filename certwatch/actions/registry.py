@@ -1,0 +1,73 @@
+"""The action registry: each API action is a typed request model and one handler function.
+
+Handlers take an `ActionContext` (the open transaction, the time, the service's parts) and the
+validated request, and return the response fields. They raise `errors.ApiError` to refuse;
+the dispatcher then rolls everything back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import Session
+
+if TYPE_CHECKING:
+    from certwatch.service import Service
+
+
+class Request(BaseModel):
+    """Base of every action's parameters: PascalCase names, unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChangeRequest(Request):
+    """Parameters every changing action takes."""
+
+    DryRun: bool = False
+    ClientToken: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+@dataclass
+class ActionContext:
+    """What a handler may use: the open transaction, `now`, who acts, and the service."""
+
+    session: Session
+    now: dt.datetime
+    service: Service
+    actor: str = "api"
+    dry_run: bool = False
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+R = TypeVar("R", bound=Request)
+Handler = Callable[[ActionContext, R], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Action(Generic[R]):
+    """One API action."""
+
+    name: str
+    request: type[R]
+    handler: Handler[R]
+    changing: bool
+    summary: str
+
+
+ACTIONS: dict[str, Action[Any]] = {}
+
+
+def action(name: str, request: type[R], *, changing: bool) -> Callable[[Handler[R]], Handler[R]]:
+    """Register a handler as the API action `name`."""
+
+    def register(handler: Handler[R]) -> Handler[R]:
+        summary = (handler.__doc__ or name).strip().splitlines()[0]
+        ACTIONS[name] = Action(name, request, handler, changing, summary)
+        return handler
+
+    return register

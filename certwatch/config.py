@@ -1,0 +1,198 @@
+"""Configuration: a TOML file, then `CERTWATCH_<SECTION>_<KEY>` environment overrides.
+
+Durations are seconds or strings such as "90s", "15m", "1h", "2d". Unknown keys and bad
+values are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string like "90s", "15m", "1h", "1d", "1h30m"."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string such as '15m'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+        else:
+            parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text)
+            if not parts or "".join(n + u for n, u in parts) != text:
+                raise ValueError(f"{value!r} is not a duration (use e.g. 90s, 15m, 1h)")
+            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    else:
+        raise ValueError("a duration is a number of seconds or a string such as '15m'")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiConfig(_Section):
+    """The management API."""
+
+    listen: str = "127.0.0.1:9180"
+    token: str | None = None
+
+
+class StoreConfig(_Section):
+    """Where state lives: None means a SQLite file in `data_dir`."""
+
+    url: str | None = None
+
+
+class ScanConfig(_Section):
+    """Scans: how often, what else to probe, which extra roots to trust."""
+
+    interval: Duration = 3600.0
+    targets: list[str] = Field(default_factory=list)
+    trusted_ca_file: str | None = None
+    probe_timeout: Duration = 5.0
+    probe_concurrency: int = Field(default=64, ge=1, le=1024)
+
+
+class AlertsConfig(_Section):
+    """Alert thresholds and delivery URLs (apprise)."""
+
+    thresholds_days: list[int] = Field(default_factory=lambda: [30, 7, 1])
+    urls: list[str] = Field(default_factory=list)
+
+
+class RotationConfig(_Section):
+    """Rotation from the staging store."""
+
+    auto: bool = True
+    before_days: int = Field(default=30, ge=0)
+    staging_dir: str | None = None
+
+
+class ProxyConfig(_Section):
+    """The bundled offload proxy; `workers` 0 runs no data plane on this node."""
+
+    workers: int | None = Field(default=None, ge=0, le=256)
+    drain_timeout: Duration = 30.0
+    reload_interval: Duration = 2.0
+    ack_timeout: Duration = 5.0
+    handshake_timeout: Duration = 10.0
+
+
+class SecretsConfig(_Section):
+    """The key that encrypts private keys at rest."""
+
+    key_file: str | None = None
+
+
+class Config(_Section):
+    """The whole configuration, with the SPEC's defaults."""
+
+    data_dir: str = "data"
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    scan: ScanConfig = Field(default_factory=ScanConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    rotation: RotationConfig = Field(default_factory=RotationConfig)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
+
+    @property
+    def store_url(self) -> str:
+        """The SQLAlchemy URL of the store."""
+        return self.store.url or f"sqlite:///{Path(self.data_dir) / 'certwatch.db'}"
+
+    @property
+    def key_file(self) -> Path:
+        """The secrets key file."""
+        return Path(self.secrets.key_file or Path(self.data_dir) / "secrets.key")
+
+    @property
+    def staging_dir(self) -> Path:
+        """The directory watched for staged certificates."""
+        return Path(self.rotation.staging_dir or Path(self.data_dir) / "staging")
+
+    @property
+    def proxy_workers(self) -> int:
+        """How many proxy worker processes to run."""
+        return (os.cpu_count() or 1) if self.proxy.workers is None else self.proxy.workers
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and why."""
+
+
+def _env_value(raw: str) -> Any:
+    """An environment string as JSON where it parses (lists, numbers, booleans), else as text."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        if "," in raw:
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        return raw
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    sections = {name for name, f in Config.model_fields.items() if f.annotation is not str}
+    out: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith("CERTWATCH_") or name.startswith("CERTWATCH_TEST"):
+            continue
+        key = name.removeprefix("CERTWATCH_").lower()
+        section, _, rest = key.partition("_")
+        if section in sections and rest:
+            out.setdefault(section, {})[rest] = _env_value(raw)
+        elif key in Config.model_fields:
+            out[key] = raw
+        else:
+            raise ConfigError(f"environment variable {name}: no such configuration key")
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file (if any), apply environment overrides and validate."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path}: not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: not valid TOML: {exc}") from exc
+    data = _merge(data, _env_overrides(os.environ if env is None else env))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"configuration ({source}): {problems}") from exc

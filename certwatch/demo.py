@@ -1,0 +1,118 @@
+"""`certwatch serve --demo`: a demo PKI, an echo backend and a listener on 127.0.0.1:8443.
+
+One additional certificate expires in five days, so the first scan raises a demo alert.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlmodel import select
+
+from certwatch.devpki import make_pki
+from certwatch.models import Listener, ServerGroup
+from certwatch.service import Service
+from certwatch.store import transaction
+from offload.echo import EchoServer
+
+log = logging.getLogger(__name__)
+DEMO_PORT = 8443
+DEMO_DESCRIPTION = "certwatch demo listener"
+
+
+def install(service: Service, port: int = DEMO_PORT) -> EchoServer:
+    """Start the echo backend and make sure the demo listener exists and points at it."""
+    echo = EchoServer()
+    echo_port = echo.start()
+    backend = [{"ServerIp": "127.0.0.1", "Port": echo_port, "Weight": 100}]
+    with transaction(service.engine) as session:
+        existing = session.exec(
+            select(Listener).where(Listener.description == DEMO_DESCRIPTION)
+        ).first()
+    if existing is not None:
+        group_id = existing.server_group_id
+        with transaction(service.engine) as session:
+            stale = session.get(ServerGroup, group_id)
+            old = stale.servers if stale else []
+        if old:
+            service.call(
+                "RemoveServersFromServerGroup",
+                {"ServerGroupId": group_id, "Servers": old},
+                actor="demo",
+            )
+        service.call(
+            "AddServersToServerGroup", {"ServerGroupId": group_id, "Servers": backend}, actor="demo"
+        )
+        log.info(
+            "demo listener %s now forwards to the echo backend on port %d", existing.id, echo_port
+        )
+        return echo
+    demo_dir = Path(service.config.data_dir) / "demo"
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    pki = make_pki("certwatch demo")
+    (demo_dir / "ca.pem").write_text(pki.root_pem)
+    main = pki.leaf("demo.localhost", "localhost", "127.0.0.1", days=90)
+    soon = pki.leaf("expiring.demo.localhost", days=5)
+    service.call(
+        "UploadCertificate",
+        {"CertificateName": "demo-root", "CertificateType": "Ca", "Certificate": pki.root_pem},
+        actor="demo",
+    )
+    ids = [
+        service.call(
+            "UploadCertificate",
+            {
+                "CertificateName": name,
+                "CertificateType": "Server",
+                "Certificate": leaf.chain_pem,
+                "PrivateKey": leaf.key_pem,
+            },
+            actor="demo",
+        )["CertificateId"]
+        for name, leaf in (("demo-main", main), ("demo-expiring", soon))
+    ]
+    lb = service.call("CreateLoadBalancer", {"LoadBalancerName": "demo"}, actor="demo")
+    group = service.call(
+        "CreateServerGroup", {"ServerGroupName": "demo-echo", "Servers": backend}, actor="demo"
+    )
+    listener = service.call(
+        "CreateListener",
+        {
+            "LoadBalancerId": lb["LoadBalancerId"],
+            "ListenerPort": port,
+            "ServerGroupId": group["ServerGroupId"],
+            "CertificateIds": [ids[0]],
+            "ListenerDescription": DEMO_DESCRIPTION,
+        },
+        actor="demo",
+    )
+    service.call(
+        "AssociateAdditionalCertificatesWithListener",
+        {
+            "ListenerId": listener["ListenerId"],
+            "AdditionalCertificateIds": [ids[1]],
+        },
+        actor="demo",
+    )
+    log.info(
+        "demo listener %s on 127.0.0.1:%d (root CA in %s)",
+        listener["ListenerId"],
+        port,
+        demo_dir / "ca.pem",
+    )
+    return echo
+
+
+def next_steps(api: str, port: int = DEMO_PORT, data_dir: str = "data") -> str:
+    """What to try against the demo, printed at start."""
+    ca = Path(data_dir) / "demo" / "ca.pem"
+    return f"""
+certwatch demo is running. Try:
+  openssl s_client -connect 127.0.0.1:{port} -servername demo.localhost -CAfile {ca} </dev/null
+  openssl s_client -connect 127.0.0.1:{port} -servername expiring.demo.localhost \\
+      -CAfile {ca} </dev/null
+  curl -s -X POST {api}/v1/ListListeners | python3 -m json.tool
+  curl -s -X POST {api}/v1/ListCertificates -d '{{"ExpiringWithinDays": 30}}'
+  curl -s {api}/metrics | grep certwatch_
+"""

@@ -1,0 +1,121 @@
+"""Run one API action all-or-nothing: one transaction, DryRun, ClientToken, then the data plane.
+
+A changing action's transaction commits only after every proxy worker has taken the new
+snapshot; if the proxy refuses it, the transaction is rolled back and the proxy keeps (or is
+given back) the previous snapshot, so a failed call changes nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from certwatch import clock, errors
+from certwatch.actions.registry import ActionContext, Request
+from certwatch.models import IdempotencyRecord
+from certwatch.snapshot import build_snapshot, bump_revision
+from certwatch.store import transaction
+from offload.errors import ApplyError, OffloadError
+
+if TYPE_CHECKING:
+    from certwatch.actions.registry import Action
+    from certwatch.service import Service
+
+log = logging.getLogger(__name__)
+
+
+def _digest(req: Request) -> str:
+    params = req.model_dump(mode="json", exclude={"ClientToken", "DryRun"})
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+
+
+def dispatch(
+    service: Service, action: Action[Any], req: Request, actor: str = "api"
+) -> dict[str, Any]:
+    """Run `action` with validated parameters; raise `errors.ApiError` to refuse."""
+    if not action.changing:
+        with transaction(service.engine) as session:
+            return action.handler(ActionContext(session, clock.now(), service, actor), req)
+    dry_run = bool(getattr(req, "DryRun", False))
+    token = getattr(req, "ClientToken", None)
+    with service.write_lock:
+        ctx: ActionContext | None = None
+        with transaction(service.engine) as session:
+            if token and not dry_run:
+                replay = _replay(session.get(IdempotencyRecord, (token, action.name)), req)
+                if replay is not None:
+                    return replay
+            ctx = ActionContext(session, clock.now(), service, actor, dry_run)
+            result = action.handler(ctx, req)
+            if dry_run:
+                session.rollback()
+                return {"DryRun": True}
+            previous = service.applied_snapshot
+            snapshot = build_snapshot(
+                session,
+                service.keybox,
+                bump_revision(session),
+                service.config.proxy.handshake_timeout,
+            )
+            _apply(service, snapshot)
+            if token:
+                session.add(
+                    IdempotencyRecord(
+                        token=token,
+                        action=action.name,
+                        params_digest=_digest(req),
+                        response=result,
+                        created_at=ctx.now,
+                    )
+                )
+            try:
+                session.commit()
+            except Exception:
+                _restore(service, previous)
+                raise
+    for callback in ctx.after_commit:
+        callback()
+    return result
+
+
+def _replay(record: IdempotencyRecord | None, req: Request) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    if record.params_digest != _digest(req):
+        raise errors.IdempotentParameterMismatch(
+            f"ClientToken {record.token!r} was already used with different parameters"
+        )
+    return dict(record.response)
+
+
+def _apply(service: Service, snapshot: Any) -> None:
+    plane = service.data_plane
+    if plane is None:
+        service.applied_snapshot = snapshot
+        return
+    previous = service.applied_snapshot
+    try:
+        plane.apply(snapshot)
+    except ApplyError as exc:
+        _restore(service, previous)
+        if "Address already in use" in str(exc) or "in use" in str(exc).lower():
+            raise errors.PortInUse(f"the proxy cannot bind: {exc}") from exc
+        raise errors.BadRequest(
+            f"the proxy refused the change: {exc}", code="InvalidListener"
+        ) from exc
+    except OffloadError as exc:
+        _restore(service, previous)
+        raise errors.ProxyUnavailable(f"the proxy did not take the change: {exc}") from exc
+    service.applied_snapshot = snapshot
+
+
+def _restore(service: Service, previous: Any) -> None:
+    if service.data_plane is None or previous is None:
+        return
+    try:
+        service.data_plane.apply(previous)
+        service.applied_snapshot = previous
+    except OffloadError:
+        log.exception("could not restore the previous proxy snapshot %s", previous.revision)

@@ -1,0 +1,248 @@
+"""The store's tables (SQLModel). Private keys are stored encrypted; no API view carries them.
+
+Times are stored as UTC and always read back as aware datetimes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, LargeBinary, Text, TypeDecorator, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored as naive UTC and returned aware, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        """Store aware datetimes as naive UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        """Read back as aware UTC."""
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+def _time(**kwargs: Any) -> Any:
+    return Field(sa_type=UtcDateTime, **kwargs)
+
+
+def _json(**kwargs: Any) -> Any:
+    return Field(sa_type=JSON, **kwargs)
+
+
+def _text(**kwargs: Any) -> Any:
+    return Field(sa_type=Text, **kwargs)
+
+
+class Certificate(SQLModel, table=True):
+    """A certificate of the inventory, with its chain and (for Server) its encrypted key."""
+
+    __tablename__ = "certificates"
+
+    id: str = Field(primary_key=True)
+    name: str
+    type: str = Field(index=True)
+    chain_pem: str = _text()
+    key_encrypted: bytes | None = Field(default=None, sa_type=LargeBinary)
+    fingerprint: str = Field(index=True)
+    common_name: str
+    sans: list[str] = _json(default_factory=list)
+    issuer: str
+    serial_number: str
+    not_before: dt.datetime = _time()
+    not_after: dt.datetime = _time(index=True)
+    key_algorithm: str
+    key_size: int
+    signature_algorithm: str
+    chain_length: int
+    warnings: list[str] = _json(default_factory=list)
+    created_at: dt.datetime = _time()
+
+
+class ChainEntry(SQLModel, table=True):
+    """One certificate above a leaf in its uploaded chain (position 1 = first intermediate)."""
+
+    __tablename__ = "chain_entries"
+
+    certificate_id: str = Field(foreign_key="certificates.id", primary_key=True)
+    position: int = Field(primary_key=True)
+    common_name: str
+    fingerprint: str
+    not_before: dt.datetime = _time()
+    not_after: dt.datetime = _time()
+
+
+class LoadBalancer(SQLModel, table=True):
+    """An instance grouping listeners; the additional-certificate quota is per instance."""
+
+    __tablename__ = "load_balancers"
+
+    id: str = Field(primary_key=True)
+    name: str
+    created_at: dt.datetime = _time()
+
+
+class ServerGroup(SQLModel, table=True):
+    """Backend servers: a list of {ServerIp, Port, Weight}."""
+
+    __tablename__ = "server_groups"
+
+    id: str = Field(primary_key=True)
+    name: str
+    servers: list[dict[str, Any]] = _json(default_factory=list)
+    created_at: dt.datetime = _time()
+
+
+class SecurityPolicy(SQLModel, table=True):
+    """A custom TLS security policy (system policies live in code)."""
+
+    __tablename__ = "security_policies"
+
+    id: str = Field(primary_key=True)
+    name: str
+    tls_versions: list[str] = _json(default_factory=list)
+    ciphers: list[str] = _json(default_factory=list)
+    created_at: dt.datetime = _time()
+
+
+class Listener(SQLModel, table=True):
+    """A TCPSSL listener of a load balancer."""
+
+    __tablename__ = "listeners"
+    __table_args__ = (UniqueConstraint("address", "port", name="uq_listener_address_port"),)
+
+    id: str = Field(primary_key=True)
+    load_balancer_id: str = Field(foreign_key="load_balancers.id", index=True)
+    protocol: str
+    address: str
+    port: int
+    server_group_id: str = Field(foreign_key="server_groups.id")
+    security_policy_id: str
+    ca_enabled: bool = False
+    idle_timeout: int = 900
+    description: str | None = None
+    alert_thresholds_days: list[int] | None = _json(default=None, nullable=True)
+    status: str = "Running"
+    created_at: dt.datetime = _time()
+
+
+class ListenerCertificate(SQLModel, table=True):
+    """A certificate a listener uses, in a role: `default`, `additional` or `ca`."""
+
+    __tablename__ = "listener_certificates"
+
+    listener_id: str = Field(foreign_key="listeners.id", primary_key=True)
+    certificate_id: str = Field(foreign_key="certificates.id", primary_key=True, index=True)
+    role: str = Field(primary_key=True)
+    created_at: dt.datetime = _time()
+
+
+class StagedCertificate(SQLModel, table=True):
+    """A renewed certificate waiting to be rotated in."""
+
+    __tablename__ = "staged_certificates"
+
+    id: str = Field(primary_key=True)
+    certificate_id: str = Field(foreign_key="certificates.id", index=True)
+    listener_id: str | None = Field(default=None, index=True)
+    status: str = Field(default="Pending", index=True)
+    reason: str | None = None
+    source: str = "api"
+    created_at: dt.datetime = _time()
+    updated_at: dt.datetime = _time()
+
+
+class RotationEvent(SQLModel, table=True):
+    """One entry of a listener's certificate history; `result` `InProgress` until settled."""
+
+    __tablename__ = "rotation_events"
+
+    id: str = Field(primary_key=True)
+    listener_id: str = Field(index=True)
+    seq: int = 0
+    time: dt.datetime = _time(index=True)
+    actor: str
+    old_certificate_id: str | None = None
+    new_certificate_id: str | None = None
+    role: str = "default"
+    result: str
+    reason: str | None = None
+    staged_certificate_id: str | None = None
+
+
+class Alert(SQLModel, table=True):
+    """An expiry alert for a certificate in use at one threshold; sent once."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("certificate_id", "threshold", name="uq_alert_threshold"),)
+
+    id: str = Field(primary_key=True)
+    certificate_id: str = Field(index=True)
+    threshold: str
+    listener_ids: list[str] = _json(default_factory=list)
+    title: str = _text(default="")
+    body: str = _text(default="")
+    created_at: dt.datetime = _time()
+    sent_at: dt.datetime | None = _time(default=None, nullable=True)
+    delivered: bool = False
+    attempts: int = 0
+    last_error: str | None = _text(default=None, nullable=True)
+
+
+class ProbeResult(SQLModel, table=True):
+    """The latest live probe of one (target, server name), kept for metrics on every node."""
+
+    __tablename__ = "probe_results"
+
+    target: str = Field(primary_key=True)
+    server_name: str = Field(primary_key=True)
+    listener_id: str | None = None
+    success: bool
+    served_fingerprint: str | None = None
+    served_not_after: dt.datetime | None = _time(default=None, nullable=True)
+    chain_complete: bool = False
+    matches_configured: bool | None = None
+    error: str | None = _text(default=None, nullable=True)
+    probed_at: dt.datetime = _time()
+
+
+class ScanRun(SQLModel, table=True):
+    """One scan: when it ran and what it counted."""
+
+    __tablename__ = "scan_runs"
+
+    id: str = Field(primary_key=True)
+    started_at: dt.datetime = _time(index=True)
+    finished_at: dt.datetime | None = _time(default=None, nullable=True)
+    success: bool = False
+    counts: dict[str, Any] = _json(default_factory=dict)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The first answer to a `ClientToken`, replayed for repeats."""
+
+    __tablename__ = "idempotency_records"
+
+    token: str = Field(primary_key=True)
+    action: str = Field(primary_key=True)
+    params_digest: str
+    response: dict[str, Any] = _json(default_factory=dict)
+    created_at: dt.datetime = _time()
+
+
+class StateRevision(SQLModel, table=True):
+    """A single row counting changes to what the proxy serves; proxy nodes poll it."""
+
+    __tablename__ = "state_revision"
+
+    id: int = Field(default=1, primary_key=True)
+    revision: int = 0

@@ -1,0 +1,95 @@
+"""The composition root: builds the store, key box, data plane hook and registry from a Config."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry
+from sqlmodel import Session, select
+
+from certwatch import x509
+from certwatch.actions import ACTIONS
+from certwatch.actions.registry import Request
+from certwatch.config import Config
+from certwatch.dispatch import dispatch
+from certwatch.models import Certificate
+from certwatch.snapshot import build_snapshot, current_revision
+from certwatch.store import KeyBox, make_engine, migrate, ping, transaction
+from offload.spec import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+class DataPlane(Protocol):
+    """What the control plane needs of the proxy (`offload.workers.ProxyControl`)."""
+
+    def apply(self, snapshot: Snapshot) -> None:
+        """Serve this snapshot; return once every worker has it."""
+
+    def healthy(self) -> bool:
+        """Every worker is up and answering."""
+
+
+class Service:
+    """One certwatch node's control plane."""
+
+    def __init__(self, config: Config, data_plane: DataPlane | None = None) -> None:
+        self.config = config
+        self.engine = make_engine(config.store_url)
+        migrate(self.engine)
+        self.keybox = KeyBox.from_file(config.key_file)
+        self.data_plane = data_plane
+        self.write_lock = threading.RLock()
+        self.applied_snapshot: Snapshot | None = None
+        self.registry = CollectorRegistry()
+
+    @property
+    def expiring_days(self) -> int:
+        """A certificate is `Expiring` within the largest alert threshold."""
+        return max(self.config.alerts.thresholds_days, default=30)
+
+    def trusted_roots(self, session: Session) -> list[Any]:
+        """System roots, every uploaded Ca certificate, and `scan.trusted_ca_file`."""
+        roots = list(x509.system_roots())
+        for row in session.exec(select(Certificate).where(Certificate.type == "Ca")):
+            roots.extend(x509.parse_chain(row.chain_pem))
+        if self.config.scan.trusted_ca_file:
+            roots.extend(x509.load_bundle(self.config.scan.trusted_ca_file))
+        return roots
+
+    def call(
+        self, name: str, params: dict[str, Any] | None = None, actor: str = "api"
+    ) -> dict[str, Any]:
+        """Run an action by name with raw parameters (validated here), as the API does."""
+        action = ACTIONS[name]
+        req: Request = action.request.model_validate(params or {})
+        return dispatch(self, action, req, actor)
+
+    def sync_data_plane(self) -> None:
+        """Hand the proxy the store's current state (at start, and on proxy-only nodes)."""
+        if self.data_plane is None:
+            return
+        with self.write_lock, transaction(self.engine) as session:
+            snapshot = build_snapshot(
+                session,
+                self.keybox,
+                current_revision(session),
+                self.config.proxy.handshake_timeout,
+            )
+            if self.applied_snapshot is None or snapshot != self.applied_snapshot:
+                self.data_plane.apply(snapshot)
+                self.applied_snapshot = snapshot
+
+    def healthy(self) -> dict[str, bool]:
+        """Health of each part: the store, and the proxy when this node runs one."""
+        parts = {"store": ping(self.engine)}
+        if self.data_plane is not None:
+            parts["proxy"] = self.data_plane.healthy()
+        return parts
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        self.engine.dispose()
+        log.debug("service closed")
