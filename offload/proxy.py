@@ -1,21 +1,25 @@
 """One worker's listeners and connections: accept, TLS handshake, splice to a backend.
 
 Rules of a connection (all on one loop, no locks):
-- At accept the raw transport is paused; a task runs `loop.start_tls` with the
-  listener's *current* context (so a swap affects only later connections) and the
-  listener's handshake timeout, then connects to a backend. Plain TCP skips TLS.
+- The listener accepts in a loop reader callback and hands each socket to
+  `loop.connect_accepted_socket` with the listener's *current* context (so a swap
+  affects only later connections) and handshake timeout; nothing reads the socket
+  before the TLS protocol owns it. Plain TCP listeners pass no context.
+- After the handshake the same task connects to a backend; client bytes that
+  arrive meanwhile are held and the client paused.
 - Relaying is protocol to protocol: each side's `pause_writing`/`resume_writing`
   pauses/resumes reading on the other side. Client EOF → `write_eof` to the backend
   (TLS clients' close_notify makes the TLS transport shut down after flushing);
   backend EOF → close the client after flushing.
 - Idle: every read stamps the loop time; one timer per connection fires at
   last stamp + idle timeout and re-arms itself if there was traffic meanwhile.
-- Accounting is exactly once per connection: `_finish()` is idempotent.
+- Accounting is exactly once per connection: `finish()` is idempotent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 from typing import cast
@@ -26,6 +30,8 @@ from offload.stats import ListenerStats
 
 CONNECT_TIMEOUT = 5.0
 BACKLOG = 1024
+ACCEPT_BATCH = 64
+log = logging.getLogger(__name__)
 _CLIENT_CERT_REASONS = frozenset(
     {"PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_VERIFY_FAILED", "NO_CERTIFICATE_RETURNED"}
 )
@@ -45,7 +51,7 @@ def failure_reason(exc: BaseException) -> str:
 class Listener:
     """What new connections of one listener read at accept time; swapped by attribute."""
 
-    __slots__ = ("spec", "context", "picker", "stats", "server", "loop")
+    __slots__ = ("spec", "context", "picker", "stats", "sock", "loop", "_tasks")
 
     def __init__(
         self,
@@ -58,12 +64,37 @@ class Listener:
         self.context = context
         self.picker = BackendPicker(spec.backends)
         self.stats = stats
-        self.server: asyncio.AbstractServer | None = None
+        self.sock: socket.socket | None = None
         self.loop = loop
 
-    def protocol(self) -> ClientSide:
-        """Protocol factory for the listening server."""
-        return ClientSide(self)
+    def listen(self, sock: socket.socket) -> None:
+        """Start accepting on `sock` (from `bind`), which this listener now owns."""
+        self.sock = sock
+        self.loop.add_reader(sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        """Stop accepting at once; open connections go on."""
+        if self.sock is not None:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+
+    def _accept(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("listener %s: accept failed: %s", self.spec.listener_id, exc)
+                return
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client = ClientSide(self)
+            client.task = self.loop.create_task(client.run(conn))
 
 
 def bind(spec: ListenerSpec) -> socket.socket:
@@ -113,11 +144,11 @@ class BackendSide(asyncio.Protocol):
 
 
 class ClientSide(asyncio.Protocol):
-    """The client half: raw accept, then (after TLS) the application protocol."""
+    """The client half of a spliced connection (the application protocol after TLS)."""
 
     __slots__ = (
-        "listener", "stats", "transport", "backend", "last", "loop_time",
-        "_idle", "_timer", "_done", "_eof", "_pending", "_started", "_task",
+        "listener", "stats", "transport", "backend", "last", "loop_time", "task",
+        "_idle", "_timer", "_done", "_eof", "_pending", "_started", "_tls",
     )
 
     def __init__(self, listener: Listener) -> None:
@@ -131,34 +162,37 @@ class ClientSide(asyncio.Protocol):
         self._done = False
         self._eof = False
         self._pending: list[bytes] = []
+        self._tls = False
+        self.task: asyncio.Task[None] | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = raw = cast(asyncio.Transport, transport)
-        raw.pause_reading()
-        self.stats.active += 1
-        self.stats.total += 1
-        self._task = self.listener.loop.create_task(self._open(raw))
-
-    async def _open(self, raw: asyncio.Transport) -> None:
+    async def run(self, conn: socket.socket) -> None:
+        """Handshake on the accepted socket `conn`, then connect a backend."""
         listener = self.listener
-        loop = listener.loop
+        stats = self.stats
+        stats.active += 1
+        stats.total += 1
         context = listener.context
-        if context is not None:
-            try:
-                self.transport = await loop.start_tls(  # type: ignore[assignment]
-                    raw, self, context, server_side=True,
+        self._tls = context is not None
+        try:
+            if context is None:
+                await listener.loop.connect_accepted_socket(lambda: self, conn)
+            else:
+                await listener.loop.connect_accepted_socket(
+                    lambda: self, conn, ssl=context,
                     ssl_handshake_timeout=listener.spec.handshake_timeout,
                 )
-            except Exception as exc:
-                self.stats.failures[failure_reason(exc)] += 1
-                raw.abort()
-                self.finish()
-                return
-            self.stats.observe_handshake(loop.time() - self._started)
-            self.transport.pause_reading()
-        if self._done:
+        except Exception as exc:
+            if context is not None:
+                stats.failures[failure_reason(exc)] += 1
+            self.finish()
             return
-        await self._connect(listener)
+        if not self._done:
+            await self._connect(listener)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        if self._tls:
+            self.stats.observe_handshake(self.loop_time() - self._started)
 
     async def _connect(self, listener: Listener) -> None:
         loop = listener.loop
@@ -208,6 +242,7 @@ class ClientSide(asyncio.Protocol):
         backend = self.backend
         if backend is None:
             self._pending.append(data)
+            self.transport.pause_reading()
         else:
             backend.write(data)
         self.stats.bytes_in += len(data)

@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 
 import uvloop
 
-from offload.proxy import BACKLOG, Listener, bind
+from offload.proxy import Listener, bind
 from offload.spec import ListenerSpec, Snapshot
 from offload.stats import ListenerStats, ProxyStats
 from offload.tls import build_context
@@ -56,7 +56,7 @@ class Worker:
         """Bring the listeners to `snapshot`; returns failures by listener id."""
         wanted = {spec.listener_id: spec for spec in snapshot.listeners}
         for lid in [lid for lid in self.listeners if lid not in wanted]:
-            self._close(self.listeners.pop(lid))
+            self.listeners.pop(lid).close()
         failures: dict[str, str] = {}
         seen: dict[tuple[str, int], str] = {}
         for spec in snapshot.listeners:
@@ -90,27 +90,15 @@ class Worker:
                 current.picker = listener.picker
             current.spec, current.context = spec, context
             return
-        sock = bind(spec)
-        try:
-            listener.server = await self.loop.create_server(
-                listener.protocol, sock=sock, backlog=BACKLOG
-            )
-        except BaseException:
-            sock.close()
-            raise
+        listener.listen(bind(spec))
         self.listeners[spec.listener_id] = listener
         if current is not None:
-            self._close(current)
-
-    @staticmethod
-    def _close(listener: Listener) -> None:
-        if listener.server is not None:
-            listener.server.close()
+            current.close()
 
     def stop_listening(self) -> None:
         """Close every listening socket; open connections go on."""
         for listener in self.listeners.values():
-            self._close(listener)
+            listener.close()
         self.listeners.clear()
 
     def active(self) -> int:

@@ -99,6 +99,11 @@ class ProxyControl:
         """Revision of the last snapshot handed to the workers (0 before any)."""
         return self._snapshot.revision
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current workers (for operators and tests)."""
+        with self._lock:
+            return [h.process.pid for h in self._handles if h.process and h.process.pid]
+
     def start(self) -> None:
         """Spawn every worker and wait until each one is ready."""
         with self._lock:

@@ -1,0 +1,30 @@
+"""Counters: histogram buckets, summing across workers."""
+
+from __future__ import annotations
+
+from offload.stats import HANDSHAKE_BUCKETS, ListenerStats, ProxyStats
+
+
+def test_handshake_lands_in_its_bucket() -> None:
+    """A 3 ms handshake counts in the 5 ms bucket; the sum adds up."""
+    stats = ListenerStats()
+    stats.observe_handshake(0.003)
+    stats.observe_handshake(60.0)
+    frozen = stats.freeze()
+    assert frozen.buckets[HANDSHAKE_BUCKETS.index(0.005)] == 1
+    assert frozen.buckets[-1] == 1
+    assert frozen.handshakes == 2
+    assert frozen.handshake_sum == 60.003
+
+
+def test_stats_sum_over_workers() -> None:
+    """Two workers' counters add up per listener; listeners only one saw are kept."""
+    one, two = ListenerStats(), ListenerStats()
+    one.total, one.bytes_in, one.failures["timeout"] = 2, 10, 1
+    two.total, two.bytes_out, two.failures["timeout"] = 3, 7, 2
+    total = ProxyStats({"a": one.freeze()}) + ProxyStats({"a": two.freeze(), "b": two.freeze()})
+    assert total.get("a").total == 5
+    assert (total.get("a").bytes_in, total.get("a").bytes_out) == (10, 7)
+    assert total.get("a").failure("timeout") == 3
+    assert total.get("b").total == 3
+    assert total.get("missing").total == 0
