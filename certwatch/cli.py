@@ -291,7 +291,65 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     p.add_argument("name")
     p.add_argument("--version", action="append", required=True)
     p.add_argument("--cipher", action="append", required=True)
+    al = sub.add_parser("alerts", help="expiry alerts").add_subparsers(dest="sub", required=True)
+    p = command(
+        "alerts list",
+        "ListAlerts",
+        lambda a: {"ListenerId": a.listener, "CertificateId": a.certificate},
+        al,
+    )
+    p.add_argument("--listener")
+    p.add_argument("--certificate")
+    command(
+        "alerts test",
+        "TestNotification",
+        lambda a: {},
+        al,
+        help_text="send a test message to every alert URL",
+    )
+
+    p = command("stage", "StageCertificate", _stage, help_text="stage renewed certificates")
+    p.add_argument("files", nargs="+", help="a PEM with chain and key, or CRT then KEY")
+    p.add_argument("--listener", help="only for this listener")
+    p = command(
+        "rotate",
+        "RotateListenerCertificate",
+        lambda a: {"ListenerId": a.listener, "StagedCertificateId": a.staged},
+        help_text="rotate a listener's default certificate now",
+    )
+    p.add_argument("listener")
+    p.add_argument("--staged", help="a staged certificate id (else the best candidate)")
+    command(
+        "rollback",
+        "RollbackListenerCertificate",
+        lambda a: {"ListenerId": a.listener},
+        help_text="restore the previous default certificate",
+    ).add_argument("listener")
+    command(
+        "history",
+        "ListRotationEvents",
+        lambda a: {"ListenerId": a.listener},
+        help_text="a listener's certificate history",
+    ).add_argument("listener")
+    command(
+        "staged",
+        "ListStagedCertificates",
+        lambda a: {"Status": a.status},
+        help_text="list staged certificates",
+    ).add_argument("--status")
     return parser, commands
+
+
+def _stage(a: argparse.Namespace) -> Params:
+    text = "".join(_read(path) for path in a.files)
+    marker = "PRIVATE KEY-----"
+    start = text.find("-----BEGIN ", max(text.find(marker) - 30, 0)) if marker in text else -1
+    if start < 0:
+        raise SystemExit("stage: no private key found in " + " ".join(a.files))
+    end = text.index("-----END", start)
+    end = text.index("-----", end + 8) + 5
+    key = text[start:end]
+    return {"Certificate": text[:start] + text[end:], "PrivateKey": key, "ListenerId": a.listener}
 
 
 def _render(value: Any) -> str:

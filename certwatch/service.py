@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -15,6 +16,7 @@ from certwatch.actions.registry import Request
 from certwatch.config import Config
 from certwatch.dispatch import dispatch
 from certwatch.models import Certificate
+from certwatch.renewal import RenewalLookup
 from certwatch.snapshot import build_snapshot, current_revision
 from certwatch.store import KeyBox, make_engine, migrate, ping, transaction
 from offload.spec import Snapshot
@@ -44,6 +46,8 @@ class Service:
         self.write_lock = threading.RLock()
         self.applied_snapshot: Snapshot | None = None
         self.registry = CollectorRegistry()
+        self.before_scan: list[Callable[[Service], None]] = []
+        self.renewal_lookup: RenewalLookup | None = None
 
     @property
     def expiring_days(self) -> int:
@@ -81,6 +85,14 @@ class Service:
             if self.applied_snapshot is None or snapshot != self.applied_snapshot:
                 self.data_plane.apply(snapshot)
                 self.applied_snapshot = snapshot
+
+    def is_leader(self) -> bool:
+        """Whether this node runs scans, alerts and rotations (one node of a shared store)."""
+        return True
+
+    def notify(self, title: str, body: str) -> None:
+        """Send an operational alert (e.g. a rollback) to every alert URL; log it meanwhile."""
+        log.warning("%s\n%s", title, body)
 
     def healthy(self) -> dict[str, bool]:
         """Health of each part: the store, and the proxy when this node runs one."""

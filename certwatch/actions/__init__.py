@@ -1,6 +1,11 @@
-"""The API actions; importing this package registers all of them in `ACTIONS`."""
+"""The API actions; importing this package registers every action module's actions in `ACTIONS`."""
 
-from certwatch.actions import balancers, certificates, listeners, policies
+import importlib
+import pkgutil
+
 from certwatch.actions.registry import ACTIONS
 
-__all__ = ["ACTIONS", "balancers", "certificates", "listeners", "policies"]
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["ACTIONS"]
