@@ -1,0 +1,205 @@
+"""The proxy's connection handling: timeouts, backends, plain TCP, bulk data, counters."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from offload.echo import EchoServer
+from offload.spec import Backend
+from offload.stats import OffloadCollector
+from offload.workers import ProxyControl
+from tests.certfactory import Pki
+from tests.integration.offload.conftest import (
+    client_context,
+    echo_roundtrip,
+    free_port,
+    listener,
+    snapshot,
+    tls_connect,
+)
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+def _closed_by_peer(sock: socket.socket, within: float) -> bool:
+    """True when the peer closes (EOF or reset) within `within` seconds."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except (ConnectionResetError, ssl.SSLError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_silent_client_is_dropped_after_handshake_timeout(
+    control: ProxyControl, pki: Pki, backends: tuple[Backend, ...]
+) -> None:
+    """A TCP client that never says hello is dropped after the timeout; others still get in."""
+    spec = listener(pki.leaf("slow.example.com"), backends, handshake_timeout=0.5)
+    control.apply(snapshot(spec))
+    silent = [socket.create_connection(("127.0.0.1", spec.port)) for _ in range(4)]
+    started = time.monotonic()
+    with tls_connect(spec.port, client_context()) as sock:
+        assert echo_roundtrip(sock) == b"ping"
+    assert time.monotonic() - started < 0.4
+    for raw in silent:
+        with raw:
+            assert _closed_by_peer(raw, within=3.0)
+    assert time.monotonic() - started >= 0.45
+    assert _eventually(lambda: control.stats().get(spec.listener_id).failure("timeout") == 4)
+
+
+def test_idle_connection_is_closed_busy_one_is_not(
+    control: ProxyControl, pki: Pki, backends: tuple[Backend, ...]
+) -> None:
+    """No bytes for idle_timeout closes the connection; steady traffic keeps it open."""
+    spec = listener(pki.leaf("idle.example.com"), backends, idle_timeout=0.6)
+    control.apply(snapshot(spec))
+    with tls_connect(spec.port, client_context()) as idle, \
+            tls_connect(spec.port, client_context()) as busy:
+        assert echo_roundtrip(idle) == b"ping"
+        for _ in range(8):
+            time.sleep(0.2)
+            assert echo_roundtrip(busy) == b"ping"
+        assert _closed_by_peer(idle, within=0.1)
+        assert echo_roundtrip(busy) == b"ping"
+        assert _closed_by_peer(busy, within=2.0)
+
+
+def test_refused_backend_fails_over_to_the_next(
+    control: ProxyControl, pki: Pki, echo: EchoServer
+) -> None:
+    """With the first backend refusing connections, every client is served by the next one."""
+    spec = listener(
+        pki.leaf("failover.example.com"),
+        (Backend("127.0.0.1", free_port(), 100), Backend("127.0.0.1", echo.port, 1)),
+    )
+    control.apply(snapshot(spec))
+    for _ in range(6):
+        with tls_connect(spec.port, client_context()) as sock:
+            assert echo_roundtrip(sock) == b"ping"
+    assert control.stats().get(spec.listener_id).failure("backend_unavailable") == 0
+
+
+def test_no_backend_answers_closes_client_and_counts(
+    control: ProxyControl, pki: Pki
+) -> None:
+    """When every backend refuses, the client is closed cleanly and backend_unavailable counted."""
+    spec = listener(
+        pki.leaf("down.example.com"),
+        (Backend("127.0.0.1", free_port()), Backend("127.0.0.1", free_port())),
+    )
+    control.apply(snapshot(spec))
+    for _ in range(3):
+        with tls_connect(spec.port, client_context()) as sock:
+            sock.settimeout(5)
+            assert sock.recv(10) == b""
+    assert _eventually(
+        lambda: control.stats().get(spec.listener_id).failure("backend_unavailable") == 3
+    )
+
+
+def test_weighted_round_robin_over_plain_tcp(pki: Pki) -> None:
+    """Weights 3:1 send three quarters of the connections to the first backend (one worker)."""
+    with EchoServer(greeting=b"A") as a, EchoServer(greeting=b"B") as b, \
+            ProxyControl(workers=1) as proxy:
+        spec = listener(
+            pki.leaf("wrr.example.com"),
+            (Backend("127.0.0.1", a.port, 3), Backend("127.0.0.1", b.port, 1)),
+            protocol="TCP",
+        )
+        proxy.apply(snapshot(spec))
+        seen: Counter[bytes] = Counter()
+        for _ in range(40):
+            with socket.create_connection(("127.0.0.1", spec.port), timeout=5) as sock:
+                seen[sock.recv(1)] += 1
+    assert seen == {b"A": 30, b"B": 10}
+
+
+def test_plain_tcp_half_close_relays_the_answer(
+    control: ProxyControl, pki: Pki, backends: tuple[Backend, ...]
+) -> None:
+    """A TCP client that shuts down its write side still receives the whole answer."""
+    spec = listener(pki.leaf("tcp.example.com"), backends, protocol="TCP")
+    control.apply(snapshot(spec))
+    payload = bytes(range(256)) * 4096
+    with socket.create_connection(("127.0.0.1", spec.port), timeout=5) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        got = bytearray()
+        while chunk := sock.recv(65536):
+            got += chunk
+    assert bytes(got) == payload
+
+
+def test_bulk_transfer_with_slow_reader_keeps_every_byte(
+    control: ProxyControl, pki: Pki, backends: tuple[Backend, ...]
+) -> None:
+    """32 MB through TLS with a client that reads late arrive intact (back-pressure, no loss)."""
+    spec = listener(pki.leaf("bulk.example.com"), backends)
+    control.apply(snapshot(spec))
+    block = bytes(range(256)) * 256
+    total = 32 * 1024 * 1024
+    with tls_connect(spec.port, client_context()) as sock:
+        sock.settimeout(10)
+        sender = threading.Thread(
+            target=lambda: [sock.sendall(block) for _ in range(total // len(block))]
+        )
+        sender.start()
+        time.sleep(0.5)
+        received = bytearray()
+        while len(received) < total:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            received += chunk
+        sender.join()
+    assert len(received) == total
+    assert received == block * (total // len(block))
+
+
+def test_stats_count_connections_bytes_and_failures(
+    control: ProxyControl, pki: Pki, backends: tuple[Backend, ...]
+) -> None:
+    """Connections, bytes each way, handshakes and failures by reason show in stats and /metrics."""
+    spec = listener(pki.leaf("stats.example.com"), backends)
+    control.apply(snapshot(spec))
+    for size in (100, 1000, 10000):
+        with tls_connect(spec.port, client_context()) as sock:
+            assert echo_roundtrip(sock, b"x" * size) == b"x" * size
+    with socket.create_connection(("127.0.0.1", spec.port), timeout=5) as raw:
+        raw.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert _closed_by_peer(raw, within=3.0)
+    assert _eventually(lambda: control.stats().get(spec.listener_id).active == 0)
+    counters = control.stats().get(spec.listener_id)
+    assert counters.total == 4
+    assert (counters.bytes_in, counters.bytes_out) == (11100, 11100)
+    assert counters.failure("tls_error") == 1
+    assert counters.handshakes == 3
+    registry = CollectorRegistry()
+    registry.register(OffloadCollector(control))
+    text = generate_latest(registry).decode()
+    lid = spec.listener_id
+    assert f'certwatch_offload_connections_total{{listener_id="{lid}"}} 4.0' in text
+    assert f'certwatch_offload_connections_active{{listener_id="{lid}"}} 0.0' in text
+    assert f'certwatch_offload_bytes_total{{direction="in",listener_id="{lid}"}} 11100.0' in text
+    assert (
+        f'certwatch_offload_handshake_failures_total{{listener_id="{lid}",reason="tls_error"}} 1.0'
+        in text
+    )
+    assert f'certwatch_offload_handshake_duration_seconds_count{{listener_id="{lid}"}} 3.0' in text
