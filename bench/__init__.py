@@ -1,0 +1,1 @@
+"""Benchmarks: certwatch's TLS offload proxy against HAProxy (see bench/README.md)."""

@@ -1,0 +1,360 @@
+"""Proxy benchmark: certwatch's offload proxy against HAProxy, same host, same load.
+
+Run from the repository root:  .venv/bin/python -m bench.proxy_bench [--rounds 3] [--seconds 10]
+Each scenario runs each side `rounds` times, alternating (certwatch, HAProxy, certwatch, ...),
+every run on a freshly started proxy; the report gives median [min-max] per side, the
+ratio of medians, the goal and whether it is met. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.certs import ChainFiles, make_chain
+from bench.procfs import cpu_seconds, memory_kib
+from bench.proxies import (
+    BENCH_DIR,
+    Running,
+    Sink,
+    build_tools,
+    ensure_haproxy,
+    start_haproxy,
+    start_offload,
+)
+from bench.report import Goal, render
+
+SIDES = ("certwatch", "haproxy")
+
+
+@dataclass
+class Settings:
+    """Everything a run needs: tools, certificates, backend ports, knobs."""
+
+    loadgen: Path
+    haproxy: Path
+    sink: Sink
+    chains: dict[str, ChainFiles]
+    workdir: Path
+    seconds: float
+    concurrency: int
+    loadgen_threads: int
+    latency_count: int
+    idle_conns: int
+    workers: int
+    candidate: str  # "offload", or "haproxy" to test the harness with HAProxy on both sides
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One measured situation: which chain, backend and load-generator invocation."""
+
+    key: str
+    title: str
+    chain: str  # "ecdsa" | "rsa"
+    backend: str  # sink listener: "echo" | "discard" | "stream"
+    run: Callable[[Settings, Running, Scenario], dict[str, float]]
+    tls: str = "1.3"
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+
+def loadgen(s: Settings, mode: str, port: int, *args: str, timeout: float) -> dict[str, float]:
+    """Run the C load generator once and return its JSON result."""
+    cmd = [str(s.loadgen), mode, "--port", str(port), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def tls_args(sc: Scenario) -> list[str]:
+    """Load-generator TLS options: one version, one suite/cipher, one group (fixed for both)."""
+    if sc.tls == "1.2":
+        # HAProxy 2.6's default TLS 1.2 ECDHE curve is P-256 only, so offer exactly that.
+        return ["--tls", "1.2", "--ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256", "--groups", "P-256"]
+    return ["--tls", "1.3", "--ciphersuites", "TLS_AES_128_GCM_SHA256", "--groups", "X25519"]
+
+
+def run_conn(s: Settings, proxy: Running, sc: Scenario) -> dict[str, float]:
+    """Full handshakes at saturation; proxy CPU per connection from /proc of its tree."""
+    common = [*tls_args(sc), "--concurrency", str(s.concurrency)]
+    common += ["--threads", str(s.loadgen_threads)]
+    warm = min(1.0, s.seconds / 4)
+    loadgen(s, "conn", proxy.port, *common, "--seconds", str(warm), timeout=warm + 60)
+    cpu0 = cpu_seconds(proxy.proc.pid)
+    r = loadgen(s, "conn", proxy.port, *common, "--seconds", str(s.seconds), timeout=s.seconds + 60)
+    cpu = cpu_seconds(proxy.proc.pid) - cpu0
+    ok = max(r["ok"], 1)
+    return {
+        "conns_per_s": r["conns_per_s"],
+        "proxy_cpu_us_per_conn": cpu * 1e6 / ok,
+        "proxy_cpu_cores": cpu / r["elapsed_s"],
+        "failures": r["failures"],
+        "stalled": r["stalled"],
+        "conn_p99_us": r["conn_p99_us"],
+        "loadgen_cpu_us_per_conn": r["cpu_us_per_conn"],
+    }
+
+
+def run_bulk(s: Settings, proxy: Running, sc: Scenario) -> dict[str, float]:
+    """One connection, bulk transfer in one direction; proxy CPU per MB as a side note."""
+    direction = sc.extra[0]
+    args = [*tls_args(sc), "--direction", direction, "--seconds", str(s.seconds)]
+    cafile = str(s.chains[sc.chain].root_path)  # also checks the full chain is served
+    cpu0 = cpu_seconds(proxy.proc.pid)
+    r = loadgen(s, "bulk", proxy.port, *args, "--cafile", cafile, timeout=s.seconds + 60)
+    cpu = cpu_seconds(proxy.proc.pid) - cpu0
+    mb = r["bytes"] / 1e6
+    return {
+        "mb_per_s": r["mb_per_s"],
+        "proxy_cpu_us_per_mb": cpu * 1e6 / mb if mb else 0.0,
+        "loadgen_cpu_s": r["cpu_s"],
+    }
+
+
+def run_latency(s: Settings, proxy: Running, sc: Scenario) -> dict[str, float]:
+    """64-byte ping-pong on one established connection."""
+    args = [*tls_args(sc), "--count", str(s.latency_count), "--seconds", str(s.seconds)]
+    cafile = str(s.chains[sc.chain].root_path)
+    r = loadgen(s, "latency", proxy.port, *args, "--cafile", cafile, timeout=s.seconds + 60)
+    return {
+        "p50_us": r["p50_us"],
+        "p99_us": r["p99_us"],
+        "count": r["count"],
+        "loadgen_cpu_s": r["cpu_s"],
+    }
+
+
+def run_idle(s: Settings, proxy: Running, sc: Scenario) -> dict[str, float]:
+    """Memory (PSS over the proxy's process tree) added by N idle TLS connections, per 1,000."""
+    args = [*tls_args(sc), "--concurrency", "8"]
+    loadgen(s, "conn", proxy.port, *args, "--seconds", "0.5", timeout=60)  # warm allocators
+    time.sleep(0.5)
+    before = memory_kib(proxy.proc.pid)
+    cmd = [str(s.loadgen), "idle", "--port", str(proxy.port), *tls_args(sc)]
+    cmd += ["--conns", str(s.idle_conns), "--concurrency", "32", "--seconds", "30"]
+    cmd += ["--hold-seconds", "60"]
+    gen = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert gen.stdin is not None and gen.stdout is not None
+        ready = json.loads(gen.stdout.readline())  # bounded by the generator's own timers
+        time.sleep(1.0)  # let the proxy finish backend connects and settle
+        after = memory_kib(proxy.proc.pid)
+        gen.stdin.write("done\n")
+        gen.stdin.close()
+        final = json.loads(gen.stdout.readline())
+        gen.wait(30)
+    finally:
+        if gen.poll() is None:
+            gen.kill()
+            gen.wait()
+    held = max(int(ready["held"]), 1)
+    return {
+        "mib_per_1000": (after["pss"] - before["pss"]) / 1024 * 1000 / held,
+        "rss_mib_per_1000": (after["rss"] - before["rss"]) / 1024 * 1000 / held,
+        "held": ready["held"],
+        "held_at_end": final["held_at_end"],
+        "baseline_pss_mib": before["pss"] / 1024,
+        "loadgen_cpu_s": final["cpu_s"],
+    }
+
+
+SCENARIOS = (
+    Scenario("hs13_ecdsa", "TLS 1.3 + ECDSA P-256 full handshakes", "ecdsa", "echo", run_conn),
+    Scenario("hs13_rsa", "TLS 1.3 + RSA-2048 full handshakes", "rsa", "echo", run_conn),
+    Scenario(
+        "hs12_ecdsa", "TLS 1.2 + ECDSA P-256 full handshakes", "ecdsa", "echo", run_conn, tls="1.2"
+    ),
+    Scenario(
+        "bulk_up", "bulk client→server, one connection", "ecdsa", "discard", run_bulk, extra=("up",)
+    ),
+    Scenario(
+        "bulk_down",
+        "bulk server→client, one connection",
+        "ecdsa",
+        "stream",
+        run_bulk,
+        extra=("down",),
+    ),
+    Scenario("latency", "64 B round trip, established connection", "ecdsa", "echo", run_latency),
+    Scenario("idle", "idle TLS connections held open", "ecdsa", "echo", run_idle),
+)
+
+GOALS = (
+    Goal(
+        "hs13_ecdsa",
+        "proxy_cpu_us_per_conn",
+        "TLS 1.3 ECDSA: proxy CPU per connection (µs)",
+        "≤",
+        1.15,
+    ),
+    Goal("hs13_ecdsa", "conns_per_s", "TLS 1.3 ECDSA: connections/s", "≥", 0.85),
+    Goal("hs13_rsa", "conns_per_s", "TLS 1.3 RSA-2048: connections/s", "≥", 0.85),
+    Goal("hs12_ecdsa", "conns_per_s", "TLS 1.2 ECDSA: connections/s", "≥", 0.85),
+    Goal("bulk_up", "mb_per_s", "bulk up (client→server) MB/s", "≥", 0.9),
+    Goal("bulk_down", "mb_per_s", "bulk down (server→client) MB/s", "≥", 0.9),
+    Goal("latency", "p50_us", "64 B round trip p50 (µs)", None, None),
+    Goal("latency", "p99_us", "64 B round trip p99 (µs)", "≤", 1.2),
+    Goal("idle", "mib_per_1000", "memory per 1,000 idle TLS connections (MiB, PSS)", "≤", 1.5),
+    Goal(
+        "hs13_rsa",
+        "proxy_cpu_us_per_conn",
+        "TLS 1.3 RSA-2048: proxy CPU per connection (µs)",
+        None,
+        None,
+    ),
+    Goal(
+        "hs12_ecdsa",
+        "proxy_cpu_us_per_conn",
+        "TLS 1.2 ECDSA: proxy CPU per connection (µs)",
+        None,
+        None,
+    ),
+)
+
+
+def start_side(s: Settings, side: str, sc: Scenario) -> Running:
+    """Start a fresh proxy for one run of one scenario."""
+    chain, backend = s.chains[sc.chain], s.sink.ports[sc.backend]
+    if side == "certwatch" and s.candidate == "offload":
+        return start_offload(chain, backend, s.workers, s.workdir)
+    return start_haproxy(s.haproxy, chain, backend, s.workdir, threads=s.workers)
+
+
+def run_once(s: Settings, side: str, sc: Scenario) -> dict:
+    """One run on a fresh proxy; a failed run is recorded as {"error": ...}, not fatal."""
+    try:
+        proxy = start_side(s, side, sc)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return {"error": f"start: {exc}"}
+    try:
+        return sc.run(s, proxy, sc)
+    except (RuntimeError, OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+        return {"error": str(exc)}
+    finally:
+        proxy.stop()
+
+
+def measure(s: Settings, rounds: int, only: set[str] | None) -> dict[str, dict[str, list[dict]]]:
+    """Run every scenario `rounds` times per side, alternating sides; returns raw results."""
+    results: dict[str, dict[str, list[dict]]] = {}
+    for sc in SCENARIOS:
+        if only and sc.key not in only:
+            continue
+        results[sc.key] = {side: [] for side in SIDES}
+        for rnd in range(rounds):
+            for side in SIDES:
+                r = run_once(s, side, sc)
+                results[sc.key][side].append(r)
+                brief = ", ".join(
+                    f"{k}={v:.1f}" if isinstance(v, float | int) else f"{k}={v}"
+                    for k, v in r.items()
+                )
+                print(f"  {sc.key} round {rnd + 1} {side}: {brief}", file=sys.stderr, flush=True)
+    return results
+
+
+def environment(haproxy: Path, args: argparse.Namespace) -> dict[str, str]:
+    """Facts printed above the table so a reader can judge the numbers."""
+
+    def out(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+        except OSError:
+            return ""
+
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in out(["cat", "/proc/cpuinfo"]).splitlines()
+            if ln.startswith("model name")
+        ),
+        "?",
+    )
+    return {
+        "date (UTC)": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "host": f"{platform.node()}, {out(['nproc']).strip()} CPUs ({cpu}), shared",
+        "OpenSSL": out(["openssl", "version"]).strip(),
+        "HAProxy": out([str(haproxy), "-v"]).splitlines()[0] if out([str(haproxy), "-v"]) else "?",
+        "Python": platform.python_version(),
+        "commit": out(["git", "-C", str(BENCH_DIR.parent), "rev-parse", "--short", "HEAD"]).strip(),
+        "settings": (
+            f"rounds={args.rounds} seconds={args.seconds} concurrency={args.concurrency} "
+            f"loadgen threads={args.loadgen_threads} certwatch workers={args.workers} "
+            f"HAProxy nbthread={args.workers} idle conns={args.idle_conns}"
+        ),
+        "certwatch side": (
+            "certwatch offload (bench.run_offload)"
+            if args.candidate == "offload"
+            else "HAProxy STAND-IN (harness self-test, not certwatch)"
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build tools, make certificates, run the scenarios, print and save the report."""
+    p = argparse.ArgumentParser(prog="python -m bench.proxy_bench", description=__doc__)
+    p.add_argument("--rounds", type=int, default=3, help="runs per side per scenario (≥3)")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of each measured run")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 round of 2 s")
+    p.add_argument("--concurrency", type=int, default=32, help="handshakes in flight")
+    p.add_argument("--loadgen-threads", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="certwatch workers = HAProxy nbthread")
+    p.add_argument("--idle-conns", type=int, default=1000)
+    p.add_argument("--only", default="", help="comma-separated scenario keys")
+    p.add_argument(
+        "--candidate",
+        choices=("offload", "haproxy"),
+        default="offload",
+        help="'haproxy' tests the harness with HAProxy on both sides",
+    )
+    p.add_argument("--out", type=Path, default=BENCH_DIR / "out" / "proxy.md")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rounds, args.seconds = 1, min(args.seconds, 2.0)
+    tools = build_tools()
+    haproxy = ensure_haproxy()
+    only = {k for k in args.only.split(",") if k} or None
+    total = args.seconds * 20 * len(SCENARIOS) * args.rounds + 3600
+    with tempfile.TemporaryDirectory(prefix="certwatch-bench-") as tmp:
+        workdir = Path(tmp)
+        chains = {kind: make_chain(kind, workdir / "certs") for kind in ("ecdsa", "rsa")}
+        sink = Sink(tools["sink"], max_seconds=total)
+        try:
+            settings = Settings(
+                loadgen=tools["loadgen"],
+                haproxy=haproxy,
+                sink=sink,
+                chains=chains,
+                workdir=workdir,
+                seconds=args.seconds,
+                concurrency=args.concurrency,
+                loadgen_threads=args.loadgen_threads,
+                latency_count=2000 if args.quick else 20000,
+                idle_conns=args.idle_conns,
+                workers=args.workers,
+                candidate=args.candidate,
+            )
+            results = measure(settings, args.rounds, only)
+        finally:
+            sink.stop()
+    text = render(environment(haproxy, args), results, GOALS, [(s.key, s.title) for s in SCENARIOS])
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    print(f"written: {args.out} and {args.out.with_suffix('.json')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
