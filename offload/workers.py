@@ -22,6 +22,7 @@ from offload.stats import ProxyStats
 
 log = logging.getLogger(__name__)
 _CTX = multiprocessing.get_context("spawn")
+SPAWN_TIMEOUT = 15.0
 
 
 class _Handle:
@@ -63,13 +64,13 @@ class _Handle:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                if remaining <= 0 or not self.conn.poll(remaining):
-                    raise ApplyTimeout(
-                        f"worker {self.index} did not answer within {timeout:g} s"
-                    )
-                got, payload = self.conn.recv()
+                ready = remaining > 0 and self.conn.poll(remaining)
+                if ready:
+                    got, payload = self.conn.recv()
             except (EOFError, OSError) as exc:
                 raise WorkerExited(str(exc)) from exc
+            if not ready:
+                raise ApplyTimeout(f"worker {self.index} did not answer within {timeout:g} s")
             if got == seq:
                 return payload
 
@@ -110,7 +111,7 @@ class ProxyControl:
             if self._supervisor is not None:
                 return
             for handle in self._handles:
-                handle.spawn(self._ack_timeout)
+                handle.spawn(max(self._ack_timeout, SPAWN_TIMEOUT))
             self._supervisor = threading.Thread(
                 target=self._supervise, name="offload-supervisor", daemon=True
             )
@@ -193,7 +194,7 @@ class ProxyControl:
     def _restart(self, handle: _Handle) -> dict[str, str]:
         """Replace a dead worker and give it the current snapshot; returns its failures."""
         handle.kill()
-        handle.spawn(self._ack_timeout)
+        handle.spawn(max(self._ack_timeout, SPAWN_TIMEOUT))
         result = handle.wait(handle.send("apply", self._snapshot), self._ack_timeout)
         assert isinstance(result, dict)
         return result
