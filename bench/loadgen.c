@@ -17,7 +17,8 @@
  *            seconds pass, then close them and print the final JSON.
  * Common: --port P (required) --tls 1.2|1.3 --ciphers LIST (TLS 1.2)
  *         --ciphersuites LIST (TLS 1.3) --groups LIST --sni NAME
- *         --cafile PEM (verify chain + name; default: no verification)
+ *         --cafile PEM (verify chain + name; default: no verification and no
+ *         chain building) --legacy-pkey 0|1 (default 1, see legacy_pkey_engine)
  * Every loop is bounded by a count and by time; a watchdog alarm ends the
  * process if anything still hangs.
  */
@@ -118,16 +119,17 @@ static double pct(const double *sorted, long n, double p) {
  * OpenSSL 3.0 decodes every certificate's public key through the provider
  * decoder machinery (~100 us per certificate here), which made this client
  * cost more per handshake than the servers it measures. Registering the
- * built-in legacy EC and RSA EVP_PKEY_METHODs through an in-process ENGINE
- * makes libcrypto take its pre-3.0 code path for those keys (parse and
- * verify), with the same math. Client side only; the proxies are untouched.
+ * built-in legacy EC, RSA and X25519 EVP_PKEY_METHODs through an in-process
+ * ENGINE makes libcrypto take its pre-3.0 code path for those keys (parse,
+ * verify, key share), with the same math. Client side only; the proxies are
+ * untouched. --legacy-pkey 0 turns it off.
  */
 static int legacy_meths(ENGINE *e, EVP_PKEY_METHOD **pm, const int **nids, int nid) {
-    static const int ids[] = {EVP_PKEY_EC, EVP_PKEY_RSA};
+    static const int ids[] = {EVP_PKEY_EC, EVP_PKEY_RSA, EVP_PKEY_X25519};
     (void)e;
     if (pm == NULL) {
         *nids = ids;
-        return 2;
+        return 3;
     }
     *pm = (EVP_PKEY_METHOD *)EVP_PKEY_meth_find(nid);
     return *pm != NULL;
@@ -136,7 +138,7 @@ static int legacy_meths(ENGINE *e, EVP_PKEY_METHOD **pm, const int **nids, int n
 static int legacy_pkey_engine(void) {
     ENGINE *e = ENGINE_new();
     if (e == NULL || !ENGINE_set_id(e, "loadgen-legacy-pkey") ||
-        !ENGINE_set_name(e, "built-in legacy EC/RSA pkey methods") ||
+        !ENGINE_set_name(e, "built-in legacy EC/RSA/X25519 pkey methods") ||
         !ENGINE_set_pkey_meths(e, legacy_meths) || !ENGINE_init(e) ||
         !ENGINE_register_pkey_meths(e))
         return -1;
