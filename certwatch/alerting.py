@@ -1,0 +1,200 @@
+"""Expiry alerts: which are due (pure functions of what is in use, what was sent, and `now`).
+
+Rules (SPEC §5):
+
+- A certificate's *effective* expiry is the earliest NotAfter of the leaf and of every
+  certificate of its uploaded chain: an intermediate that expires first is what alerts. The
+  alert is still keyed by the leaf's certificate id; its title and body name the intermediate.
+- Thresholds: a certificate used by several listeners alerts at the UNION of their thresholds
+  (each listener's `AlertThresholdsDays`, else `alerts.thresholds_days`).
+- A threshold of `d` days is reached when the time left is at or below `d` days (UTC,
+  fractions count: 7 d 0 h 0 m 1 s left is not yet "7"); at or below zero it is `expired`.
+- Per certificate, only the most urgent threshold reached is alerted, once: a new alert is
+  created unless an alert at that threshold, or a more urgent one, exists already (sent or
+  not). After downtime across 30 and 7, only 7 is sent.
+- Pending (undelivered) alerts are retried until delivered, except those that are dropped:
+  pending alerts of a certificate no longer in use (replacing a certificate ends its alerts),
+  pending alerts less urgent than another alert of the same certificate, and pending alerts
+  whose threshold is no longer reached (thresholds changed). Dropped alerts are deleted;
+  delivered alerts stay as the record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from certwatch.clock import rfc3339
+from certwatch.x509 import days_remaining
+
+EXPIRED = "expired"
+_DAY = dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One listener using a certificate in one role, with that listener's thresholds."""
+
+    listener_id: str
+    listener_port: int
+    role: str
+    thresholds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """A certificate above the leaf in its uploaded chain (position 1 = first intermediate)."""
+
+    position: int
+    common_name: str
+    not_after: dt.datetime
+
+
+@dataclass(frozen=True)
+class CertInUse:
+    """A certificate some listener uses, with its chain and every use."""
+
+    certificate_id: str
+    common_name: str
+    sans: tuple[str, ...]
+    not_after: dt.datetime
+    usages: tuple[Usage, ...]
+    chain: tuple[ChainLink, ...] = ()
+
+    @property
+    def expiring_link(self) -> ChainLink | None:
+        """The chain certificate that expires before the leaf (the earliest), if any."""
+        earliest = min(self.chain, key=lambda link: link.not_after, default=None)
+        return earliest if earliest and earliest.not_after < self.not_after else None
+
+    @property
+    def effective_not_after(self) -> dt.datetime:
+        """When the served chain stops being valid: the earliest NotAfter in it."""
+        link = self.expiring_link
+        return link.not_after if link else self.not_after
+
+    @property
+    def thresholds(self) -> tuple[int, ...]:
+        """The union of every using listener's thresholds, largest first."""
+        return tuple(sorted({d for u in self.usages for d in u.thresholds}, reverse=True))
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """An alert already in the store."""
+
+    alert_id: str
+    certificate_id: str
+    threshold: str
+    delivered: bool
+
+
+@dataclass(frozen=True)
+class Due:
+    """An alert to deliver now: new (`alert_id` None) or a pending one retried."""
+
+    cert: CertInUse
+    threshold: str
+    alert_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a scan does about alerts: deliver `send`, delete the pending alerts in `drop`."""
+
+    send: tuple[Due, ...]
+    drop: tuple[str, ...]
+
+
+def urgency(threshold: str) -> int:
+    """Sort key: smaller is more urgent (`expired` first, then fewer days)."""
+    return -1 if threshold == EXPIRED else int(threshold)
+
+
+def reached(cert: CertInUse, now: dt.datetime) -> str | None:
+    """The most urgent threshold the certificate has reached at `now`, or None."""
+    left = cert.effective_not_after - now
+    if left <= dt.timedelta(0):
+        return EXPIRED
+    hit = [d for d in cert.thresholds if left <= d * _DAY]
+    return str(min(hit)) if hit else None
+
+
+def plan_alerts(
+    in_use: Iterable[CertInUse], existing: Iterable[AlertRecord], now: dt.datetime
+) -> Plan:
+    """Decide which alerts to send (new or retried) and which pending ones to drop."""
+    by_cert: dict[str, list[AlertRecord]] = {}
+    for record in existing:
+        by_cert.setdefault(record.certificate_id, []).append(record)
+    send: list[Due] = []
+    keep: set[str] = set()
+    for cert in in_use:
+        records = by_cert.get(cert.certificate_id, [])
+        level = reached(cert, now)
+        if level is None:
+            continue
+        covering = [r for r in records if urgency(r.threshold) <= urgency(level)]
+        if not covering:
+            send.append(Due(cert, level))
+            continue
+        best = min(covering, key=lambda r: urgency(r.threshold))
+        if not best.delivered:
+            send.append(Due(cert, best.threshold, best.alert_id))
+            keep.add(best.alert_id)
+    drop = [
+        r.alert_id
+        for records in by_cert.values()
+        for r in records
+        if not r.delivered and r.alert_id not in keep
+    ]
+    return Plan(tuple(send), tuple(sorted(drop)))
+
+
+def title(cert: CertInUse, threshold: str) -> str:
+    """`<common name> expires within 7 days` / `within 1 day` / `has expired`."""
+    name = cert.common_name or cert.certificate_id
+    if threshold == EXPIRED:
+        text = f"{name} has expired"
+    else:
+        days = int(threshold)
+        text = f"{name} expires within {days} day{'s' if days != 1 else ''}"
+    link = cert.expiring_link
+    return f"{text} (chain: intermediate {link.common_name})" if link else text
+
+
+def body(cert: CertInUse, threshold: str, now: dt.datetime, renewals: Mapping[str, str]) -> str:
+    """The alert text: listeners, ports, id, names, roles, NotAfter, days left, renewal."""
+    lines = [
+        f"Certificate {cert.certificate_id} ({cert.common_name})",
+        f"SANs: {', '.join(cert.sans) or '(none)'}",
+        f"NotAfter: {rfc3339(cert.not_after)}",
+    ]
+    link = cert.expiring_link
+    if link is not None:
+        lines.append(
+            f"Expires first: intermediate {link.common_name} (chain position {link.position}), "
+            f"NotAfter {rfc3339(link.not_after)}, before the leaf"
+        )
+    left = days_remaining(cert.effective_not_after, now)
+    lines.append(f"Days left: {left}" + (" (expired)" if threshold == EXPIRED else ""))
+    lines.append("Used by:")
+    for use in cert.usages:
+        renewal = renewals.get(use.listener_id, "no staged renewal")
+        lines.append(
+            f"  listener {use.listener_id} port {use.listener_port}, "
+            f"role {'CA' if use.role == 'ca' else use.role}; "
+            f"staged renewal: {renewal}"
+        )
+    return "\n".join(lines)
+
+
+def listener_ids(cert: CertInUse) -> list[str]:
+    """The listeners using the certificate, each once, in order."""
+    return list(dict.fromkeys(u.listener_id for u in cert.usages))
+
+
+def effective_thresholds(own: Sequence[int] | None, default: Sequence[int]) -> tuple[int, ...]:
+    """A listener's thresholds: its own `AlertThresholdsDays`, else the configured default."""
+    return tuple(own) if own else tuple(default)
