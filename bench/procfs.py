@@ -35,12 +35,14 @@ def tree(root: int) -> list[int]:
 
 
 def cpu_seconds(root: int) -> float:
-    """utime + stime (all threads) summed over the live tree under `root`."""
+    """CPU seconds of the tree under `root`: utime+stime of every live process (all threads)
+    plus cutime+cstime (descendants that already exited and were reaped, e.g. a restarted
+    worker)."""
     ticks = 0
     for pid in tree(root):
         fields = _stat_fields(pid)
         if fields is not None:
-            ticks += int(fields[11]) + int(fields[12])  # stat fields 14, 15
+            ticks += sum(int(x) for x in fields[11:15])  # stat fields 14-17
     return ticks / _CLK_TCK
 
 
@@ -71,3 +73,19 @@ def memory_kib(root: int) -> dict[str, int]:
             except OSError:
                 pass
     return {"pss": pss, "rss": rss}
+
+
+def host_cpu_seconds() -> tuple[float, float, float]:
+    """(process, interrupt, idle) CPU seconds of the host since boot, all CPUs (/proc/stat).
+
+    process = user+nice+system (what per-process utime/stime add up to); interrupt =
+    irq+softirq+steal (loopback TCP work lands partly here, charged to no process).
+    """
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    return (
+        (user + nice + system) / _CLK_TCK,
+        (irq + softirq + steal) / _CLK_TCK,
+        (idle + iowait) / _CLK_TCK,
+    )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.certs import ChainFiles
-from bench.procfs import tree
+from bench.procfs import cpu_seconds, tree
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -41,7 +41,10 @@ def ensure_haproxy() -> Path:
         "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
     )
     if found is None:
-        subprocess.run(["apt-get", "install", "-y", "haproxy"], check=True, timeout=600)
+        install = ["apt-get", "install", "-y", "haproxy"]
+        if subprocess.run(install, check=False, timeout=600).returncode != 0:
+            subprocess.run(["apt-get", "update"], check=True, timeout=600)
+            subprocess.run(install, check=True, timeout=600)
         found = shutil.which("haproxy") or "/usr/sbin/haproxy"
     return Path(found)
 
@@ -194,6 +197,10 @@ class Sink:
         for _ in range(3):
             name, port = self.proc.stdout.readline().split()
             self.ports[name] = int(port)
+
+    def cpu(self) -> float:
+        """CPU seconds the backend used so far."""
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         """Stop the backend."""

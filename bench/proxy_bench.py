@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.certs import ChainFiles, make_chain
-from bench.procfs import cpu_seconds, memory_kib
+from bench.procfs import cpu_seconds, host_cpu_seconds, memory_kib
 from bench.proxies import (
     BENCH_DIR,
     Running,
@@ -90,11 +90,17 @@ def run_conn(s: Settings, proxy: Running, sc: Scenario) -> dict[str, float]:
     common += ["--threads", str(s.loadgen_threads)]
     warm = min(1.0, s.seconds / 4)
     loadgen(s, "conn", proxy.port, *common, "--seconds", str(warm), timeout=warm + 60)
-    cpu0 = cpu_seconds(proxy.proc.pid)
+    cpu0, sink0, host0 = cpu_seconds(proxy.proc.pid), s.sink.cpu(), host_cpu_seconds()
+    t0 = time.monotonic()
     r = loadgen(s, "conn", proxy.port, *common, "--seconds", str(s.seconds), timeout=s.seconds + 60)
-    cpu = cpu_seconds(proxy.proc.pid) - cpu0
+    wall = time.monotonic() - t0
+    cpu, sink = cpu_seconds(proxy.proc.pid) - cpu0, s.sink.cpu() - sink0
+    proc, intr, idle = (b - a for a, b in zip(host0, host_cpu_seconds(), strict=True))
     ok = max(r["ok"], 1)
     return {
+        "host_idle_pct": 100 * idle / max(proc + intr + idle, 1e-9),
+        # process CPU outside proxy, load generator and backend: other jobs on the host
+        "other_cores": max(0.0, proc - cpu - sink - r["cpu_s"]) / wall,
         "conns_per_s": r["conns_per_s"],
         "proxy_cpu_us_per_conn": cpu * 1e6 / ok,
         "proxy_cpu_cores": cpu / r["elapsed_s"],

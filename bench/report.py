@@ -112,6 +112,29 @@ def render(
             f"| {_side_cell(results, key, 'certwatch', px, px_unit) if px else '–'} "
             f"| {_side_cell(results, key, 'haproxy', px, px_unit) if px else '–'} | {fails} |"
         )
+    host_rows = [
+        f"| {title} | {_side_cell(results, key, 'certwatch', 'host_idle_pct', '%')} "
+        f"| {_side_cell(results, key, 'haproxy', 'host_idle_pct', '%')} "
+        f"| {_side_cell(results, key, 'certwatch', 'other_cores', 'cores')} "
+        f"| {_side_cell(results, key, 'haproxy', 'other_cores', 'cores')} |"
+        for key, title in titles
+        if _values(results, key, "certwatch", "host_idle_pct")
+        or _values(results, key, "haproxy", "host_idle_pct")
+    ]
+    if host_rows:
+        lines += [
+            "",
+            "## Host during the handshake runs",
+            "",
+            'Idle near 0 % means the host was saturated; "other work" is CPU the host spent '
+            "in processes other than proxy, load generator and backend (other jobs on a shared "
+            "machine; interrupt time is not counted).",
+            "",
+            "| scenario | host idle, certwatch run | host idle, HAProxy run "
+            "| other work, certwatch run | other work, HAProxy run |",
+            "|---|---|---|---|---|",
+            *host_rows,
+        ]
     lines += [
         "",
         "Proxy CPU = utime+stime of the proxy's whole process tree (/proc/<pid>/stat) during the "
