@@ -383,6 +383,8 @@ static void *worker_run(void *arg) {
                 slot_t *s = &w->slots[i];
                 if (s->state != S_FREE && s->state != S_HOLD && t - s->t0 > opt.conn_timeout)
                     fail(w, s, &w->fail_timeout);
+                else if (!w->hold && s->state == S_FREE)
+                    start_conn(w, s); /* a slot whose socket()/connect() failed at once */
             }
         }
         if (w->in_flight == 0 && (w->hold ? w->next_slot >= w->nslots

@@ -17,6 +17,12 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
+def start_time(pid: int) -> int | None:
+    """Start time of `pid` in clock ticks since boot (None if it is gone): identifies a process."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields is not None else None  # stat field 22
+
+
 def tree(root: int) -> list[int]:
     """`root` and every live descendant (scans /proc for parent links)."""
     children: dict[int, list[int]] = {}

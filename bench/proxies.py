@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.certs import ChainFiles
-from bench.procfs import cpu_seconds, tree
+from bench.procfs import cpu_seconds, start_time, tree
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -73,17 +73,18 @@ def wait_listening(port: int, proc: subprocess.Popen[str], timeout: float) -> No
 def stop_tree(proc: subprocess.Popen[str], timeout: float = 10.0) -> None:
     """SIGTERM `proc`, wait, then SIGKILL whatever is left of its tree (by pid)."""
     if proc.poll() is None:
-        pids = tree(proc.pid)
+        started = {pid: start_time(pid) for pid in tree(proc.pid)}
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             pass
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        for pid, when in started.items():
+            if when is not None and start_time(pid) == when:  # same process, not a reused pid
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         proc.wait(5)
 
 
