@@ -149,6 +149,7 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     serve = sub.add_parser("serve", help="run the service in the foreground")
     serve.add_argument("--config")
     serve.add_argument("--demo", action="store_true", help="add a demo listener on 127.0.0.1:8443")
+    serve.add_argument("--demo-port", type=int, default=8443, help="the demo listener's port")
     serve.add_argument("--log-format", choices=["text", "json"], default="text")
     proxy = sub.add_parser("proxy", help="run only the data plane against the shared store")
     proxy.add_argument("--config")
@@ -385,9 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("serve", "proxy"):
         from certwatch.serve import run
 
-        return run(
-            args.command, args.config, demo=getattr(args, "demo", False), log_format=args.log_format
-        )
+        demo_port = args.demo_port if getattr(args, "demo", False) else None
+        return run(args.command, args.config, demo_port=demo_port, log_format=args.log_format)
     action, build = commands[args.command_key]
     client = Client(args.api, args.token)
     try:

@@ -22,6 +22,7 @@ from certwatch import demo as demo_mode
 from certwatch import logs
 from certwatch.api import create_app
 from certwatch.config import Config, ConfigError, load_config
+from certwatch.scheduler import start_scheduler
 from certwatch.service import Service
 from offload.stats import OffloadCollector
 from offload.workers import ProxyControl
@@ -58,8 +59,13 @@ def check_api_exposure(config: Config) -> str | None:
     return None
 
 
-def run(mode: str, config_path: str | None, demo: bool = False, log_format: str = "text") -> int:
-    """Run a full node (`serve`) or a data-plane-only node (`proxy`); return the exit code."""
+def run(
+    mode: str, config_path: str | None, demo_port: int | None = None, log_format: str = "text"
+) -> int:
+    """Run a full node (`serve`) or a data-plane-only node (`proxy`); return the exit code.
+
+    `demo_port` adds the demo listener on that port.
+    """
     logs.setup(log_format)
     try:
         config = load_config(config_path)
@@ -93,8 +99,8 @@ def run(mode: str, config_path: str | None, demo: bool = False, log_format: str 
         service = Service(config, data_plane=proxy)
         if proxy is not None:
             service.registry.register(OffloadCollector(proxy))
-        if demo:
-            echo = demo_mode.install(service)
+        if demo_port is not None:
+            echo = demo_mode.install(service, demo_port)
         service.sync_data_plane()
         if mode == "proxy":
             log.info(
@@ -110,13 +116,15 @@ def run(mode: str, config_path: str | None, demo: bool = False, log_format: str 
                     create_app(service), host=host, port=port, log_config=None, access_log=False
                 )
             )
-            if demo:
-                print(
-                    demo_mode.next_steps(f"http://{config.api.listen}", data_dir=config.data_dir),
-                    file=sys.stderr,
+            if demo_port is not None:
+                steps = demo_mode.next_steps(
+                    f"http://{config.api.listen}", demo_port, config.data_dir
                 )
+                print(steps, file=sys.stderr)
+            scheduler = start_scheduler(service)
             if not stop.is_set():
                 server.run()
+            scheduler.stop()
         service.close()
     finally:
         if proxy is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 from typing import Any, Literal
 
 from pydantic import Field
@@ -56,6 +57,7 @@ def store_certificate(
     """Check a PEM chain (and key) by the upload rules and add it to the inventory."""
     try:
         chain = x509.parse_chain(chain_pem)
+        x509.check_chain_links(chain)
         key = None
         if cert_type == "Server" and not (key_pem and key_pem.strip()):
             raise errors.MissingPrivateKey(
@@ -81,7 +83,6 @@ def store_certificate(
                     f"{x509.common_name(chain[0])!r}",
                     code="KeyCertificateMismatch",
                 )
-        x509.check_chain_links(chain)
     except x509.CertificateError as exc:
         raise errors.BadRequest(str(exc), code=exc.code) from exc
     info = x509.describe(chain[0])
@@ -162,13 +163,19 @@ class ListCertificatesRequest(Request):
     NextToken: str | None = None
 
 
+def _encode_token(last_id: str) -> str:
+    return base64.urlsafe_b64encode(f"after:{last_id}".encode()).decode()
+
+
 def _decode_token(token: str) -> str:
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except ValueError as exc:
-        raise errors.InvalidParameter(
-            f"NextToken {token!r} is not a token this API issued"
-        ) from exc
+        decoded = base64.urlsafe_b64decode(token.encode()).decode()
+    except ValueError:
+        decoded = ""
+    match = re.fullmatch(r"after:(cert-[0-9a-f]{16})", decoded)
+    if match is None:
+        raise errors.InvalidParameter(f"NextToken {token!r} is not a token this API issued")
+    return match.group(1)
 
 
 @action("ListCertificates", ListCertificatesRequest, changing=False)
@@ -185,11 +192,7 @@ def list_certificates(ctx: ActionContext, req: ListCertificatesRequest) -> dict[
         query = query.where(col(Certificate.id) > _decode_token(req.NextToken))
     rows = ctx.session.exec(query.order_by(col(Certificate.id)).limit(req.MaxResults + 1)).all()
     page = rows[: req.MaxResults]
-    next_token = (
-        base64.urlsafe_b64encode(page[-1].id.encode()).decode()
-        if len(rows) > req.MaxResults
-        else None
-    )
+    next_token = _encode_token(page[-1].id) if len(rows) > req.MaxResults else None
     return {
         "Certificates": [certificate_view(r, ctx.now, ctx.service.expiring_days) for r in page],
         "NextToken": next_token,

@@ -1,0 +1,115 @@
+"""Real servers for tests: the API over HTTP in a thread, and `certwatch serve` as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from certwatch.api import create_app
+from certwatch.service import Service
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def api_server(service: Service) -> Iterator[str]:
+    """Serve the service's API with uvicorn on a free port; yield its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service), host="127.0.0.1", port=port, log_config=None, access_log=False
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "API server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+class ServeProcess:
+    """`certwatch serve` running as a real subprocess with its own config file."""
+
+    def __init__(
+        self, tmp_path: Path, toml: str = "", workers: int = 1, api_toml: str = ""
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = tmp_path / "certwatch.toml"
+        self.config.write_text(
+            f'data_dir = "{tmp_path / "data"}"\n'
+            f'[api]\nlisten = "127.0.0.1:{self.port}"\n{api_toml}'
+            f"[proxy]\nworkers = {workers}\ndrain_timeout = 5\n" + toml
+        )
+        self.log = tmp_path / "serve.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *extra: str, wait: bool = True) -> ServeProcess:
+        """Start it; with `wait`, return once /healthz answers 200."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CERTWATCH_")}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "certwatch.cli",
+                    "serve",
+                    "--config",
+                    str(self.config),
+                    *extra,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        if wait:
+            self.wait_healthy()
+        return self
+
+    def wait_healthy(self, limit: float = 30.0) -> None:
+        """Poll /healthz until it answers 200."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited {self.process.returncode}: {self.output()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"serve not healthy in {limit}s: {self.output()}")
+
+    def stop(self, sig: int | None = signal.SIGTERM, limit: float = 30.0) -> int:
+        """Send a signal (None: none, it is already stopping) and wait for the exit code."""
+        assert self.process is not None
+        if sig is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(limit)
+
+    def output(self) -> str:
+        """What the service logged."""
+        return self.log.read_text(errors="replace")

@@ -1,0 +1,140 @@
+"""The command line, in-process against a live API and once as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from certwatch.cli import main
+from certwatch.service import Service
+from tests.certfactory import make_pki
+from tests.conftest import make_config
+from tests.integration.servers import ServeProcess, api_server, free_port
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> Iterator[str]:
+    """A live API on SQLite."""
+    service = Service(make_config(tmp_path))
+    with api_server(service) as base:
+        yield base
+    service.close()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run `certwatch …` in-process; return (exit code, stdout, stderr)."""
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_full_workflow(url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Upload, create a listener, add certificates and list them, all from the CLI."""
+    pki = make_pki()
+    leaf, extra = pki.leaf("a.example.com"), pki.leaf("b.example.com")
+    for name, issued in (("a", leaf), ("b", extra)):
+        (tmp_path / f"{name}.pem").write_text(issued.chain_pem)
+        (tmp_path / f"{name}.key").write_text(issued.key_pem)
+    ids = []
+    for name in ("a", "b"):
+        code, out, _ = run(
+            capsys,
+            "--api",
+            url,
+            "--json",
+            "certs",
+            "upload",
+            name,
+            "--cert",
+            str(tmp_path / f"{name}.pem"),
+            "--key",
+            str(tmp_path / f"{name}.key"),
+        )
+        assert code == 0
+        ids.append(json.loads(out)["CertificateId"])
+    _, out, _ = run(capsys, "lb", "create", "web", "--api", url, "--json")
+    lb = json.loads(out)["LoadBalancerId"]
+    _, out, _ = run(
+        capsys,
+        "server-groups",
+        "create",
+        "app",
+        "--server",
+        "127.0.0.1:8080:50",
+        "--api",
+        url,
+        "--json",
+    )
+    sg = json.loads(out)["ServerGroupId"]
+    code, out, _ = run(
+        capsys,
+        "listeners",
+        "create",
+        "--lb",
+        lb,
+        "--port",
+        str(free_port()),
+        "--server-group",
+        sg,
+        "--cert",
+        ids[0],
+        "--thresholds",
+        "14,3",
+        "--api",
+        url,
+        "--json",
+    )
+    assert code == 0
+    lid = json.loads(out)["ListenerId"]
+    assert run(capsys, "listeners", "add-certs", lid, ids[1], "--api", url)[0] == 0
+    code, out, _ = run(capsys, "listeners", "show", lid, "--api", url)
+    assert code == 0 and f"AdditionalCertificateIds: {ids[1]}" in out
+    assert "AlertThresholdsDays: 14,3" in out
+    code, out, _ = run(capsys, "certs", "list", "--api", url)
+    assert code == 0 and "a.example.com" in out and "b.example.com" in out
+    assert out.splitlines()[0].split()[:2] == ["CertificateId", "CertificateName"]
+
+
+def test_errors_print_code_and_exit_nonzero(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An API error prints `Code: Message` on stderr and exits 1."""
+    code, out, err = run(capsys, "--api", url, "certs", "show", "cert-0000000000000000")
+    assert code == 1 and out == ""
+    assert err.startswith("CertificateNotFound: ")
+
+
+def test_unreachable_service(capsys: pytest.CaptureFixture[str]) -> None:
+    """A service that is not running is reported, not a traceback."""
+    code, _, err = run(capsys, "--api", f"http://127.0.0.1:{free_port()}", "certs", "list")
+    assert code == 1 and err.startswith("Unreachable: ")
+
+
+def test_cli_subprocess_against_serve(tmp_path: Path) -> None:
+    """The installed entry point talks to a real `certwatch serve` subprocess."""
+    serve = ServeProcess(tmp_path, workers=0).start()
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "certwatch.cli",
+                "--api",
+                serve.url,
+                "--json",
+                "policies",
+                "list",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        names = [p["SecurityPolicyId"] for p in json.loads(result.stdout)["SecurityPolicies"]]
+        assert names[:2] == ["tls_cipher_policy_1_0", "tls_cipher_policy_1_1"]
+    finally:
+        assert serve.stop() == 0

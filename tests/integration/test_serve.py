@@ -1,0 +1,88 @@
+"""`certwatch serve` as a service manager runs it: health, auth, demo, SIGTERM and refusals."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.integration.servers import ServeProcess, free_port
+
+
+def test_demo_serves_tls_and_drains_on_sigterm(tmp_path: Path) -> None:
+    """The demo listener verifies with its root and echoes; an open connection survives SIGTERM's
+    drain, and the process exits 0."""
+    serve = ServeProcess(tmp_path)
+    port = free_port()
+    serve.start("--demo", "--demo-port", str(port))
+    ca = tmp_path / "data" / "demo" / "ca.pem"
+    ctx = ssl.create_default_context(cafile=str(ca))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="demo.localhost") as tls:
+            tls.sendall(b"ping")
+            assert tls.recv(16) == b"ping"
+            assert tls.getpeercert()["subject"] == ((("commonName", "demo.localhost"),),)
+            health = httpx.get(f"{serve.url}/healthz").json()
+            assert health == {"Healthy": True, "store": True, "proxy": True}
+            assert "/v1/CreateListener" in httpx.get(f"{serve.url}/openapi.json").json()["paths"]
+            assert serve.process is not None
+            serve.process.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            tls.sendall(b"still here")
+            assert tls.recv(16) == b"still here"
+    started = time.monotonic()
+    assert serve.stop(sig=None) == 0
+    assert time.monotonic() - started < 4, "the drain should end once connections are closed"
+
+    assert "signal 15: draining" in serve.output()
+
+
+def test_token_required_when_set(tmp_path: Path) -> None:
+    """With api.token set, /v1 calls need the bearer token (401 Unauthorized otherwise)."""
+    serve = ServeProcess(tmp_path, workers=0, api_toml='token = "s3cret"\n').start()
+    try:
+        denied = httpx.post(f"{serve.url}/v1/ListListeners", json={})
+        assert (denied.status_code, denied.json()["Code"]) == (401, "Unauthorized")
+        allowed = httpx.post(
+            f"{serve.url}/v1/ListListeners", json={}, headers={"Authorization": "Bearer s3cret"}
+        )
+        assert allowed.status_code == 200 and allowed.json()["Listeners"] == []
+    finally:
+        assert serve.stop() == 0
+
+
+def test_refuses_public_api_without_token(tmp_path: Path) -> None:
+    """Listening beyond loopback with no token is refused at start with a reason."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path}"\n[api]\nlisten = "0.0.0.0:{free_port()}"\n[proxy]\nworkers = 0\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "certwatch.cli", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "api.token" in result.stderr
+
+
+def test_bad_config_is_named(tmp_path: Path) -> None:
+    """A bad config value stops the start with the key named."""
+    config = tmp_path / "c.toml"
+    config.write_text('[scan]\ninterval = "often"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "certwatch.cli", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2 and "scan.interval" in result.stderr
