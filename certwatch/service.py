@@ -15,6 +15,7 @@ from certwatch.actions import ACTIONS
 from certwatch.actions.registry import Request
 from certwatch.config import Config
 from certwatch.dispatch import dispatch
+from certwatch.metrics import Monitoring
 from certwatch.models import Certificate
 from certwatch.renewal import RenewalLookup
 from certwatch.snapshot import build_snapshot, current_revision
@@ -48,6 +49,9 @@ class Service:
         self.registry = CollectorRegistry()
         self.before_scan: list[Callable[[Service], None]] = []
         self.renewal_lookup: RenewalLookup | None = None
+        self.monitoring = Monitoring(
+            self.engine, self.registry, config.alerts.urls, config.alerts.thresholds_days
+        )
 
     @property
     def expiring_days(self) -> int:
@@ -91,8 +95,10 @@ class Service:
         return True
 
     def notify(self, title: str, body: str) -> None:
-        """Send an operational alert (e.g. a rollback) to every alert URL; log it meanwhile."""
-        log.warning("%s\n%s", title, body)
+        """Send an operational alert (e.g. a rollback) to every alert URL (none: the log)."""
+        outcome = self.monitoring.notifier.send(title, body)
+        if not outcome.delivered:
+            log.error("notification %r not delivered: %s\n%s", title, outcome.error, body)
 
     def healthy(self) -> dict[str, bool]:
         """Health of each part: the store, and the proxy when this node runs one."""

@@ -1,0 +1,217 @@
+"""Prometheus metrics of SPEC §6, read from the STORE at scrape time.
+
+Reading the store (not process memory) means every node of a shared store exports the same
+series, a restart loses nothing, and a certificate in use never vanishes, expired or not.
+Alert counters are derived from the `alerts` table: sent = delivered alerts, failures = failed
+attempts (an alert dropped while pending takes its failures with it: a counter reset).
+Only `certwatch_rotations_total` is a process counter, incremented by the rotation code
+through `Monitoring.rotations`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from certwatch.alerting import EXPIRED
+from certwatch.models import (
+    Alert,
+    Certificate,
+    ChainEntry,
+    Listener,
+    ListenerCertificate,
+    ProbeResult,
+    ScanRun,
+)
+from certwatch.notify import Notifier
+
+SCAN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+ROLE_LABELS = {"default": "default", "additional": "additional", "ca": "ca"}
+
+
+def _gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=list(labels))
+
+
+class StoreCollector(Collector):
+    """Certificate, chain, listener, probe, scan and alert series from the store."""
+
+    def __init__(self, engine: Engine, thresholds: Sequence[int]) -> None:
+        self._engine = engine
+        self._thresholds = [str(d) for d in thresholds] + [EXPIRED]
+
+    def describe(self) -> Iterator[Metric]:
+        """Nothing up front: registering must not query the store."""
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        """One read of the store per scrape."""
+        with Session(self._engine) as session:
+            yield from self._certificates(session)
+            yield from self._listeners(session)
+            yield from self._probes(session)
+            yield from self._scans(session)
+            yield from self._alerts(session)
+
+    def _certificates(self, session: Session) -> Iterator[Metric]:
+        after = _gauge(
+            "certwatch_certificate_not_after_timestamp_seconds",
+            "NotAfter of each certificate of the inventory",
+            ("certificate_id", "common_name", "certificate_type"),
+        )
+        before = _gauge(
+            "certwatch_certificate_not_before_timestamp_seconds",
+            "NotBefore of each certificate of the inventory",
+            ("certificate_id", "common_name", "certificate_type"),
+        )
+        for cert in session.exec(select(Certificate)):
+            labels = [cert.id, cert.common_name, cert.type]
+            after.add_metric(labels, cert.not_after.timestamp())
+            before.add_metric(labels, cert.not_before.timestamp())
+        chain = _gauge(
+            "certwatch_chain_certificate_not_after_timestamp_seconds",
+            "NotAfter of each chain certificate above a leaf (position 1 = first intermediate)",
+            ("certificate_id", "position", "common_name"),
+        )
+        for entry in session.exec(select(ChainEntry)):
+            chain.add_metric(
+                [entry.certificate_id, str(entry.position), entry.common_name],
+                entry.not_after.timestamp(),
+            )
+        yield from (after, chain, before)
+
+    def _listeners(self, session: Session) -> Iterator[Metric]:
+        gauge = _gauge(
+            "certwatch_listener_certificate_not_after_timestamp_seconds",
+            "NotAfter of every certificate a listener uses (default, additional, CA)",
+            ("listener_id", "listener_port", "certificate_id", "common_name", "role"),
+        )
+        rows = session.exec(
+            select(ListenerCertificate, Listener, Certificate)
+            .join(Listener, col(Listener.id) == col(ListenerCertificate.listener_id))
+            .join(Certificate, col(Certificate.id) == col(ListenerCertificate.certificate_id))
+        )
+        for link, listener, cert in rows:
+            gauge.add_metric(
+                [
+                    listener.id,
+                    str(listener.port),
+                    cert.id,
+                    cert.common_name,
+                    ROLE_LABELS.get(link.role, link.role),
+                ],
+                cert.not_after.timestamp(),
+            )
+        yield gauge
+
+    def _probes(self, session: Session) -> Iterator[Metric]:
+        labels = ("target", "server_name")
+        success = _gauge("certwatch_probe_success", "Last live probe succeeded (1) or not", labels)
+        served = _gauge(
+            "certwatch_probe_certificate_not_after_timestamp_seconds",
+            "NotAfter of the leaf the last probe was served",
+            labels,
+        )
+        complete = _gauge(
+            "certwatch_probe_chain_complete",
+            "The served chain verified to a trusted root (1) or not",
+            labels,
+        )
+        matches = _gauge(
+            "certwatch_probe_matches_configured",
+            "The served leaf is the configured one (1) or not",
+            ("listener_id", "server_name"),
+        )
+        for row in session.exec(select(ProbeResult)):
+            key = [row.target, row.server_name]
+            success.add_metric(key, float(row.success))
+            complete.add_metric(key, float(row.chain_complete))
+            if row.served_not_after is not None:
+                served.add_metric(key, row.served_not_after.timestamp())
+            if row.listener_id is not None and row.matches_configured is not None:
+                matches.add_metric(
+                    [row.listener_id, row.server_name], float(row.matches_configured)
+                )
+        yield from (success, served, complete, matches)
+
+    def _scans(self, session: Session) -> Iterator[Metric]:
+        last = 0.0
+        buckets = [0] * (len(SCAN_BUCKETS) + 1)
+        total = 0.0
+        for run in session.exec(select(ScanRun).where(col(ScanRun.finished_at).is_not(None))):
+            assert run.finished_at is not None
+            if run.success:
+                last = max(last, run.finished_at.timestamp())
+            seconds = (run.finished_at - run.started_at).total_seconds()
+            total += seconds
+            index = next((i for i, le in enumerate(SCAN_BUCKETS) if seconds <= le), -1)
+            buckets[index] += 1
+        yield GaugeMetricFamily(
+            "certwatch_scan_last_success_timestamp_seconds",
+            "When the last successful scan finished (0: none yet)",
+            value=last,
+        )
+        cumulative, running = [], 0
+        for le, count in zip([*map(str, SCAN_BUCKETS), "+Inf"], buckets, strict=True):
+            running += count
+            cumulative.append((le, float(running)))
+        yield HistogramMetricFamily(
+            "certwatch_scan_duration_seconds",
+            "How long scans took",
+            buckets=cumulative,
+            sum_value=total,
+        )
+
+    def _alerts(self, session: Session) -> Iterator[Metric]:
+        sent: dict[str, float] = defaultdict(float, dict.fromkeys(self._thresholds, 0.0))
+        failed: dict[str, float] = defaultdict(float, dict.fromkeys(self._thresholds, 0.0))
+        for alert in session.exec(select(Alert)):
+            sent[alert.threshold] += float(alert.delivered)
+            failed[alert.threshold] += float(alert.attempts - int(alert.delivered))
+        sent_family = CounterMetricFamily(
+            "certwatch_alerts_sent", "Expiry alerts delivered", labels=["threshold"]
+        )
+        failed_family = CounterMetricFamily(
+            "certwatch_alert_delivery_failures",
+            "Expiry alert deliveries that failed",
+            labels=["threshold"],
+        )
+        for threshold in sorted(sent):
+            sent_family.add_metric([threshold], sent[threshold])
+            failed_family.add_metric([threshold], failed[threshold])
+        yield from (sent_family, failed_family)
+
+
+class Monitoring:
+    """The monitoring parts a Service owns: notifier, store metrics, the rotations counter.
+
+    Rotation code counts a rotation with
+    `service.monitoring.rotations.labels(listener_id=..., result=...).inc()`.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        registry: CollectorRegistry,
+        urls: Sequence[str],
+        thresholds: Sequence[int],
+    ) -> None:
+        self.notifier = Notifier(urls)
+        registry.register(StoreCollector(engine, thresholds))
+        self.rotations = Counter(
+            "certwatch_rotations",
+            "Default-certificate rotations by result (Applied, RolledBack, Rejected)",
+            ["listener_id", "result"],
+            registry=registry,
+        )

@@ -1,0 +1,69 @@
+"""The apprise adapter: send one message to every alert URL and say, per URL, if it arrived.
+
+apprise's `notify()` answers True, False or None (newer versions an `AppriseResult` whose
+truth is the same): only True counts as delivered; None (nothing was sent) is a failure.
+With no URL configured, messages go to the log and count as delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import apprise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome for one URL (shown with its secrets masked)."""
+
+    url: str
+    delivered: bool
+    error: str | None = None
+
+
+def _masked_invalid(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    return f"{scheme}://…" if sep else "(unreadable URL)"
+
+
+def _send_one(url: str, title: str, body: str, notify_type: str) -> Delivery:
+    plugin = apprise.Apprise.instantiate(url)
+    if plugin is None:
+        return Delivery(_masked_invalid(url), False, "not a valid apprise URL")
+    masked = str(plugin.url(privacy=True))
+    target = apprise.Apprise()
+    target.add(plugin)
+    with apprise.LogCapture(level=logging.WARNING) as captured:
+        result = target.notify(body=body, title=title, notify_type=notify_type)
+    if result is not None and bool(result):
+        return Delivery(masked, True)
+    lines = [line.strip() for line in captured.getvalue().splitlines() if line.strip()]
+    reason = lines[-1].split(" - ", 2)[-1] if lines else "apprise sent nothing"
+    return Delivery(masked, False, reason)
+
+
+class Notifier:
+    """Delivers titles and bodies to the configured apprise URLs."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        self.urls = tuple(urls)
+
+    def send_each(self, title: str, body: str, notify_type: str = "warning") -> list[Delivery]:
+        """Send to every URL separately; one `Delivery` per URL (none without URLs)."""
+        return [_send_one(url, title, body, notify_type) for url in self.urls]
+
+    def send(self, title: str, body: str, notify_type: str = "warning") -> Delivery:
+        """Send to every URL; delivered only when every URL took it. No URL: log it."""
+        if not self.urls:
+            log.warning("ALERT %s\n%s", title, body)
+            return Delivery("log", True)
+        results = self.send_each(title, body, notify_type)
+        failed = [r for r in results if not r.delivered]
+        if not failed:
+            return Delivery(", ".join(r.url for r in results), True)
+        error = "; ".join(f"{r.url}: {r.error}" for r in failed)
+        return Delivery(", ".join(r.url for r in results), False, error)
