@@ -96,7 +96,9 @@ def run_conn(s: Settings, proxy: Running, sc: Scenario) -> dict[str, float]:
     wall = time.monotonic() - t0
     cpu, sink = cpu_seconds(proxy.proc.pid) - cpu0, s.sink.cpu() - sink0
     proc, intr, idle = (b - a for a, b in zip(host0, host_cpu_seconds(), strict=True))
-    ok = max(r["ok"], 1)
+    if r["ok"] <= 0:
+        raise RuntimeError(f"no connection succeeded ({r['failures']:.0f} failed)")
+    ok = r["ok"]
     return {
         "host_idle_pct": 100 * idle / max(proc + intr + idle, 1e-9),
         # process CPU outside proxy, load generator and backend: other jobs on the host

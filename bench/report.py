@@ -77,6 +77,20 @@ def render(
     """The whole report: environment, goal table, load-generator/proxy CPU table, method notes."""
     lines = ["# certwatch offload vs HAProxy", ""]
     lines += [f"- {k}: {v}" for k, v in env.items()]
+    other = [
+        float(r["other_cores"])
+        for sides in results.values()
+        for runs in sides.values()
+        for r in runs
+        if "other_cores" in r
+    ]
+    if other and max(other) > 0.25:
+        lines += [
+            "",
+            f"**Warning:** other processes used up to {max(other):.2f} cores during the "
+            'handshake runs (see "Host during the handshake runs"); connections/s and '
+            "latency are unreliable; rerun on a quiet host.",
+        ]
     lines += [
         "",
         "Cells: median [min–max] over the runs; ratio = certwatch median / HAProxy median.",
