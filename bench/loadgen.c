@@ -212,6 +212,7 @@ typedef struct {
     long started, limit, ok, in_flight;
     long fail_connect, fail_tls, fail_io, fail_timeout;
     long stalled; /* still in flight at the end and older than 1 s */
+    long resumed; /* handshakes that resumed a session: must stay 0 */
     double deadline;
     double *samples;
     long nsamples, cap;
@@ -311,6 +312,7 @@ static void step(worker_t *w, slot_t *s) {
             if (want(w, s, r) < 0) fail(w, s, &w->fail_tls);
             return;
         }
+        if (SSL_session_reused(s->ssl)) w->resumed++;
         s->state = S_WRITE;
     /* fall through */
     case S_WRITE:
@@ -419,9 +421,10 @@ static worker_t *make_worker(int nslots, long limit, double deadline, int hold) 
 
 static void print_conn_stats(const char *mode, worker_t **ws, int nw, double elapsed,
                              double cu0, double cs0, const char *extra) {
-    long ok = 0, fc = 0, ft = 0, fi = 0, fto = 0, ns = 0, st = 0;
+    long ok = 0, fc = 0, ft = 0, fi = 0, fto = 0, ns = 0, st = 0, rs = 0;
     for (int i = 0; i < nw; i++) {
         st += ws[i]->stalled;
+        rs += ws[i]->resumed;
         ok += ws[i]->ok; fc += ws[i]->fail_connect; ft += ws[i]->fail_tls;
         fi += ws[i]->fail_io; fto += ws[i]->fail_timeout; ns += ws[i]->nsamples;
     }
@@ -436,10 +439,10 @@ static void print_conn_stats(const char *mode, worker_t **ws, int nw, double ela
     cpu_times(&cu, &cs);
     double cpu = (cu - cu0) + (cs - cs0);
     printf("{\"mode\":\"%s\",\"ok\":%ld,\"failures\":%ld,\"fail_connect\":%ld,\"fail_tls\":%ld,"
-           "\"fail_io\":%ld,\"fail_timeout\":%ld,\"stalled\":%ld,\"elapsed_s\":%.4f,\"conns_per_s\":%.1f,"
+           "\"fail_io\":%ld,\"fail_timeout\":%ld,\"stalled\":%ld,\"resumed\":%ld,\"elapsed_s\":%.4f,\"conns_per_s\":%.1f,"
            "\"conn_p50_us\":%.1f,\"conn_p99_us\":%.1f,\"cpu_s\":%.4f,"
            "\"cpu_us_per_conn\":%.1f%s}\n",
-           mode, ok, fc + ft + fi + fto, fc, ft, fi, fto, st, elapsed,
+           mode, ok, fc + ft + fi + fto, fc, ft, fi, fto, st, rs, elapsed,
            elapsed > 0 ? (double)ok / elapsed : 0.0, pct(all, ns, 50), pct(all, ns, 99), cpu,
            ok > 0 ? cpu * 1e6 / (double)ok : 0.0, extra);
     fflush(stdout);

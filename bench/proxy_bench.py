@@ -108,6 +108,7 @@ def run_conn(s: Settings, proxy: Running, sc: Scenario) -> dict[str, float]:
         "proxy_cpu_cores": cpu / r["elapsed_s"],
         "failures": r["failures"],
         "stalled": r["stalled"],
+        "resumed": r["resumed"],  # sanity: full handshakes only, must be 0
         "conn_p99_us": r["conn_p99_us"],
         "loadgen_cpu_us_per_conn": r["cpu_us_per_conn"],
     }

@@ -67,7 +67,9 @@ def _failures(results: Results, scenario: str, side: str) -> str:
     failed = int(sum(float(r.get("failures", 0)) for r in runs))
     stalled = int(sum(float(r.get("stalled", 0)) for r in runs))
     errors = sum(1 for r in runs if "error" in r)
+    resumed = int(sum(float(r.get("resumed", 0)) for r in runs))
     text = f"{failed}" + (f" (+{stalled} stalled)" if stalled else "")
+    text += f", {resumed} RESUMED (not full handshakes)" if resumed else ""
     return text + (f", {errors} run(s) failed" if errors else "")
 
 
