@@ -91,8 +91,6 @@ class Listener:
             except OSError as exc:
                 log.warning("listener %s: accept failed: %s", self.spec.listener_id, exc)
                 return
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = ClientSide(self)
             client.task = self.loop.create_task(client.run(conn))
 
@@ -198,11 +196,11 @@ class ClientSide(asyncio.Protocol):
         loop = listener.loop
         for index, backend in listener.picker.candidates():
             try:
-                transport, _ = await asyncio.wait_for(
-                    loop.create_connection(lambda: BackendSide(self), backend.host, backend.port),
-                    CONNECT_TIMEOUT,
-                )
-            except (OSError, TimeoutError):
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    transport, _ = await loop.create_connection(
+                        lambda: BackendSide(self), backend.host, backend.port
+                    )
+            except OSError:
                 listener.picker.mark_down(index)
                 if self._done:
                     return
