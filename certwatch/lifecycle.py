@@ -1,0 +1,80 @@
+"""Wiring of the certificate lifecycle into a service: scan hooks, staged-renewal lookup, recovery.
+
+At start-up, after the proxy serves the store: `install(service)` then `recover(service)`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING
+
+from sqlmodel import Session, select
+
+from certwatch import clock, rotation, staged, staging
+from certwatch.candidates import best
+from certwatch.models import Certificate, Listener
+from certwatch.renewal import StagedRenewal
+from certwatch.rotation import recover
+from certwatch.store import transaction
+
+if TYPE_CHECKING:
+    from certwatch.service import Service
+
+log = logging.getLogger(__name__)
+__all__ = ["StagedRenewals", "auto_rotate", "install", "recover"]
+
+
+class StagedRenewals:
+    """`service.renewal_lookup`: the best staged replacement for a certificate in use."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def __call__(
+        self, session: Session, certificate: Certificate, listener: Listener, now: dt.datetime
+    ) -> StagedRenewal | None:
+        """The candidate that would replace `certificate` on `listener`, and when."""
+        roots = self._service.trusted_roots(session)
+        verdicts = staged.judge(self._service, session, listener.id, certificate, roots, now)
+        winner = best(verdicts)
+        if winner is None:
+            return None
+        config = self._service.config.rotation
+        due = certificate.not_after - dt.timedelta(days=config.before_days)
+        return StagedRenewal(
+            staged_certificate_id=winner.item.id,
+            certificate_id=winner.item.certificate_id,
+            not_after=winner.not_after,
+            rotates_at=max(due, now) if config.auto else None,
+        )
+
+
+def auto_rotate(service: Service) -> None:
+    """Scan hook: rotate every running listener whose default is due, if a candidate is ready."""
+    if not service.config.rotation.auto:
+        return
+    now = clock.now()
+    horizon = now + dt.timedelta(days=service.config.rotation.before_days)
+    with transaction(service.engine) as session:
+        due = [
+            (listener, current)
+            for listener in session.exec(select(Listener).where(Listener.status == "Running"))
+            for current in staged.in_use(session, listener.id, "default")
+            if current.not_after <= horizon
+        ]
+    lookup = StagedRenewals(service)
+    for listener, current in due:
+        try:
+            with transaction(service.engine) as session:
+                renewal = lookup(session, current, listener, now)
+            if renewal is not None:
+                rotation.rotate(service, listener.id, renewal.staged_certificate_id)
+        except Exception:
+            log.exception("automatic rotation of %s failed", listener.id)
+
+
+def install(service: Service) -> None:
+    """Give the service its staged-renewal lookup and the intake and auto-rotation scan hooks."""
+    service.renewal_lookup = StagedRenewals(service)
+    service.before_scan.extend([staging.intake, auto_rotate])

@@ -1,0 +1,76 @@
+"""The live check after a swap: does the listener serve the new certificate, with a chain
+that verifies, for every DNS name it should answer with it?"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlmodel import Session
+
+from certwatch import clock, staged, x509
+from certwatch.models import Certificate, Listener
+from certwatch.probe import ProbeOutcome, ProbeTarget, probe_sync
+from offload.sni import SniTable
+
+if TYPE_CHECKING:
+    from certwatch.service import Service
+
+WILDCARD_LABEL = "certwatch-probe"
+_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+@dataclass(frozen=True)
+class LiveCheck:
+    """What was probed (`names` None: not probed) and what was wrong."""
+
+    names: str | None
+    problems: tuple[str, ...] = ()
+
+
+def probe_names(names: Sequence[str], others: Sequence[Certificate]) -> list[str | None]:
+    """The server names to probe: no SNI, and every name the other certificates do not take.
+
+    A wildcard `*.example.com` is probed as `certwatch-probe.example.com`.
+    """
+    table = SniTable([(row.id, row.sans) for row in others])
+    hosts = [f"{WILDCARD_LABEL}.{n[2:]}" if n.startswith("*.") else n for n in names]
+    return [None, *(h for h in dict.fromkeys(hosts) if table.lookup(h) is None)]
+
+
+def _problem(outcome: ProbeOutcome, fingerprint: str) -> str | None:
+    name = outcome.target.server_name or "no SNI"
+    if not outcome.success:
+        return f"{name}: {outcome.error}"
+    if outcome.fingerprint != fingerprint:
+        return f"{name}: served {(outcome.fingerprint or '')[:16]}…, not the new certificate"
+    if not outcome.chain_complete:
+        return f"{name}: the served chain does not verify ({outcome.chain_error})"
+    return None
+
+
+def live_check(
+    service: Service, session: Session, listener_id: str, certificate_id: str
+) -> LiveCheck:
+    """Probe the listener for each name the default `certificate_id` should answer."""
+    listener = session.get(Listener, listener_id)
+    cert = session.get(Certificate, certificate_id)
+    if listener is None or cert is None or listener.status != "Running":
+        return LiveCheck(None)
+    if service.data_plane is None:
+        return LiveCheck(None)
+    leaf = x509.parse_chain(cert.chain_pem)[0]
+    names = probe_names(x509.dns_names(leaf), staged.in_use(session, listener_id, "additional"))
+    host = _LOOPBACK.get(listener.address, listener.address)
+    targets = [ProbeTarget(listener_id, host, listener.port, name, listener_id) for name in names]
+    outcomes = probe_sync(
+        targets,
+        service.trusted_roots(session),
+        clock.now(),
+        time_limit=service.config.scan.probe_timeout,
+        concurrency=service.config.scan.probe_concurrency,
+    )
+    problems = [p for o in outcomes if (p := _problem(o, cert.fingerprint)) is not None]
+    shown = ", ".join(n or "no SNI" for n in names)
+    return LiveCheck(shown, tuple(problems))

@@ -1,0 +1,166 @@
+"""Staged certificates in the store: judge them against the certificates listeners use.
+
+The rules themselves are `certwatch.candidates`; this module reads their inputs from the
+store and keeps each staged certificate's `Status` and `Reason`:
+`Pending` → `Applied` | `Rejected` | `Superseded` (a pending one beaten by a later-expiring
+certificate that was applied to its listener).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from cryptography import x509 as cx509
+from sqlmodel import Session, col, or_, select
+
+from certwatch import x509
+from certwatch.candidates import Incumbent, Offer, Verdict, reject_reason, uncovered
+from certwatch.models import (
+    Certificate,
+    Listener,
+    ListenerCertificate,
+    RotationEvent,
+    StagedCertificate,
+)
+
+if TYPE_CHECKING:
+    from certwatch.service import Service
+
+NOTHING_IN_USE = Incumbent(names=(), not_after=dt.datetime.min.replace(tzinfo=dt.UTC))
+
+
+def incumbent(row: Certificate) -> Incumbent:
+    """The rule inputs of a certificate in use."""
+    return Incumbent(x509.dns_names(x509.parse_chain(row.chain_pem)[0]), row.not_after)
+
+
+def offer(service: Service, row: Certificate) -> Offer:
+    """The rule inputs of a staged certificate (its chain and whether its stored key matches)."""
+    chain = x509.parse_chain(row.chain_pem)
+    if row.key_encrypted is None:
+        return Offer(chain, key_matches=False)
+    key = x509.parse_private_key(service.keybox.open(row.key_encrypted))
+    return Offer(chain, key_matches=x509.key_matches(chain[0], key))
+
+
+def in_use(session: Session, listener_id: str, role: str) -> list[Certificate]:
+    """The certificates a listener uses in `role`, oldest link first."""
+    query = (
+        select(Certificate)
+        .join(ListenerCertificate, col(ListenerCertificate.certificate_id) == col(Certificate.id))
+        .where(ListenerCertificate.listener_id == listener_id, ListenerCertificate.role == role)
+        .order_by(col(ListenerCertificate.created_at), col(Certificate.id))
+    )
+    return list(session.exec(query).all())
+
+
+def pool(session: Session, listener_id: str) -> list[tuple[StagedCertificate, Certificate]]:
+    """Staged certificates that may still go to this listener, oldest first.
+
+    Pending ones scoped to it or to no listener, and applied unscoped ones it never had.
+    """
+    had = set(
+        session.exec(
+            select(RotationEvent.new_certificate_id).where(
+                RotationEvent.listener_id == listener_id, RotationEvent.result == "Applied"
+            )
+        ).all()
+    )
+    rows = session.exec(
+        select(StagedCertificate, Certificate)
+        .join(Certificate, col(Certificate.id) == col(StagedCertificate.certificate_id))
+        .where(
+            or_(
+                col(StagedCertificate.listener_id) == listener_id,
+                col(StagedCertificate.listener_id).is_(None),
+            ),
+            col(StagedCertificate.status).in_(["Pending", "Applied"]),
+        )
+        .order_by(col(StagedCertificate.created_at), col(StagedCertificate.id))
+    ).all()
+    return [
+        (staged, cert)
+        for staged, cert in rows
+        if staged.status == "Pending" or (staged.listener_id is None and cert.id not in had)
+    ]
+
+
+def judge(
+    service: Service,
+    session: Session,
+    listener_id: str,
+    current: Certificate,
+    roots: Sequence[cx509.Certificate],
+    now: dt.datetime,
+) -> list[Verdict[StagedCertificate]]:
+    """Every staged certificate of the listener's pool, judged against `current`."""
+    target = incumbent(current)
+    return [
+        Verdict(staged, cert.not_after, reject_reason(offer(service, cert), target, roots, now))
+        for staged, cert in pool(session, listener_id)
+        if cert.id != current.id
+    ]
+
+
+def first_verdict(
+    candidate: Offer,
+    incumbents: Sequence[Certificate],
+    roots: Sequence[cx509.Certificate],
+    now: dt.datetime,
+) -> str | None:
+    """Why `candidate` replaces none of `incumbents` (None: it replaces one, or there is none).
+
+    The reason shown is the one against the first incumbent whose names it covers, if any.
+    """
+    if not incumbents:
+        return reject_reason(candidate, NOTHING_IN_USE, roots, now)
+    targets = [incumbent(row) for row in incumbents]
+    reasons = [reject_reason(candidate, target, roots, now) for target in targets]
+    if None in reasons:
+        return None
+    names = x509.dns_names(candidate.chain[0])
+    covering = [r for t, r in zip(targets, reasons, strict=True) if not uncovered(t.names, names)]
+    return (covering or reasons)[0]
+
+
+def incumbents_for(session: Session, listener_id: str | None) -> list[Certificate]:
+    """The Server certificates a staged certificate could replace: one listener's, or all."""
+    query = select(Listener.id).order_by(col(Listener.created_at), col(Listener.id))
+    ids = [listener_id] if listener_id else list(session.exec(query).all())
+    return [
+        row
+        for lid in ids
+        for role in ("default", "additional")
+        for row in in_use(session, lid, role)
+    ]
+
+
+def set_status(
+    session: Session, staged: StagedCertificate, status: str, reason: str | None, now: dt.datetime
+) -> None:
+    """Record a staged certificate's new status, in the caller's transaction."""
+    staged.status, staged.reason, staged.updated_at = status, reason, now
+    session.add(staged)
+
+
+def mark_applied(
+    service: Service,
+    session: Session,
+    staged: StagedCertificate,
+    listener_id: str,
+    replaced: Certificate,
+    now: dt.datetime,
+) -> None:
+    """`staged` replaced `replaced`: pending candidates for it that expire no later lose."""
+    applied = session.get(Certificate, staged.certificate_id)
+    assert applied is not None
+    roots = service.trusted_roots(session)
+    for verdict in judge(service, session, listener_id, replaced, roots, now):
+        other = verdict.item
+        beaten = verdict.reason is None and verdict.not_after <= applied.not_after
+        if other.id != staged.id and other.status == "Pending" and beaten:
+            why = f"superseded by {staged.id} (expires later), applied to {listener_id}"
+            set_status(session, other, "Superseded", why, now)
+    set_status(session, staged, "Applied", f"applied to {listener_id}", now)

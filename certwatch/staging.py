@@ -1,0 +1,102 @@
+"""Directory intake: stage the certificates dropped into `rotation.staging_dir`, once each.
+
+A drop is a PEM file (`.pem`, `.crt`, `.cer`) holding the chain and the key, or a
+`name.crt` + `name.key` pair. Other names (e.g. `*.tmp`, dot files) are ignored. A drop is
+left alone while half-written: modified within the last `SETTLE_SECONDS`, a PEM block
+without its END line, or a pair with one half missing. Once read it is staged through
+`StageCertificate` and moved (never deleted) to `processed/` or `rejected/` beside it, with a
+`<file>.reason` saying what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from certwatch import clock, errors
+from certwatch.actions.rotation import FILE_ACTOR
+
+if TYPE_CHECKING:
+    from certwatch.service import Service
+
+log = logging.getLogger(__name__)
+SETTLE_SECONDS = 2.0
+PEM_SUFFIXES = (".pem", ".crt", ".cer")
+_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----\s*", re.DOTALL)
+
+
+def _complete(text: str) -> bool:
+    """Every BEGIN line has its END line."""
+    begins = text.count("-----BEGIN ")
+    return begins > 0 and begins == text.count("-----END ") == len(_BLOCK.findall(text))
+
+
+def split_pem(text: str) -> tuple[str, str]:
+    """(certificate blocks, private key block) of a PEM text; either may be empty."""
+    certs: list[str] = []
+    keys: list[str] = []
+    for match in _BLOCK.finditer(text):
+        label = match.group(1)
+        (keys if label.endswith("PRIVATE KEY") else certs).append(match.group(0).strip() + "\n")
+    return "".join(certs), "".join(keys[:1])
+
+
+def drops(directory: Path, now: float) -> list[list[Path]]:
+    """The complete, settled drops in `directory`: single PEM files and crt/key pairs."""
+    found: list[list[Path]] = []
+    for path in sorted(directory.iterdir()):
+        if not path.is_file() or path.name.startswith(".") or path.suffix not in PEM_SUFFIXES:
+            continue
+        key = path.with_suffix(".key")
+        group = [path, key] if path.suffix == ".crt" and key.is_file() else [path]
+        try:
+            texts = [p.read_text(errors="replace") for p in group]
+            settled = all(now - p.stat().st_mtime >= SETTLE_SECONDS for p in group)
+        except OSError:
+            continue
+        if not settled or not all(_complete(t) for t in texts):
+            continue
+        if len(group) == 1 and path.suffix == ".crt" and not split_pem(texts[0])[1]:
+            continue
+        found.append(group)
+    return found
+
+
+def _move(paths: list[Path], verdict: str, reason: str) -> None:
+    target = paths[0].parent / verdict
+    target.mkdir(exist_ok=True)
+    stamp = clock.now().strftime("%Y%m%dT%H%M%S%f")
+    for path in paths:
+        dest = target / path.name
+        if dest.exists():
+            dest = target / f"{path.stem}-{stamp}{path.suffix}"
+        path.rename(dest)
+        dest.with_name(dest.name + ".reason").write_text(reason + "\n")
+
+
+def intake(service: Service) -> None:
+    """Scan hook: stage every complete drop in the staging directory and move it aside."""
+    directory = service.config.staging_dir
+    if not directory.is_dir():
+        return
+    for group in drops(directory, clock.now().timestamp()):
+        chain, key = split_pem("".join(p.read_text(errors="replace") for p in group))
+        names = " + ".join(p.name for p in group)
+        try:
+            if not key:
+                raise errors.MissingPrivateKey("no private key in the file (PEM or name.key)")
+            answer = service.call(
+                "StageCertificate", {"Certificate": chain, "PrivateKey": key}, actor=FILE_ACTOR
+            )
+        except errors.ApiError as exc:
+            _move(group, "rejected", f"{exc.code}: {exc.message}")
+            log.warning("staging %s rejected: %s", names, exc.message)
+            continue
+        staged_id, status = answer["StagedCertificateId"], answer["Status"]
+        if status == "Rejected":
+            _move(group, "rejected", f"Rejected ({staged_id}): {answer['Reason']}")
+        else:
+            _move(group, "processed", f"{status}: staged as {staged_id}")
+        log.info("staged %s as %s: %s", names, staged_id, status)
