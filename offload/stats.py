@@ -19,6 +19,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from offload.errors import OffloadError
+
 if TYPE_CHECKING:
     from offload.workers import ProxyControl
 
@@ -109,47 +111,70 @@ class ProxyStats:
         return self.listeners.get(listener_id, ListenerCounters())
 
 
-class OffloadCollector(Collector):
-    """Exports the `certwatch_offload_*` families of SPEC §6 from `ProxyControl.stats()`."""
+class _Families:
+    """The five SPEC §6 families, empty until filled."""
 
-    def __init__(self, control: ProxyControl) -> None:
-        self._control = control
-
-    def collect(self) -> Iterator[Metric]:
-        """One scrape: ask every worker, yield the five families."""
-        stats = self._control.stats().listeners
-        active = GaugeMetricFamily(
+    def __init__(self) -> None:
+        self.active = GaugeMetricFamily(
             "certwatch_offload_connections_active", "Open client connections.",
             labels=["listener_id"],
         )
-        total = CounterMetricFamily(
+        self.total = CounterMetricFamily(
             "certwatch_offload_connections", "Accepted client connections.",
             labels=["listener_id"],
         )
-        failures = CounterMetricFamily(
+        self.failures = CounterMetricFamily(
             "certwatch_offload_handshake_failures",
             "Client connections that failed: TLS handshake or no backend reachable.",
             labels=["listener_id", "reason"],
         )
-        traffic = CounterMetricFamily(
+        self.traffic = CounterMetricFamily(
             "certwatch_offload_bytes", "Application bytes relayed (in = from clients).",
             labels=["listener_id", "direction"],
         )
-        duration = HistogramMetricFamily(
+        self.duration = HistogramMetricFamily(
             "certwatch_offload_handshake_duration_seconds",
             "Time from accept to completed TLS handshake.",
             labels=["listener_id"],
         )
-        for lid, c in sorted(stats.items()):
-            active.add_metric([lid], c.active)
-            total.add_metric([lid], c.total)
-            for reason, count in zip(FAILURE_REASONS, c.failures, strict=True):
-                failures.add_metric([lid, reason], count)
-            traffic.add_metric([lid, "in"], c.bytes_in)
-            traffic.add_metric([lid, "out"], c.bytes_out)
-            cumulative, buckets = 0, []
-            for bound, count in zip([*HANDSHAKE_BUCKETS, float("inf")], c.buckets, strict=True):
-                cumulative += count
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            duration.add_metric([lid], buckets, c.handshake_sum)
-        yield from (active, total, failures, traffic, duration)
+
+    def add(self, lid: str, c: ListenerCounters) -> None:
+        self.active.add_metric([lid], c.active)
+        self.total.add_metric([lid], c.total)
+        for reason, count in zip(FAILURE_REASONS, c.failures, strict=True):
+            self.failures.add_metric([lid, reason], count)
+        self.traffic.add_metric([lid, "in"], c.bytes_in)
+        self.traffic.add_metric([lid, "out"], c.bytes_out)
+        cumulative, buckets = 0, []
+        for bound, count in zip([*HANDSHAKE_BUCKETS, float("inf")], c.buckets, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        self.duration.add_metric([lid], buckets, c.handshake_sum)
+
+    def __iter__(self) -> Iterator[Metric]:
+        return iter((self.active, self.total, self.failures, self.traffic, self.duration))
+
+
+class OffloadCollector(Collector):
+    """Exports the `certwatch_offload_*` families of SPEC §6 from `ProxyControl.stats()`.
+
+    A proxy that is not running (not started, stopped) exports the families without samples.
+    """
+
+    def __init__(self, control: ProxyControl) -> None:
+        self._control = control
+
+    def describe(self) -> Iterator[Metric]:
+        """The families, without asking the workers (used at registration)."""
+        return iter(_Families())
+
+    def collect(self) -> Iterator[Metric]:
+        """One scrape: ask every worker, yield the five families."""
+        families = _Families()
+        try:
+            stats = self._control.stats().listeners
+        except OffloadError:
+            stats = {}
+        for lid, counters in sorted(stats.items()):
+            families.add(lid, counters)
+        yield from families

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from offload.stats import HANDSHAKE_BUCKETS, ListenerStats, ProxyStats
+from prometheus_client import CollectorRegistry, generate_latest
+
+from offload.stats import HANDSHAKE_BUCKETS, ListenerStats, OffloadCollector, ProxyStats
+from offload.workers import ProxyControl
 
 
 def test_handshake_lands_in_its_bucket() -> None:
@@ -28,3 +31,19 @@ def test_stats_sum_over_workers() -> None:
     assert total.get("a").failure("timeout") == 3
     assert total.get("b").total == 3
     assert total.get("missing").total == 0
+
+
+def test_collector_of_a_proxy_not_running_exports_empty_families() -> None:
+    """Registering and scraping before start() works: the families are there, without samples."""
+    registry = CollectorRegistry()
+    registry.register(OffloadCollector(ProxyControl(workers=1)))
+    text = generate_latest(registry).decode()
+    for name in (
+        "certwatch_offload_connections_active gauge",
+        "certwatch_offload_connections_total counter",
+        "certwatch_offload_handshake_failures_total counter",
+        "certwatch_offload_bytes_total counter",
+        "certwatch_offload_handshake_duration_seconds histogram",
+    ):
+        assert f"# TYPE {name}" in text
+    assert "listener_id=" not in text
