@@ -53,7 +53,7 @@ def goal_row(results: Results, g: Goal) -> str | None:
     else:
         ok = ratio >= g.bound if g.op == "≥" else ratio <= g.bound
         goal, met = f"{g.op} {g.bound:g}×", "yes" if ok else "**no**"
-    return f"| {g.label} | {cell(cw)} | {cell(hp)} | {ratio:.2f}× | {goal} | {met} |"
+    return f"| {g.label} | {cell(cw)} | {cell(hp)} | {ratio:.3f}× | {goal} | {met} |"
 
 
 def _side_cell(results: Results, scenario: str, side: str, metric: str, unit: str) -> str:
