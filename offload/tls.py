@@ -113,13 +113,17 @@ def build_context(spec: ListenerSpec) -> ssl.SSLContext | None:
         return None
     base = _listener_context(spec, spec.default_cert)
     if spec.additional_certs:
-        entries = [(_listener_context(spec, c), c.names) for c in spec.additional_certs]
-        table = SniTable([*entries, (base, spec.default_cert.names)])
+        contexts = [_listener_context(spec, c) for c in spec.additional_certs]
+        # Indexes, not contexts, in the table: the base context must not reach itself.
+        table = SniTable(
+            [*((i, c.names) for i, c in enumerate(spec.additional_certs)),
+             (-1, spec.default_cert.names)]
+        )
 
         def pick(sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
-            ctx = table.lookup(server_name)
-            if ctx is not None and ctx is not base:
-                sslobj.context = ctx
+            index = table.lookup(server_name)
+            if index is not None and index >= 0:
+                sslobj.context = contexts[index]
 
         base.sni_callback = pick
     return base
