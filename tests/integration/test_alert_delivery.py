@@ -1,0 +1,216 @@
+"""Expiry alert delivery through apprise to a real SMTP server and a real webhook receiver."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+
+from certwatch.service import Service
+from tests.certfactory import Pki, issue, make_pki
+from tests.integration.conftest_monitoring import (
+    HttpReceiver,
+    add_listener,
+    free_port,
+    make_service,
+    smtp_sink,
+    upload,
+)
+
+# Third-party/other-owner deprecations, not ours to fix here: certwatch/probe.py sets TLS 1.0
+# as the probe's minimum, and apprise's e-mail plugin imports `imghdr`.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    """A root → intermediate PKI."""
+    return make_pki("alerts test")
+
+
+def expiring_listener(service: Service, pki: Pki, days: float = 6.5) -> tuple[str, str, int]:
+    """A listener whose default certificate has `days` left: (listener id, cert id, port)."""
+    cert_id = upload(service, pki.leaf("shop.example.com", "www.shop.example.com", days=days))
+    port = free_port()
+    return add_listener(service, cert_id, port), cert_id, port
+
+
+def metric(service: Service, line_start: str) -> float:
+    """The value of the first /metrics sample line starting with `line_start`."""
+    for line in generate_latest(service.registry).decode().splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {line_start}")
+
+
+def test_alert_reaches_email_and_webhook(tmp_path: Path, pki: Pki) -> None:
+    """A certificate with 6.5 days left sends one 7-day alert by e-mail and by webhook."""
+    with smtp_sink() as (mail_url, mails), HttpReceiver() as hook:
+        service = make_service(tmp_path, alerts={"urls": [mail_url, hook.url()]})
+        listener_id, cert_id, port = expiring_listener(service, pki)
+        result = service.call("ScanNow")
+        service.close()
+    assert result["AlertsSent"] == 1 and result["AlertsFailed"] == 0
+    assert [m["Subject"] for m in mails] == ["shop.example.com expires within 7 days"]
+    assert len(hook.delivered) == 1
+    payload = hook.delivered[0]
+    assert payload["title"] == "shop.example.com expires within 7 days"
+    for part in (
+        listener_id,
+        f"port {port}",
+        cert_id,
+        "www.shop.example.com",
+        "role default",
+        "Days left: 6",
+        "no staged renewal",
+    ):
+        assert part in payload["message"]
+    texts = [p.get_payload(decode=True) for p in mails[0].walk() if not p.is_multipart()]
+    assert any(isinstance(t, bytes) and cert_id in t.decode() for t in texts)
+
+
+def test_failing_receiver_gets_the_alert_exactly_once(tmp_path: Path, pki: Pki) -> None:
+    """A receiver answering 500 first is retried next scan and then gets the alert once."""
+    with HttpReceiver(statuses=(500,)) as hook:
+        service = make_service(tmp_path, alerts={"urls": [hook.url()]})
+        _, cert_id, _ = expiring_listener(service, pki)
+        first = service.call("ScanNow")
+        pending = service.call("ListAlerts", {"CertificateId": cert_id})["Alerts"]
+        second = service.call("ScanNow")
+        third = service.call("ScanNow")
+        alerts = service.call("ListAlerts")["Alerts"]
+        failures = metric(service, 'certwatch_alert_delivery_failures_total{threshold="7"}')
+        sent = metric(service, 'certwatch_alerts_sent_total{threshold="7"}')
+        service.close()
+    assert (first["AlertsSent"], first["AlertsFailed"]) == (0, 1)
+    assert pending[0]["Delivered"] is False and pending[0]["SentAt"] is None
+    assert pending[0]["Attempts"] == 1 and "500" in (pending[0]["LastError"] or "")
+    assert (second["AlertsSent"], third["AlertsSent"]) == (1, 0)
+    assert len(hook.received) == 2 and len(hook.delivered) == 1
+    assert len(alerts) == 1 and alerts[0]["Delivered"] and alerts[0]["Attempts"] == 2
+    assert alerts[0]["Threshold"] == "7" and alerts[0]["LastError"] is None
+    assert (failures, sent) == (1.0, 1.0)
+
+
+def test_restart_sends_nothing_twice(tmp_path: Path, pki: Pki) -> None:
+    """A new Service on the same store does not repeat an alert already delivered."""
+    with HttpReceiver() as hook:
+        first = make_service(tmp_path, alerts={"urls": [hook.url()]})
+        expiring_listener(first, pki)
+        first.call("ScanNow")
+        first.close()
+        second = make_service(tmp_path, alerts={"urls": [hook.url()]})
+        again = second.call("ScanNow")
+        second.close()
+    assert again["AlertsSent"] == 0 and len(hook.delivered) == 1
+
+
+def test_restart_keeps_a_pending_alert(tmp_path: Path, pki: Pki) -> None:
+    """An alert that failed before a restart is delivered by the restarted service."""
+    with HttpReceiver(statuses=(500,)) as hook:
+        first = make_service(tmp_path, alerts={"urls": [hook.url()]})
+        expiring_listener(first, pki)
+        first.call("ScanNow")
+        first.close()
+        second = make_service(tmp_path, alerts={"urls": [hook.url()]})
+        again = second.call("ScanNow")
+        second.close()
+    assert again["AlertsSent"] == 1 and len(hook.delivered) == 1
+
+
+def test_replacing_the_certificate_drops_its_pending_alert(tmp_path: Path, pki: Pki) -> None:
+    """After the default is replaced, the old certificate's undelivered alert is never sent."""
+    with HttpReceiver(statuses=(500,)) as hook:
+        service = make_service(tmp_path, alerts={"urls": [hook.url()]})
+        listener_id, _, _ = expiring_listener(service, pki)
+        service.call("ScanNow")
+        renewed = upload(service, pki.leaf("shop.example.com", days=300))
+        service.call(
+            "UpdateListenerAttribute", {"ListenerId": listener_id, "CertificateIds": [renewed]}
+        )
+        result = service.call("ScanNow")
+        alerts = service.call("ListAlerts", {"ListenerId": listener_id})["Alerts"]
+        service.close()
+    assert result["AlertsSent"] == 0 and alerts == [] and hook.delivered == []
+
+
+def test_expired_intermediate_alerts_for_its_leaf(tmp_path: Path) -> None:
+    """An intermediate that expires in 5 days alerts (7-day) for a leaf valid for 300 days."""
+    root = issue(common_name="Chain Root", ca=True, days=3650)
+    short = root.issue(common_name="Short Intermediate", ca=True, days=5)
+    leaf = short.issue("api.example.com", days=300)
+    with HttpReceiver() as hook:
+        service = make_service(tmp_path, alerts={"urls": [hook.url()]})
+        cert_id = upload(service, leaf)
+        add_listener(service, cert_id, free_port())
+        service.call("ScanNow")
+        alerts = service.call("ListAlerts", {"CertificateId": cert_id})["Alerts"]
+        service.close()
+    assert [a["Threshold"] for a in alerts] == ["7"]
+    assert hook.delivered[0]["title"].startswith("api.example.com expires within 7 days")
+    assert "Short Intermediate" in hook.delivered[0]["title"]
+    assert "Expires first: intermediate Short Intermediate" in hook.delivered[0]["message"]
+
+
+def test_without_urls_alerts_go_to_the_log(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no alert URL, the alert is logged and counts as delivered."""
+    service = make_service(tmp_path)
+    expiring_listener(service, pki, days=0.5)
+    with caplog.at_level(logging.WARNING, logger="certwatch.notify"):
+        result = service.call("ScanNow")
+    alerts = service.call("ListAlerts")["Alerts"]
+    service.close()
+    assert result["AlertsSent"] == 1 and alerts[0]["Threshold"] == "1"
+    assert "shop.example.com expires within 1 day" in caplog.text
+
+
+def test_test_notification_reports_each_url(tmp_path: Path) -> None:
+    """TestNotification delivers to each URL separately and reports failures, secrets masked."""
+    with smtp_sink() as (mail_url, mails), HttpReceiver() as ok, HttpReceiver((500,)) as bad:
+        secret_url = f"json://alice:hunter2secret@127.0.0.1:{bad.port}/hook"
+        service = make_service(tmp_path, alerts={"urls": [mail_url, ok.url(), secret_url]})
+        results = service.call("TestNotification")["Results"]
+        service.close()
+    assert [r["Delivered"] for r in results] == [True, True, False]
+    assert results[0]["Url"].startswith("mailto://") and results[0]["Error"] is None
+    assert results[1]["Url"].startswith(f"json://127.0.0.1:{ok.port}/hook")
+    assert "hunter2secret" not in results[2]["Url"] and "500" in results[2]["Error"]
+    assert len(mails) == 1 and len(ok.delivered) == 1
+
+
+def test_service_notify_uses_the_alert_urls(tmp_path: Path) -> None:
+    """Service.notify (used for rollback alerts) delivers through the same notifier."""
+    with HttpReceiver() as hook:
+        service = make_service(tmp_path, alerts={"urls": [hook.url()]})
+        service.notify("lsn-x rolled back", "the new certificate failed the live check")
+        service.close()
+    assert hook.delivered[0]["title"] == "lsn-x rolled back"
+
+
+def test_alert_not_sent_before_thresholds(tmp_path: Path, pki: Pki) -> None:
+    """A certificate with 60 days left sends nothing and stores no alert."""
+    with HttpReceiver() as hook:
+        service = make_service(tmp_path, alerts={"urls": [hook.url()]})
+        expiring_listener(service, pki, days=60)
+        result = service.call("ScanNow")
+        service.close()
+    assert result["AlertsSent"] == 0 and hook.received == []
+    assert result["Certificates"]["Valid"] == 1
+
+
+def test_scan_counts_certificates_by_status(tmp_path: Path, pki: Pki) -> None:
+    """ScanNow counts each certificate in use by Status."""
+    service = make_service(tmp_path, alerts={"thresholds_days": [30, 7, 1]})
+    expiring_listener(service, pki, days=6.5)
+    expiring_listener(service, pki, days=90)
+    result = service.call("ScanNow")
+    service.close()
+    assert result["Certificates"] == {"Valid": 1, "Expiring": 1, "Expired": 0, "NotYetValid": 0}
+    assert result["ScanId"].startswith("scn-")
