@@ -1,0 +1,237 @@
+"""Rotation end to end: a real service, the real proxy, real TLS clients on 127.0.0.1."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from certwatch import clock, errors
+from certwatch.lifecycle import StagedRenewals
+from certwatch.models import Certificate, Listener
+from certwatch.store import transaction
+from tests.certfactory import Issued, Pki, make_pki
+from tests.integration.rotation_helpers import NAMES, Env, make_env, served_fingerprint
+
+# the probe offers TLS 1.0 too, which Python reports as deprecated (certwatch/probe.py)
+pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    """A listener serving a certificate with 10 days left; auto-rotation 30 days ahead."""
+    made = make_env(tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """One listener for the tests that only stage (they do not change what it serves)."""
+    made = make_env(tmp_path_factory.mktemp("shared"))
+    yield made
+    made.close()
+
+
+def _age(*paths: Path) -> None:
+    """Make files look written a minute ago (settled)."""
+    past = time.time() - 60
+    for path in paths:
+        os.utime(path, (past, past))
+
+
+def test_stage_rotate_rollback(env: Env) -> None:
+    """Stage → rotate serves the new leaf on every name → rollback serves the old one again."""
+    new = env.pki.leaf(*NAMES, days=90)
+    staged = env.stage(new)
+    assert staged["Status"] == "Pending" and staged["Reason"] is None
+
+    rotated = env.call("RotateListenerCertificate", ListenerId=env.listener_id)
+    assert rotated["Result"] == "Applied", rotated["Reason"]
+    assert all(env.served(name) == new.fingerprint for name in NAMES)
+    assert env.default_id() != env.old_id
+
+    rolled = env.call("RollbackListenerCertificate", ListenerId=env.listener_id)
+    assert all(env.served(name) == env.old.fingerprint for name in NAMES)
+    assert env.default_id() == env.old_id
+
+    events = env.events()
+    assert [(e["RotationEventId"], e["Result"]) for e in events[:2]] == [
+        (rolled["RotationEventId"], "Applied"),
+        (rotated["RotationEventId"], "Applied"),
+    ]
+    assert events[0]["OldCertificateId"] == events[1]["NewCertificateId"]
+    assert events[0]["NewCertificateId"] == env.old_id == events[1]["OldCertificateId"]
+    assert len(events) == 3 and events[2]["OldCertificateId"] is None  # the listener's creation
+    listed = env.call("ListStagedCertificates", Status="Applied")["StagedCertificates"]
+    assert [s["StagedCertificateId"] for s in listed] == [staged["StagedCertificateId"]]
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda pki: pki.leaf("a.example.com", days=90), "does not cover b.example.com"),
+        (lambda pki: pki.leaf(*NAMES, days=5), "not later than the current certificate"),
+        (
+            lambda pki: pki.leaf(*NAMES, not_before=clock.now() - dt.timedelta(days=9), days=-1),
+            "expired at",
+        ),
+        (lambda pki: pki.leaf(*NAMES, days=90, key="rsa1024"), "weak key: RSA 1024 bits"),
+        (
+            lambda pki: make_pki("stranger").leaf(*NAMES, days=90),
+            "the chain does not verify to a trusted root",
+        ),
+    ],
+    ids=["names", "expiry", "validity", "weak", "chain"],
+)
+def test_stage_rejects_with_reason(shared: Env, make: Callable[[Pki], Issued], reason: str) -> None:
+    """A staged certificate that breaks a rule is `Rejected`, with the reason."""
+    issued = make(shared.pki)
+    answer = shared.call(
+        "StageCertificate",
+        Certificate=issued.chain_pem,
+        PrivateKey=issued.key_pem,
+        ListenerId=shared.listener_id,
+    )
+    assert answer["Status"] == "Rejected"
+    assert reason in answer["Reason"]
+    listed = shared.call("ListStagedCertificates", Status="Rejected")["StagedCertificates"]
+    assert any(s["StagedCertificateId"] == answer["StagedCertificateId"] for s in listed)
+
+
+def test_stage_refuses_a_key_that_is_not_the_certificates(shared: Env) -> None:
+    """A mismatched key is refused at the door (the upload check), and nothing is staged."""
+    issued, other = shared.pki.leaf(*NAMES, days=90), shared.pki.leaf(*NAMES, days=90)
+    before = shared.call("ListStagedCertificates")["StagedCertificates"]
+    with pytest.raises(errors.ApiError) as caught:
+        shared.call("StageCertificate", Certificate=issued.chain_pem, PrivateKey=other.key_pem)
+    assert caught.value.code == "KeyCertificateMismatch"
+    assert shared.call("ListStagedCertificates")["StagedCertificates"] == before
+
+
+def test_untrusted_chain_is_rejected_and_the_old_leaf_stays(env: Env) -> None:
+    """Rotating to a certificate from an untrusted CA is `Rejected`; the old leaf is served."""
+    staged = env.stage(make_pki("stranger").leaf(*NAMES, days=90))
+    answer = env.call(
+        "RotateListenerCertificate",
+        ListenerId=env.listener_id,
+        StagedCertificateId=staged["StagedCertificateId"],
+    )
+    assert answer["Result"] == "Rejected"
+    assert "does not verify to a trusted root" in answer["Reason"]
+    assert env.served() == env.old.fingerprint and env.default_id() == env.old_id
+
+
+def test_failed_live_check_rolls_back(env: Env) -> None:
+    """A leaf that clients refuse (client-auth only) is swapped in, fails the live check and is
+    rolled back: the old leaf is served, the event says why, the staged one is Rejected."""
+    client_only = env.pki.leaf(*NAMES, days=90, client=True)
+    staged = env.stage(client_only)
+    assert staged["Status"] == "Pending"
+    answer = env.call("RotateListenerCertificate", ListenerId=env.listener_id)
+    assert answer["Result"] == "RolledBack"
+    assert "the served chain does not verify" in answer["Reason"]
+    assert env.served() == env.old.fingerprint and env.default_id() == env.old_id
+    events = env.events()
+    assert (events[0]["RotationEventId"], events[0]["Result"]) == (
+        answer["RotationEventId"],
+        "RolledBack",
+    )
+    rejected = env.call("ListStagedCertificates", Status="Rejected")["StagedCertificates"]
+    assert [s["StagedCertificateId"] for s in rejected] == [staged["StagedCertificateId"]]
+
+
+def test_auto_rotation_from_the_staging_directory(env: Env) -> None:
+    """Files dropped in the staging directory are staged at the next scan, the latest-expiring
+    valid one is rotated in, read files move to processed/ or rejected/ with a .reason, and
+    half-written files are left alone."""
+    staging = env.service.config.staging_dir
+    staging.mkdir(parents=True)
+    sooner, later = env.pki.leaf(*NAMES, days=60), env.pki.leaf(*NAMES, days=120)
+    weak = env.pki.leaf(*NAMES, days=90, key="rsa1024")
+    (staging / "sooner.pem").write_text(sooner.chain_pem + sooner.key_pem)
+    (staging / "later.crt").write_text(later.chain_pem)
+    (staging / "later.key").write_text(later.key_pem)
+    (staging / "weak.pem").write_text(weak.chain_pem + weak.key_pem)
+    (staging / "partial.pem").write_text(later.chain_pem[: len(later.chain_pem) // 2])
+    (staging / "lonely.crt").write_text(sooner.chain_pem)
+    _age(*staging.iterdir())
+    (staging / "fresh.pem").write_text(sooner.chain_pem + sooner.key_pem)
+
+    for hook in env.service.before_scan:
+        hook(env.service)
+
+    assert all(env.served(name) == later.fingerprint for name in NAMES)
+    assert env.events()[0]["Actor"] == "rotation"
+    assert env.events()[0]["Result"] == "Applied"
+    processed = {p.name for p in (staging / "processed").iterdir()}
+    assert processed == {
+        "sooner.pem",
+        "sooner.pem.reason",
+        "later.crt",
+        "later.crt.reason",
+        "later.key",
+        "later.key.reason",
+    }
+    assert "Pending: staged as stg-" in (staging / "processed" / "sooner.pem.reason").read_text()
+    assert {p.name for p in (staging / "rejected").iterdir()} == {"weak.pem", "weak.pem.reason"}
+    assert "weak key" in (staging / "rejected" / "weak.pem.reason").read_text()
+    left = {p.name for p in staging.iterdir() if p.is_file()}
+    assert left == {"partial.pem", "lonely.crt", "fresh.pem"}
+    statuses = {
+        s["NotAfter"]: s["Status"] for s in env.call("ListStagedCertificates")["StagedCertificates"]
+    }
+    assert sorted(statuses.values()) == ["Applied", "Rejected", "Superseded"]
+
+
+def test_renewal_lookup_names_the_staged_certificate_and_when(env: Env) -> None:
+    """The alert lookup finds the staged renewal and says it rotates at the next scan
+    (the default is already within `before_days`)."""
+    staged = env.stage(env.pki.leaf(*NAMES, days=90))
+    now = clock.now()
+    with transaction(env.service.engine) as session:
+        listener = session.get(Listener, env.listener_id)
+        current = session.get(Certificate, env.old_id)
+        assert listener is not None and current is not None
+        renewal = StagedRenewals(env.service)(session, current, listener, now)
+    assert renewal is not None
+    assert renewal.staged_certificate_id == staged["StagedCertificateId"]
+    assert renewal.rotates_at == now
+
+
+def test_no_client_connection_fails_across_rotation_and_rollback(env: Env) -> None:
+    """Four clients doing full handshakes and echoes in a loop see no failure while the
+    certificate is rotated and rolled back."""
+    env.stage(env.pki.leaf(*NAMES, days=90))
+    stop = threading.Event()
+    failures: list[str] = []
+    counts = [0] * 4
+
+    def client(index: int) -> None:
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                served_fingerprint(env.port, NAMES[index % 2], env.pki.root_pem, b"x" * 512)
+                counts[index] += 1
+            except Exception as exc:
+                failures.append(repr(exc))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    rotated = env.call("RotateListenerCertificate", ListenerId=env.listener_id)
+    time.sleep(0.3)
+    env.call("RollbackListenerCertificate", ListenerId=env.listener_id)
+    time.sleep(0.3)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=35)
+    assert rotated["Result"] == "Applied"
+    assert failures == []
+    assert min(counts) > 0
