@@ -144,14 +144,14 @@ def smtp_sink() -> Iterator[tuple[str, list[Message]]]:
 
 
 @contextmanager
-def tls_server(issued: Issued, tmp_dir: Path) -> Iterator[int]:
+def tls_server(issued: Issued, tmp_dir: Path, port: int = 0) -> Iterator[int]:
     """A bare TLS server on loopback serving `issued` (leaf + chain); yields its port."""
     cert_file, key_file = tmp_dir / "srv.pem", tmp_dir / "srv.key"
     cert_file.write_text(issued.chain_pem)
     key_file.write_text(issued.key_pem)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert_file, key_file)
-    listener = socket.create_server(("127.0.0.1", 0))
+    listener = socket.create_server(("127.0.0.1", port))
     listener.settimeout(0.2)
     stop = threading.Event()
 
