@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from certwatch import clock, errors
 from certwatch.actions.registry import ActionContext, Request
+from certwatch.cluster import announce
 from certwatch.models import IdempotencyRecord
 from certwatch.snapshot import build_snapshot, bump_revision
 from certwatch.store import transaction
@@ -53,10 +54,12 @@ def dispatch(
                 session.rollback()
                 return {"DryRun": True}
             previous = service.applied_snapshot
+            revision = bump_revision(session)
+            announce(session, revision)
             snapshot = build_snapshot(
                 session,
                 service.keybox,
-                bump_revision(session),
+                revision,
                 service.config.proxy.handshake_timeout,
             )
             _apply(service, snapshot)

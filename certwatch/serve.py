@@ -21,6 +21,7 @@ import uvicorn
 from certwatch import demo as demo_mode
 from certwatch import logs
 from certwatch.api import create_app
+from certwatch.cluster import follow, is_postgres
 from certwatch.config import Config, ConfigError, load_config
 from certwatch.scheduler import start_scheduler
 from certwatch.service import Service
@@ -107,9 +108,10 @@ def run(
                 "proxy node serving the store's listeners; following changes every %.1fs",
                 config.proxy.reload_interval,
             )
-            while not stop.wait(config.proxy.reload_interval):
-                service.sync_data_plane()
+            follow(service, stop)
         else:
+            if proxy is not None and is_postgres(service):
+                threading.Thread(target=follow, args=(service, stop), daemon=True).start()
             host, port = _split_listen(config.api.listen)
             server = _Server(
                 uvicorn.Config(

@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 from certwatch import x509
 from certwatch.actions import ACTIONS
 from certwatch.actions.registry import Request
+from certwatch.cluster import Leadership
 from certwatch.config import Config
 from certwatch.dispatch import dispatch
 from certwatch.metrics import Monitoring
@@ -49,6 +50,7 @@ class Service:
         self.registry = CollectorRegistry()
         self.before_scan: list[Callable[[Service], None]] = []
         self.renewal_lookup: RenewalLookup | None = None
+        self.leadership = Leadership(self)
         self.monitoring = Monitoring(
             self.engine, self.registry, config.alerts.urls, config.alerts.thresholds_days
         )
@@ -80,19 +82,18 @@ class Service:
         if self.data_plane is None:
             return
         with self.write_lock, transaction(self.engine) as session:
+            revision = current_revision(session)
+            if self.applied_snapshot is not None and self.applied_snapshot.revision == revision:
+                return
             snapshot = build_snapshot(
-                session,
-                self.keybox,
-                current_revision(session),
-                self.config.proxy.handshake_timeout,
+                session, self.keybox, revision, self.config.proxy.handshake_timeout
             )
-            if self.applied_snapshot is None or snapshot != self.applied_snapshot:
-                self.data_plane.apply(snapshot)
-                self.applied_snapshot = snapshot
+            self.data_plane.apply(snapshot)
+            self.applied_snapshot = snapshot
 
     def is_leader(self) -> bool:
         """Whether this node runs scans, alerts and rotations (one node of a shared store)."""
-        return True
+        return self.leadership.is_leader()
 
     def notify(self, title: str, body: str) -> None:
         """Send an operational alert (e.g. a rollback) to every alert URL (none: the log)."""
@@ -108,6 +109,7 @@ class Service:
         return parts
 
     def close(self) -> None:
-        """Release the store's connections."""
+        """Give up leadership and release the store's connections."""
+        self.leadership.close()
         self.engine.dispose()
         log.debug("service closed")
