@@ -66,8 +66,8 @@ class ServeProcess:
         self.log = tmp_path / "serve.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, *extra: str, wait: bool = True) -> ServeProcess:
-        """Start it; with `wait`, return once /healthz answers 200."""
+    def start(self, *extra: str, wait: bool = True, command: str = "serve") -> ServeProcess:
+        """Start `certwatch <command>`; with `wait`, return once /healthz answers 200."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("CERTWATCH_")}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(

@@ -86,3 +86,61 @@ def test_bad_config_is_named(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 2 and "scan.interval" in result.stderr
+
+
+def test_proxy_node_serves_what_the_api_node_configures(tmp_path: Path) -> None:
+    """`certwatch proxy` on the same store serves a listener created through `certwatch serve`."""
+    from offload.echo import EchoServer
+    from tests.certfactory import make_pki
+
+    api_node = ServeProcess(tmp_path, workers=0, toml="reload_interval = 0.5\n").start()
+    proxy_node = ServeProcess(tmp_path, workers=1, toml="reload_interval = 0.5\n")
+    proxy_node.config = api_node.config
+    proxy_node.start(wait=False, command="proxy")
+    try:
+        with EchoServer() as echo:
+            pki = make_pki()
+            leaf = pki.leaf("edge.example.com")
+
+            def call(action: str, **params: object) -> dict[str, object]:
+                answer = httpx.post(f"{api_node.url}/v1/{action}", json=params, timeout=30)
+                assert answer.status_code == 200, answer.text
+                return dict(answer.json())
+
+            cert = call(
+                "UploadCertificate",
+                CertificateName="e",
+                CertificateType="Server",
+                Certificate=leaf.chain_pem,
+                PrivateKey=leaf.key_pem,
+            )["CertificateId"]
+            lb = call("CreateLoadBalancer", LoadBalancerName="edge")["LoadBalancerId"]
+            sg = call(
+                "CreateServerGroup",
+                ServerGroupName="g",
+                Servers=[{"ServerIp": "127.0.0.1", "Port": echo.port, "Weight": 1}],
+            )["ServerGroupId"]
+            port = free_port()
+            call(
+                "CreateListener",
+                LoadBalancerId=lb,
+                ServerGroupId=sg,
+                ListenerPort=port,
+                CertificateIds=[cert],
+            )
+            ctx = ssl.create_default_context(cadata=pki.root_pem)
+            deadline, answer = time.monotonic() + 15, b""
+            while not answer and time.monotonic() < deadline:
+                try:
+                    with (
+                        socket.create_connection(("127.0.0.1", port), timeout=2) as raw,
+                        ctx.wrap_socket(raw, server_hostname="edge.example.com") as tls,
+                    ):
+                        tls.sendall(b"edge")
+                        answer = tls.recv(8)
+                except OSError:
+                    time.sleep(0.2)
+            assert answer == b"edge", proxy_node.output()
+    finally:
+        assert proxy_node.stop() == 0
+        assert api_node.stop() == 0
