@@ -1,0 +1,139 @@
+"""A real Prometheus scrapes certwatch's /metrics and evaluates alerts/certwatch.rules.yml."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from certwatch.api import create_app
+from certwatch.service import Service
+from tests.certfactory import make_pki
+from tests.integration.conftest_monitoring import add_listener, free_port, make_service, upload
+
+RULES = Path(__file__).resolve().parents[2] / "alerts" / "certwatch.rules.yml"
+PROMETHEUS = shutil.which("prometheus")
+DEADLINE = 25.0
+
+
+def _require_prometheus() -> str:
+    if PROMETHEUS is None:
+        if os.environ.get("CERTWATCH_REQUIRE_TOOLS") == "1":
+            pytest.fail("prometheus is not installed and CERTWATCH_REQUIRE_TOOLS=1")
+        pytest.skip("prometheus is not installed")
+    return PROMETHEUS
+
+
+@pytest.fixture
+def api_url(tmp_path: Path) -> Iterator[tuple[str, Service, dict[str, str]]]:
+    """certwatch's API (uvicorn in a thread) with a 6.5-day and a 60-day certificate in use."""
+    service = make_service(tmp_path / "certwatch")
+    pki = make_pki("prometheus e2e")
+    soon = upload(service, pki.leaf("soon.example.com", days=6.5))
+    later = upload(service, pki.leaf("later.example.com", days=60))
+    add_listener(service, soon, free_port())
+    add_listener(service, later, free_port())
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_config=None)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    yield f"127.0.0.1:{port}", service, {"soon": soon, "later": later}
+    server.should_exit = True
+    thread.join(timeout=10)
+    service.close()
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, api_url: tuple[str, Service, dict[str, str]]) -> Iterator[str]:
+    """A Prometheus on loopback scraping certwatch every second with the project's rules."""
+    binary = _require_prometheus()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        f"rule_files:\n  - {RULES}\n"
+        "scrape_configs:\n  - job_name: certwatch\n"
+        f"    static_configs:\n      - targets: ['{api_url[0]}']\n"
+    )
+    port = free_port()
+    log = (tmp_path / "prometheus.log").open("w")
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        log.close()
+
+
+def _api(base: str, path: str, **params: str) -> Any:
+    """The `data` of a Prometheus HTTP API answer, or None while it is not up yet."""
+    try:
+        response = httpx.get(f"{base}/api/v1/{path}", params=params, timeout=2)
+    except httpx.TransportError:
+        return None
+    return response.json()["data"] if response.status_code == 200 else None
+
+
+def test_prometheus_fires_7_day_alert_and_nothing_for_60_days(
+    prometheus: str, api_url: tuple[str, Service, dict[str, str]]
+) -> None:
+    """Prometheus fires CertificateExpiresWithin7Days for 6.5 days left, nothing for 60 days."""
+    ids = api_url[2]
+    deadline = time.monotonic() + DEADLINE
+    alerts: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        alerts = (_api(prometheus, "alerts") or {"alerts": []})["alerts"]
+        if any(
+            a["labels"]["alertname"] == "CertificateExpiresWithin7Days" and a["state"] == "firing"
+            for a in alerts
+        ):
+            break
+        time.sleep(0.25)
+    seven = [a for a in alerts if a["labels"]["alertname"] == "CertificateExpiresWithin7Days"]
+    assert [a["state"] for a in seven] == ["firing"]
+    assert [a["labels"]["certificate_id"] for a in seven] == [ids["soon"]]
+    assert seven[0]["labels"]["common_name"] == "soon.example.com"
+    expiry = {
+        "CertificateExpiresWithin30Days",
+        "CertificateExpiresWithin7Days",
+        "CertificateExpiresWithin1Day",
+        "CertificateExpired",
+    }
+    later = [
+        a
+        for a in alerts
+        if a["labels"]["alertname"] in expiry and a["labels"].get("certificate_id") == ids["later"]
+    ]
+    assert later == []
+    metric = "certwatch_listener_certificate_not_after_timestamp_seconds"
+    query = f'{metric}{{certificate_id="{ids["later"]}"}}'
+    scraped = _api(prometheus, "query", query=query)
+    assert scraped is not None and len(scraped["result"]) == 1
