@@ -1,6 +1,9 @@
 """Wiring of the certificate lifecycle into a service: scan hooks, staged-renewal lookup, recovery.
 
-At start-up, after the proxy serves the store: `install(service)` then `recover(service)`.
+`install(service)` (from `Service.__init__`) sets the lookup and adds three scan hooks, run
+by the leader before each scan (the first one at start, after the proxy serves the store):
+`recover` (settle rotations a crash left `InProgress`), the staging-directory intake, and
+automatic rotation.
 """
 
 from __future__ import annotations
@@ -75,6 +78,6 @@ def auto_rotate(service: Service) -> None:
 
 
 def install(service: Service) -> None:
-    """Give the service its staged-renewal lookup and the intake and auto-rotation scan hooks."""
+    """Give the service its staged-renewal lookup and the recovery, intake and rotation hooks."""
     service.renewal_lookup = StagedRenewals(service)
-    service.before_scan.extend([staging.intake, auto_rotate])
+    service.before_scan.extend([recover, staging.intake, auto_rotate])

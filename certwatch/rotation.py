@@ -115,6 +115,7 @@ def rotate(
                 staged_certificate_id=chosen.id if chosen else staged_id,
             )
         if chosen is None:
+            service.monitoring.rotations.labels(listener_id=listener_id, result="Rejected").inc()
             return Outcome(event.id, "Rejected", reason)
         try:
             _swap(service, listener_id, new)
@@ -198,6 +199,7 @@ def _settle(service: Service, event_id: str, result: str, reason: str | None) ->
                 staged.mark_applied(service, session, row, event.listener_id, replaced, now)
         elif row is not None and result == "RolledBack":
             staged.set_status(session, row, "Rejected", f"rolled back: {reason}", now)
+    service.monitoring.rotations.labels(listener_id=event.listener_id, result=result).inc()
     log.info("rotation %s on %s: %s (%s)", event_id, event.listener_id, result, reason)
     return Outcome(event_id, result, reason)
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry
 from sqlmodel import Session, select
 
-from certwatch import x509
+from certwatch import lifecycle, x509
 from certwatch.actions import ACTIONS
 from certwatch.actions.registry import Request
 from certwatch.cluster import Leadership
@@ -54,6 +54,7 @@ class Service:
         self.monitoring = Monitoring(
             self.engine, self.registry, config.alerts.urls, config.alerts.thresholds_days
         )
+        lifecycle.install(self)
 
     @property
     def expiring_days(self) -> int:

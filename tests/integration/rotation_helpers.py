@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from certwatch.config import Config, RotationConfig
-from certwatch.lifecycle import install
 from certwatch.service import Service
 from offload.echo import EchoServer
 from offload.workers import ProxyControl
@@ -104,7 +103,6 @@ def make_env(tmp_path: Path, old_days: float = 10, **rotation: Any) -> Env:
     proxy.start()
     config = Config(data_dir=str(tmp_path / "data"), rotation=RotationConfig(**rotation))
     service = Service(config, data_plane=proxy)
-    install(service)
     call = service.call
     call(
         "UploadCertificate",
