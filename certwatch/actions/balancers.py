@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from certwatch import errors
-from certwatch.actions.registry import ActionContext, ChangeRequest, action
+from certwatch.actions.registry import ActionContext, ChangeRequest, IpAddress, action
 from certwatch.ids import new_id
 from certwatch.models import LoadBalancer, ServerGroup
 
@@ -20,17 +19,9 @@ class Server(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ServerIp: str
+    ServerIp: IpAddress
     Port: int = Field(ge=1, le=65535)
     Weight: int = Field(default=100, ge=0, le=100)
-
-    @field_validator("ServerIp")
-    @classmethod
-    def _ip(cls, value: str) -> str:
-        try:
-            return str(ipaddress.ip_address(value))
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from exc
 
 
 class CreateLoadBalancerRequest(ChangeRequest):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 from typing import Any, Literal
 
@@ -14,7 +13,7 @@ from certwatch import errors, history, x509
 from certwatch.actions.balancers import get_load_balancer, get_server_group
 from certwatch.actions.certificates import get_certificate_row
 from certwatch.actions.policies import resolve_policy
-from certwatch.actions.registry import ActionContext, ChangeRequest, Request, action
+from certwatch.actions.registry import ActionContext, ChangeRequest, IpAddress, Request, action
 from certwatch.clock import rfc3339
 from certwatch.ids import new_id
 from certwatch.models import Certificate, Listener, ListenerCertificate
@@ -56,16 +55,8 @@ class CreateListenerRequest(ListenerFields):
     LoadBalancerId: str
     ListenerProtocol: Literal["TCPSSL", "TCP"] = "TCPSSL"
     ListenerPort: int = Field(ge=1, le=65535)
-    ListenerAddress: str = "127.0.0.1"
+    ListenerAddress: IpAddress = "127.0.0.1"
     ServerGroupId: str
-
-    @field_validator("ListenerAddress")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        try:
-            return str(ipaddress.ip_address(value))
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not an IP address") from exc
 
 
 def get_listener(ctx: ActionContext, listener_id: str) -> Listener:

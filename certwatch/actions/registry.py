@@ -8,15 +8,27 @@ the dispatcher then rolls everything back.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 if TYPE_CHECKING:
     from certwatch.service import Service
+
+
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from exc
+
+
+IpAddress = Annotated[str, AfterValidator(_ip_address)]
+"""An IPv4 or IPv6 address, normalised."""
 
 
 class Request(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -113,3 +114,22 @@ class ServeProcess:
     def output(self) -> str:
         """What the service logged."""
         return self.log.read_text(errors="replace")
+
+
+def echo_when_served(
+    port: int, root_pem: str, server_name: str, payload: bytes, limit: float = 15.0
+) -> bytes:
+    """Retry a verified TLS round trip to 127.0.0.1:port until it answers or `limit` passes."""
+    ctx = ssl.create_default_context(cadata=root_pem)
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=2) as raw,
+                ctx.wrap_socket(raw, server_hostname=server_name) as tls,
+            ):
+                tls.sendall(payload)
+                return tls.recv(len(payload) + 16)
+        except OSError:
+            time.sleep(0.05)
+    return b""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ from offload.echo import EchoServer
 from offload.workers import ProxyControl
 from tests.certfactory import make_pki
 from tests.conftest import make_config
-from tests.integration.servers import free_port
+from tests.integration.servers import echo_when_served, free_port
 
 
 @pytest.fixture
@@ -90,18 +88,7 @@ def test_proxy_node_follows_changes(tmp_path: Path, pg_url: str) -> None:
                 },
             )
             created = time.monotonic()
-            ctx = ssl.create_default_context(cadata=pki.root_pem)
-            served = None
-            while served is None and time.monotonic() - created < 5:
-                try:
-                    with (
-                        socket.create_connection(("127.0.0.1", port), timeout=2) as raw,
-                        ctx.wrap_socket(raw, server_hostname="node.example.com") as tls,
-                    ):
-                        tls.sendall(b"hi")
-                        served = tls.recv(8)
-                except OSError:
-                    time.sleep(0.05)
+            served = echo_when_served(port, pki.root_pem, "node.example.com", b"hi", 5)
             assert served == b"hi"
             assert time.monotonic() - created < 1.5, "NOTIFY should beat the 30 s reload interval"
         finally:

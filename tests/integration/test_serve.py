@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.servers import ServeProcess, free_port
+from tests.integration.servers import ServeProcess, echo_when_served, free_port
 
 
 def test_demo_serves_tls_and_drains_on_sigterm(tmp_path: Path) -> None:
@@ -128,18 +128,7 @@ def test_proxy_node_serves_what_the_api_node_configures(tmp_path: Path) -> None:
                 ListenerPort=port,
                 CertificateIds=[cert],
             )
-            ctx = ssl.create_default_context(cadata=pki.root_pem)
-            deadline, answer = time.monotonic() + 15, b""
-            while not answer and time.monotonic() < deadline:
-                try:
-                    with (
-                        socket.create_connection(("127.0.0.1", port), timeout=2) as raw,
-                        ctx.wrap_socket(raw, server_hostname="edge.example.com") as tls,
-                    ):
-                        tls.sendall(b"edge")
-                        answer = tls.recv(8)
-                except OSError:
-                    time.sleep(0.2)
+            answer = echo_when_served(port, pki.root_pem, "edge.example.com", b"edge")
             assert answer == b"edge", proxy_node.output()
     finally:
         assert proxy_node.stop() == 0
