@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -46,21 +47,37 @@ def _closed_by_peer(sock: socket.socket, within: float) -> bool:
         return False
 
 
+def _still_open(sock: socket.socket) -> bool:
+    """True when the peer has neither closed nor sent anything yet."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.setblocking(True)
+    return False
+
+
 def test_silent_client_is_dropped_after_handshake_timeout(
     control: ProxyControl, pki: Pki, backends: tuple[Backend, ...]
 ) -> None:
     """A TCP client that never says hello is dropped after the timeout; others still get in."""
-    spec = listener(pki.leaf("slow.example.com"), backends, handshake_timeout=0.5)
+    spec = listener(pki.leaf("slow.example.com"), backends, handshake_timeout=1.0)
     control.apply(snapshot(spec))
-    silent = [socket.create_connection(("127.0.0.1", spec.port)) for _ in range(4)]
-    started = time.monotonic()
-    with tls_connect(spec.port, client_context()) as sock:
-        assert echo_roundtrip(sock) == b"ping"
-    assert time.monotonic() - started < 0.4
-    for raw in silent:
-        with raw:
-            assert _closed_by_peer(raw, within=3.0)
-    assert time.monotonic() - started >= 0.45
+    with ExitStack() as stack:
+        silent = [
+            stack.enter_context(socket.create_connection(("127.0.0.1", spec.port)))
+            for _ in range(4)
+        ]
+        started = time.monotonic()
+        with tls_connect(spec.port, client_context()) as sock:
+            assert echo_roundtrip(sock) == b"ping"
+        assert all(_still_open(raw) for raw in silent)
+        assert all(_closed_by_peer(raw, within=5.0) for raw in silent)
+        assert time.monotonic() - started >= 0.9
     assert _eventually(lambda: control.stats().get(spec.listener_id).failure("timeout") == 4)
 
 
@@ -68,17 +85,17 @@ def test_idle_connection_is_closed_busy_one_is_not(
     control: ProxyControl, pki: Pki, backends: tuple[Backend, ...]
 ) -> None:
     """No bytes for idle_timeout closes the connection; steady traffic keeps it open."""
-    spec = listener(pki.leaf("idle.example.com"), backends, idle_timeout=0.6)
+    spec = listener(pki.leaf("idle.example.com"), backends, idle_timeout=1.0)
     control.apply(snapshot(spec))
     with tls_connect(spec.port, client_context()) as idle, \
             tls_connect(spec.port, client_context()) as busy:
         assert echo_roundtrip(idle) == b"ping"
         for _ in range(8):
-            time.sleep(0.2)
+            time.sleep(0.25)
             assert echo_roundtrip(busy) == b"ping"
         assert _closed_by_peer(idle, within=0.1)
         assert echo_roundtrip(busy) == b"ping"
-        assert _closed_by_peer(busy, within=2.0)
+        assert _closed_by_peer(busy, within=3.0)
 
 
 def test_refused_backend_fails_over_to_the_next(
