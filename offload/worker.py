@@ -113,10 +113,9 @@ class Worker:
 class _Channel:
     """Reads requests from the parent without blocking the loop; runs them in order."""
 
-    def __init__(self, conn: Connection, worker: Worker, done: asyncio.Future[None]) -> None:
+    def __init__(self, conn: Connection, worker: Worker) -> None:
         self._conn = conn
         self._worker = worker
-        self._done = done
         self._queue: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
 
     def on_readable(self) -> None:
@@ -128,6 +127,7 @@ class _Channel:
             self._queue.put_nowait(("stop", None, 0.0))
 
     async def serve(self) -> None:
+        """Answer requests until told to stop; an unexpected error ends the process."""
         worker = self._worker
         while True:
             kind, seq, *args = await self._queue.get()
@@ -143,7 +143,6 @@ class _Channel:
                 worker.stop_listening()
                 self._reply(seq, None)
                 await self._drain(float(args[0]))  # type: ignore[arg-type]
-                self._done.set_result(None)
                 return
 
     async def _drain(self, seconds: float) -> None:
@@ -172,13 +171,10 @@ class _Channel:
 
 async def _main(conn: Connection) -> None:
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    channel = _Channel(conn, Worker(loop), done)
+    channel = _Channel(conn, Worker(loop))
     loop.add_reader(conn.fileno(), channel.on_readable)
-    server = loop.create_task(channel.serve())
     conn.send((0, "ready"))
-    await done
-    await server
+    await channel.serve()
 
 
 def run(conn: Connection) -> None:
