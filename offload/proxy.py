@@ -38,7 +38,7 @@ _CLIENT_CERT_REASONS = frozenset(
 
 
 def failure_reason(exc: BaseException) -> str:
-    """Map a failed `start_tls` to a `handshake_failures_total` reason label."""
+    """Map a failed TLS handshake to its `handshake_failures_total` reason label."""
     if isinstance(exc, TimeoutError | ConnectionAbortedError):
         return "timeout"
     if isinstance(exc, ssl.SSLCertVerificationError) or (
@@ -51,7 +51,7 @@ def failure_reason(exc: BaseException) -> str:
 class Listener:
     """What new connections of one listener read at accept time; swapped by attribute."""
 
-    __slots__ = ("spec", "context", "picker", "stats", "sock", "loop", "_tasks")
+    __slots__ = ("spec", "context", "picker", "stats", "sock", "loop")
 
     def __init__(
         self,
