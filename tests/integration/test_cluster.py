@@ -19,14 +19,6 @@ from tests.integration.servers import echo_when_served, free_port
 
 
 @pytest.fixture
-def pg_url(store_url: str) -> str:
-    """Only the PostgreSQL store is shared by several nodes."""
-    if not store_url.startswith("postgresql"):
-        pytest.skip("several nodes share a PostgreSQL store only")
-    return store_url
-
-
-@pytest.fixture
 def nodes(tmp_path: Path, pg_url: str) -> Iterator[tuple[Service, Service]]:
     """Two control planes on the same store and secrets key."""
     config = make_config(tmp_path, pg_url)
