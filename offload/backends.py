@@ -38,16 +38,21 @@ class BackendPicker:
 
     def candidates(self) -> Iterator[tuple[int, Backend]]:
         """Backends to try for one client connection, each at most once, best first."""
-        if not self._backends:
+        backends = self._backends
+        n = len(backends)
+        if not n:
             return
         first = self._pick()
-        n = len(self._backends)
-        order = [(first + k) % n for k in range(n)]
         now = time.monotonic()
-        up = [i for i in order if self._down_until[i] <= now]
-        down = [i for i in order if self._down_until[i] > now]
-        for i in up + down:
-            yield i, self._backends[i]
+        deferred = []
+        for k in range(n):
+            i = (first + k) % n
+            if self._down_until[i] > now:
+                deferred.append(i)
+            else:
+                yield i, backends[i]
+        for i in deferred:
+            yield i, backends[i]
 
     def mark_down(self, index: int) -> None:
         """Record that backend `index` failed to connect; it is tried last for a while."""

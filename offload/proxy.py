@@ -159,7 +159,7 @@ class ClientSide(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._done = False
         self._eof = False
-        self._pending: list[bytes] = []
+        self._pending: list[bytes] | None = None
         self._tls = False
         self.task: asyncio.Task[None] | None = None
 
@@ -217,9 +217,9 @@ class ClientSide(asyncio.Protocol):
             backend.close()
             return
         self.backend = backend
-        if self._pending:
+        if self._pending is not None:
             backend.writelines(self._pending)
-            self._pending.clear()
+            self._pending = None
         if self._eof:
             backend.write_eof()
         self.last = self.loop_time()
@@ -239,6 +239,8 @@ class ClientSide(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         backend = self.backend
         if backend is None:
+            if self._pending is None:
+                self._pending = []
             self._pending.append(data)
             self.transport.pause_reading()
         else:
