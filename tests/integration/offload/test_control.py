@@ -225,3 +225,44 @@ def test_stop_closes_connections_after_drain_timeout(
             assert sock.recv(1) == b""
         except (ConnectionResetError, ssl.SSLError):
             pass
+
+
+def test_apply_stats_and_healthy_are_safe_from_many_threads(
+    control: ProxyControl, pki: Pki, backends: tuple[Backend, ...]
+) -> None:
+    """Threads calling stats() and healthy() while others apply get consistent answers."""
+    specs = [listener(pki.leaf("threads.example.com"), backends) for _ in range(3)]
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def observe() -> None:
+        while not stop.is_set():
+            try:
+                if not control.healthy():
+                    errors.append("unhealthy")
+                control.stats()
+            except Exception as exc:
+                errors.append(repr(exc))
+
+    def apply_all(offset: int) -> None:
+        try:
+            for i in range(5):
+                control.apply(snapshot(specs[(i + offset) % len(specs)]))
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    observers = [threading.Thread(target=observe) for _ in range(3)]
+    appliers = [threading.Thread(target=apply_all, args=(i,)) for i in range(2)]
+    for thread in observers + appliers:
+        thread.start()
+    for thread in appliers:
+        thread.join()
+    stop.set()
+    for thread in observers:
+        thread.join()
+    assert errors == []
+    final = snapshot(specs[0])
+    control.apply(final)
+    assert control.current_revision == final.revision
+    with tls_connect(specs[0].port, client_context()) as sock:
+        assert echo_roundtrip(sock) == b"ping"
