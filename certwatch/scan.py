@@ -25,12 +25,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, delete, select
 
-from certwatch import alerting, clock, x509
+from certwatch import alert_delivery, alerting, clock, x509
 from certwatch.ids import new_id
 from certwatch.models import (
-    Alert,
     Certificate,
     ChainEntry,
     Listener,
@@ -39,8 +39,6 @@ from certwatch.models import (
     ScanRun,
 )
 from certwatch.probe import ProbeOutcome, ProbeTarget, probe_sync
-from certwatch.renewal import StagedRenewal
-from certwatch.snapshot import _names as served_names
 from certwatch.store import transaction
 from offload import sni
 
@@ -74,13 +72,24 @@ class ScanReport:
         }
 
 
+@dataclass(frozen=True)
+class CertFacts:
+    """What a scan needs of a certificate in use (light: no PEM, no key)."""
+
+    id: str
+    common_name: str
+    sans: tuple[str, ...]
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
 @dataclass
 class Inventory:
-    """Listeners, the certificates they use (by role), and those as `CertInUse`."""
+    """Listeners, the certificate ids they use by role, and the certificates as `CertInUse`."""
 
     listeners: dict[str, Listener]
-    roles: dict[str, dict[str, list[Certificate]]]
-    certificates: dict[str, Certificate]
+    roles: dict[str, dict[str, list[str]]]
+    certificates: dict[str, CertFacts]
     in_use: list[alerting.CertInUse]
 
 
@@ -88,33 +97,51 @@ def read_inventory(session: Session, default_thresholds: list[int]) -> Inventory
     """Every listener and every certificate it uses (default, additional, CA) with chains."""
     listeners = {row.id: row for row in session.exec(select(Listener).order_by(col(Listener.id)))}
     links = session.exec(
-        select(ListenerCertificate, Certificate)
-        .join(Certificate, col(Certificate.id) == col(ListenerCertificate.certificate_id))
-        .order_by(col(ListenerCertificate.created_at), col(ListenerCertificate.certificate_id))
+        select(
+            ListenerCertificate.listener_id,
+            ListenerCertificate.role,
+            ListenerCertificate.certificate_id,
+        ).order_by(col(ListenerCertificate.created_at), col(ListenerCertificate.certificate_id))
     ).all()
-    chains: dict[str, list[alerting.ChainLink]] = {}
-    for entry in session.exec(select(ChainEntry).order_by(col(ChainEntry.position))):
-        chains.setdefault(entry.certificate_id, []).append(
-            alerting.ChainLink(entry.position, entry.common_name, entry.not_after)
+    used = select(ListenerCertificate.certificate_id)
+    certificates = {
+        cert_id: CertFacts(cert_id, common_name, tuple(sans), not_before, not_after)
+        for cert_id, common_name, sans, not_before, not_after in session.execute(
+            sa_select(
+                col(Certificate.id),
+                col(Certificate.common_name),
+                col(Certificate.sans),
+                col(Certificate.not_before),
+                col(Certificate.not_after),
+            ).where(col(Certificate.id).in_(used))
         )
-    roles: dict[str, dict[str, list[Certificate]]] = {}
+    }
+    chains: dict[str, list[alerting.ChainLink]] = {}
+    for cert_id, position, common_name, not_after in session.exec(
+        select(
+            ChainEntry.certificate_id,
+            ChainEntry.position,
+            ChainEntry.common_name,
+            ChainEntry.not_after,
+        ).order_by(col(ChainEntry.position))
+    ):
+        chains.setdefault(cert_id, []).append(alerting.ChainLink(position, common_name, not_after))
+    roles: dict[str, dict[str, list[str]]] = {}
     usages: dict[str, list[alerting.Usage]] = {}
-    certificates: dict[str, Certificate] = {}
-    for link, cert in links:
-        listener = listeners[link.listener_id]
-        roles.setdefault(listener.id, {}).setdefault(link.role, []).append(cert)
-        certificates[cert.id] = cert
+    for listener_id, role, cert_id in links:
+        listener = listeners[listener_id]
+        roles.setdefault(listener_id, {}).setdefault(role, []).append(cert_id)
         thresholds = alerting.effective_thresholds(
             listener.alert_thresholds_days, default_thresholds
         )
-        usages.setdefault(cert.id, []).append(
-            alerting.Usage(listener.id, listener.port, link.role, thresholds)
+        usages.setdefault(cert_id, []).append(
+            alerting.Usage(listener_id, listener.port, role, thresholds)
         )
     in_use = [
         alerting.CertInUse(
             cert.id,
             cert.common_name,
-            tuple(cert.sans),
+            cert.sans,
             cert.not_after,
             tuple(usages[cert.id]),
             tuple(chains.get(cert.id, ())),
@@ -130,19 +157,18 @@ def probe_name(name: str) -> str:
 
 
 def listener_targets(
-    listener: Listener, roles: dict[str, list[Certificate]]
+    listener: Listener, default: Certificate, additional: list[Certificate]
 ) -> list[tuple[ProbeTarget, str]]:
     """Probe targets of one listener, each with the fingerprint SNI selection should serve."""
-    default = roles.get("default", [])
-    if not default:
-        return []
-    additional = roles.get("additional", [])
+    # Imported here: certwatch.snapshot imports the actions package, which imports this module.
+    from certwatch.snapshot import _names as served_names
+
     table = [(cert, served_names(cert)) for cert in additional]
-    names = [probe_name(n) for cert in [default[0], *additional] for n in served_names(cert)]
+    names = [probe_name(n) for cert in [default, *additional] for n in served_names(cert)]
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listener.address, listener.address)
     targets = []
     for name in [*dict.fromkeys(names), None]:
-        expected = sni.select(table, name) or default[0]
+        expected = sni.select(table, name) or default
         target = ProbeTarget(listener.id, host, listener.port, name, listener.id)
         targets.append((target, expected.fingerprint))
     return targets
@@ -192,12 +218,39 @@ def _probe_row(outcome: ProbeOutcome, expected: str | None, now: dt.datetime) ->
     )
 
 
+def _running_targets(session: Session, inventory: Inventory) -> list[tuple[ProbeTarget, str]]:
+    running = [
+        listener
+        for listener in inventory.listeners.values()
+        if listener.status == "Running"
+        and listener.protocol == "TCPSSL"
+        and inventory.roles.get(listener.id, {}).get("default")
+    ]
+    wanted = {
+        cert_id
+        for listener in running
+        for role in ("default", "additional")
+        for cert_id in inventory.roles[listener.id].get(role, [])
+    }
+    rows = {
+        row.id: row
+        for row in session.exec(select(Certificate).where(col(Certificate.id).in_(wanted)))
+    }
+    planned: list[tuple[ProbeTarget, str]] = []
+    for listener in running:
+        roles = inventory.roles[listener.id]
+        default = rows[roles["default"][0]]
+        planned.extend(
+            listener_targets(listener, default, [rows[i] for i in roles.get("additional", [])])
+        )
+    return planned
+
+
 def probe_everything(service: Service, inventory: Inventory, now: dt.datetime) -> list[ProbeResult]:
     """Probe every running TCPSSL listener and every external target; failures are rows."""
-    planned: list[tuple[ProbeTarget, str | None]] = []
-    for listener in inventory.listeners.values():
-        if listener.status == "Running" and listener.protocol == "TCPSSL":
-            planned.extend(listener_targets(listener, inventory.roles.get(listener.id, {})))
+    with transaction(service.engine) as session:
+        planned: list[tuple[ProbeTarget, str | None]] = [*_running_targets(session, inventory)]
+        roots = service.trusted_roots(session)
     rows: list[ProbeResult] = []
     for text in service.config.scan.targets:
         try:
@@ -209,8 +262,6 @@ def probe_everything(service: Service, inventory: Inventory, now: dt.datetime) -
                 )
             )
     if planned:
-        with transaction(service.engine) as session:
-            roots = service.trusted_roots(session)
         scan = service.config.scan
         outcomes = probe_sync(
             [t for t, _ in planned], roots, now, scan.probe_timeout, scan.probe_concurrency
@@ -224,94 +275,6 @@ def probe_everything(service: Service, inventory: Inventory, now: dt.datetime) -
     return rows
 
 
-def _renewal_text(found: StagedRenewal | None) -> str:
-    if found is None:
-        return "no staged renewal"
-    when = (
-        f"rotates at {clock.rfc3339(found.rotates_at)}"
-        if found.rotates_at
-        else "no automatic rotation scheduled"
-    )
-    return (
-        f"{found.staged_certificate_id} ready (certificate {found.certificate_id}, "
-        f"NotAfter {clock.rfc3339(found.not_after)}), {when}"
-    )
-
-
-def _renewals(
-    service: Service, session: Session, inventory: Inventory, cert_id: str, now: dt.datetime
-) -> dict[str, str]:
-    lookup = service.renewal_lookup
-    out: dict[str, str] = {}
-    for listener_id in {
-        u.listener_id for c in inventory.in_use if c.certificate_id == cert_id for u in c.usages
-    }:
-        found = None
-        if lookup is not None:
-            try:
-                found = lookup(
-                    session, inventory.certificates[cert_id], inventory.listeners[listener_id], now
-                )
-            except Exception:
-                log.exception("staged-renewal lookup failed for %s", cert_id)
-        out[listener_id] = _renewal_text(found)
-    return out
-
-
-def prepare_alerts(
-    service: Service, inventory: Inventory, now: dt.datetime
-) -> list[tuple[str, str, str]]:
-    """Apply the alert plan to the store; return (alert id, title, body) to deliver."""
-    outgoing = []
-    with transaction(service.engine) as session:
-        existing = [
-            alerting.AlertRecord(a.id, a.certificate_id, a.threshold, a.delivered)
-            for a in session.exec(select(Alert))
-        ]
-        plan = alerting.plan_alerts(inventory.in_use, existing, now)
-        if plan.drop:
-            log.info("dropping %d pending alert(s) no longer due", len(plan.drop))
-            session.exec(delete(Alert).where(col(Alert.id).in_(plan.drop)))
-        for due in plan.send:
-            renewals = _renewals(service, session, inventory, due.cert.certificate_id, now)
-            title = alerting.title(due.cert, due.threshold)
-            body = alerting.body(due.cert, due.threshold, now, renewals)
-            row = session.get(Alert, due.alert_id) if due.alert_id else None
-            if row is None:
-                row = Alert(
-                    id=new_id("alr"),
-                    certificate_id=due.cert.certificate_id,
-                    threshold=due.threshold,
-                    created_at=now,
-                )
-            row.listener_ids = alerting.listener_ids(due.cert)
-            row.title, row.body = title, body
-            session.add(row)
-            outgoing.append((row.id, title, body))
-    return outgoing
-
-
-def deliver(service: Service, outgoing: list[tuple[str, str, str]]) -> tuple[int, int]:
-    """Send each alert; record the attempt; mark sent only when delivered. (sent, failed)."""
-    sent = failed = 0
-    for alert_id, title, body in outgoing:
-        outcome = service.monitoring.notifier.send(title, body)
-        with transaction(service.engine) as session:
-            row = session.get(Alert, alert_id)
-            if row is None:
-                continue
-            row.attempts += 1
-            if outcome.delivered:
-                row.delivered, row.sent_at, row.last_error = True, clock.now(), None
-                sent += 1
-            else:
-                row.last_error = outcome.error
-                failed += 1
-                log.warning("alert %s not delivered (retried next scan): %s", title, outcome.error)
-            session.add(row)
-    return sent, failed
-
-
 def _scan(service: Service, scan_id: str, started: dt.datetime) -> ScanReport:
     with transaction(service.engine) as session:
         inventory = read_inventory(session, service.config.alerts.thresholds_days)
@@ -320,7 +283,7 @@ def _scan(service: Service, scan_id: str, started: dt.datetime) -> ScanReport:
         for c in inventory.certificates.values()
     )
     probes = probe_everything(service, inventory, started)
-    sent, failed = deliver(service, prepare_alerts(service, inventory, started))
+    sent, failed = alert_delivery.run(service, inventory.in_use, started)
     return ScanReport(
         scan_id,
         {s: statuses.get(s, 0) for s in STATUSES},

@@ -6,10 +6,10 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from certwatch import scan
 from certwatch.actions.registry import ActionContext, Request, action
 from certwatch.clock import rfc3339
 from certwatch.models import Alert
-from certwatch.scan import run_scan
 
 
 class ScanNowRequest(Request):
@@ -30,7 +30,7 @@ class TestNotificationRequest(Request):
 @action("ScanNow", ScanNowRequest, changing=False)
 def scan_now(ctx: ActionContext, req: ScanNowRequest) -> dict[str, Any]:
     """Run one scan now: certificates by Status, probes run and failed, alerts sent."""
-    report = run_scan(ctx.service)
+    report = scan.run_scan(ctx.service)
     return {"ScanId": report.scan_id, **report.counts()}
 
 

@@ -1,0 +1,156 @@
+"""Expiry alerts against the store: apply the plan (`alerting.plan_alerts`), then deliver.
+
+The plan is applied in one transaction (new alerts inserted undelivered, dropped ones
+deleted). Delivery happens outside any transaction; each attempt is then recorded in its own
+transaction, and an alert is marked sent only once apprise reported delivery. A crash between
+delivery and that record sends the alert again after restart (at least once, never lost).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from sqlalchemy import bindparam, insert
+from sqlmodel import Session, col, delete, select, update
+
+from certwatch import alerting, clock
+from certwatch.ids import new_id
+from certwatch.models import Alert, Certificate, Listener
+from certwatch.renewal import StagedRenewal
+from certwatch.store import transaction
+
+if TYPE_CHECKING:
+    from certwatch.service import Service
+
+log = logging.getLogger(__name__)
+
+
+def renewal_text(found: StagedRenewal | None) -> str:
+    """How an alert names the staged renewal of a certificate (or its absence)."""
+    if found is None:
+        return "no staged renewal"
+    when = (
+        f"rotates at {clock.rfc3339(found.rotates_at)}"
+        if found.rotates_at
+        else "no automatic rotation scheduled"
+    )
+    return (
+        f"{found.staged_certificate_id} ready (certificate {found.certificate_id}, "
+        f"NotAfter {clock.rfc3339(found.not_after)}), {when}"
+    )
+
+
+def _renewals(
+    service: Service, session: Session, cert: alerting.CertInUse, now: dt.datetime
+) -> dict[str, str]:
+    """Per listener using `cert` as its default, the staged renewal (rotation replaces defaults)."""
+    lookup = service.renewal_lookup
+    out: dict[str, str] = {}
+    defaults = [use.listener_id for use in cert.usages if use.role == "default"]
+    row = session.get(Certificate, cert.certificate_id)
+    if lookup is None or row is None:
+        return out
+    for listener_id in defaults:
+        listener = session.get(Listener, listener_id)
+        if listener is None:
+            continue
+        try:
+            out[listener_id] = renewal_text(lookup(session, row, listener, now))
+        except Exception:
+            log.exception("staged-renewal lookup failed for %s", cert.certificate_id)
+            out[listener_id] = "unknown (the staged-renewal lookup failed; see the log)"
+    return out
+
+
+def prepare(
+    service: Service, in_use: Sequence[alerting.CertInUse], now: dt.datetime
+) -> list[tuple[str, str, str]]:
+    """Apply the alert plan to the store; return (alert id, title, body) to deliver."""
+    outgoing = []
+    with transaction(service.engine) as session:
+        existing = [
+            alerting.AlertRecord(*row)
+            for row in session.exec(
+                select(Alert.id, Alert.certificate_id, Alert.threshold, Alert.delivered)
+            )
+        ]
+        plan = alerting.plan_alerts(in_use, existing, now)
+        if plan.drop:
+            log.info("dropping %d pending alert(s) no longer due", len(plan.drop))
+            session.exec(delete(Alert).where(col(Alert.id).in_(plan.drop)))
+        fresh: list[dict[str, object]] = []
+        retried: list[dict[str, object]] = []
+        for due in plan.send:
+            title = alerting.title(due.cert, due.threshold)
+            renewals = _renewals(service, session, due.cert, now)
+            fields = {
+                "listener_ids": alerting.listener_ids(due.cert),
+                "title": title,
+                "body": alerting.body(due.cert, due.threshold, now, renewals),
+            }
+            if due.alert_id is None:
+                alert_id = new_id("alr")
+                fresh.append(
+                    {
+                        "id": alert_id,
+                        "certificate_id": due.cert.certificate_id,
+                        "threshold": due.threshold,
+                        "created_at": now,
+                        "delivered": False,
+                        "attempts": 0,
+                        **fields,
+                    }
+                )
+            else:
+                alert_id = due.alert_id
+                retried.append({"id": alert_id, **fields})
+            outgoing.append((alert_id, title, str(fields["body"])))
+        if fresh:
+            session.execute(insert(Alert), fresh)
+        if retried:
+            session.execute(update(Alert), retried)
+    return outgoing
+
+
+_DELIVERED = (
+    update(Alert)
+    .where(col(Alert.id) == bindparam("alert_id"))
+    .values(
+        attempts=col(Alert.attempts) + 1,
+        delivered=True,
+        sent_at=bindparam("sent_at"),
+        last_error=None,
+    )
+)
+_FAILED = (
+    update(Alert)
+    .where(col(Alert.id) == bindparam("alert_id"))
+    .values(attempts=col(Alert.attempts) + 1, last_error=bindparam("error"))
+)
+
+
+def deliver(service: Service, outgoing: Sequence[tuple[str, str, str]]) -> tuple[int, int]:
+    """Send each alert, then commit its attempt before the next send; (delivered, failed)."""
+    sent = failed = 0
+    with Session(service.engine) as session:
+        for alert_id, title, body in outgoing:
+            outcome = service.monitoring.notifier.send(title, body)
+            if outcome.delivered:
+                session.execute(_DELIVERED, {"alert_id": alert_id, "sent_at": clock.now()})
+                sent += 1
+            else:
+                session.execute(_FAILED, {"alert_id": alert_id, "error": outcome.error})
+                failed += 1
+                log.warning("alert %r not delivered (retried next scan): %s", title, outcome.error)
+            session.commit()
+    return sent, failed
+
+
+def run(
+    service: Service, in_use: Sequence[alerting.CertInUse], now: dt.datetime
+) -> tuple[int, int]:
+    """Plan, store and deliver the alerts due at `now`; (delivered, failed)."""
+    return deliver(service, prepare(service, in_use, now))
