@@ -38,6 +38,8 @@ class StagedRenewals:
         self, session: Session, certificate: Certificate, listener: Listener, now: dt.datetime
     ) -> StagedRenewal | None:
         """The candidate that would replace `certificate` on `listener`, and when."""
+        if certificate.type != "Server":
+            return None
         roots = self._service.trusted_roots(session)
         verdicts = staged.judge(self._service, session, listener.id, certificate, roots, now)
         winner = best(verdicts)
@@ -54,7 +56,8 @@ class StagedRenewals:
 
 
 def auto_rotate(service: Service) -> None:
-    """Scan hook: rotate every running listener whose default is due, if a candidate is ready."""
+    """Scan hook: on every running listener, rotate each default or additional certificate
+    that is due (`rotation.before_days` or less left) when a staged candidate is ready."""
     if not service.config.rotation.auto:
         return
     now = clock.now()
@@ -63,7 +66,8 @@ def auto_rotate(service: Service) -> None:
         due = [
             (listener, current)
             for listener in session.exec(select(Listener).where(Listener.status == "Running"))
-            for current in staged.in_use(session, listener.id, "default")
+            for role in ("default", "additional")
+            for current in staged.in_use(session, listener.id, role)
             if current.not_after <= horizon
         ]
     lookup = StagedRenewals(service)
@@ -72,9 +76,11 @@ def auto_rotate(service: Service) -> None:
             with transaction(service.engine) as session:
                 renewal = lookup(session, current, listener, now)
             if renewal is not None:
-                rotation.rotate(service, listener.id, renewal.staged_certificate_id)
+                rotation.rotate(
+                    service, listener.id, renewal.staged_certificate_id, replaced=current.id
+                )
         except Exception:
-            log.exception("automatic rotation of %s failed", listener.id)
+            log.exception("automatic rotation of %s on %s failed", current.id, listener.id)
 
 
 def install(service: Service) -> None:

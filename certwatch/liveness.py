@@ -29,14 +29,19 @@ class LiveCheck:
     problems: tuple[str, ...] = ()
 
 
-def probe_names(names: Sequence[str], others: Sequence[Certificate]) -> list[str | None]:
-    """The server names to probe: no SNI, and every name the other certificates do not take.
+def probe_names(
+    names: Sequence[str], additional: Sequence[Certificate], target: str | None
+) -> list[str | None]:
+    """The server names for which the listener should serve `target` (None: the default).
 
-    A wildcard `*.example.com` is probed as `certwatch-probe.example.com`.
+    The SNI table of the additional certificates decides, as in the proxy; the default is
+    also probed without SNI. A wildcard `*.example.com` is probed as
+    `certwatch-probe.example.com`.
     """
-    table = SniTable([(row.id, row.sans) for row in others])
+    table = SniTable([(row.id, row.sans) for row in additional])
     hosts = [f"{WILDCARD_LABEL}.{n[2:]}" if n.startswith("*.") else n for n in names]
-    return [None, *(h for h in dict.fromkeys(hosts) if table.lookup(h) is None)]
+    chosen = [h for h in dict.fromkeys(hosts) if table.lookup(h) == target]
+    return [None, *chosen] if target is None else list(chosen)
 
 
 def _problem(outcome: ProbeOutcome, fingerprint: str) -> str | None:
@@ -51,9 +56,9 @@ def _problem(outcome: ProbeOutcome, fingerprint: str) -> str | None:
 
 
 def live_check(
-    service: Service, session: Session, listener_id: str, certificate_id: str
+    service: Service, session: Session, listener_id: str, certificate_id: str, role: str
 ) -> LiveCheck:
-    """Probe the listener for each name the default `certificate_id` should answer."""
+    """Probe the listener for each name on which it should now serve `certificate_id`."""
     listener = session.get(Listener, listener_id)
     cert = session.get(Certificate, certificate_id)
     if listener is None or cert is None or listener.status != "Running":
@@ -61,7 +66,8 @@ def live_check(
     if service.data_plane is None:
         return LiveCheck(None)
     leaf = x509.parse_chain(cert.chain_pem)[0]
-    names = probe_names(x509.dns_names(leaf), staged.in_use(session, listener_id, "additional"))
+    additional = staged.in_use(session, listener_id, "additional")
+    names = probe_names(x509.dns_names(leaf), additional, cert.id if role != "default" else None)
     host = _LOOPBACK.get(listener.address, listener.address)
     targets = [ProbeTarget(listener_id, host, listener.port, name, listener_id) for name in names]
     outcomes = probe_sync(

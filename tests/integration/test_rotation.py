@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from certwatch import clock, errors
-from certwatch.lifecycle import StagedRenewals
-from certwatch.models import Certificate, Listener
+from certwatch import clock, errors, history
+from certwatch.lifecycle import StagedRenewals, recover
+from certwatch.models import Certificate, Listener, StagedCertificate
 from certwatch.store import transaction
 from tests.certfactory import Issued, Pki, make_pki
 from tests.integration.rotation_helpers import NAMES, Env, make_env, served_fingerprint
@@ -235,3 +235,111 @@ def test_no_client_connection_fails_across_rotation_and_rollback(env: Env) -> No
     assert rotated["Result"] == "Applied"
     assert failures == []
     assert min(counts) > 0
+
+
+def test_additional_certificate_is_rotated_by_its_names(env: Env) -> None:
+    """A renewal covering an additional certificate's names replaces that one (not the
+    default) at the next scan: SNI clients get the new leaf, the default is untouched."""
+    extra = env.pki.leaf("c.example.com", days=10)
+    extra_id = env.call(
+        "UploadCertificate",
+        CertificateName="extra",
+        CertificateType="Server",
+        Certificate=extra.chain_pem,
+        PrivateKey=extra.key_pem,
+    )["CertificateId"]
+    env.call(
+        "AssociateAdditionalCertificatesWithListener",
+        ListenerId=env.listener_id,
+        AdditionalCertificateIds=[extra_id],
+    )
+    renewal = env.pki.leaf("c.example.com", days=90)
+    assert env.stage(renewal)["Status"] == "Pending"
+
+    for hook in env.service.before_scan:
+        hook(env.service)
+
+    assert env.served("c.example.com") == renewal.fingerprint
+    assert env.served("a.example.com") == env.old.fingerprint
+    answer = env.call("GetListenerAttribute", ListenerId=env.listener_id)
+    assert extra_id not in answer["AdditionalCertificateIds"]
+    assert len(answer["AdditionalCertificateIds"]) == 1
+    newest = env.events()[0]
+    assert (newest["Role"], newest["OldCertificateId"], newest["Result"]) == (
+        "additional",
+        extra_id,
+        "Applied",
+    )
+    assert newest["NewCertificateId"] == answer["AdditionalCertificateIds"][0]
+
+
+def test_rotate_dry_run_and_client_token(env: Env) -> None:
+    """DryRun names the candidate and changes nothing; a repeated ClientToken returns the
+    first answer without rotating twice."""
+    staged = env.stage(env.pki.leaf(*NAMES, days=90))
+    dry = env.call("RotateListenerCertificate", ListenerId=env.listener_id, DryRun=True)
+    assert dry["DryRun"] is True
+    assert dry["StagedCertificateId"] == staged["StagedCertificateId"]
+    assert env.default_id() == env.old_id and len(env.events()) == 1
+
+    first = env.call("RotateListenerCertificate", ListenerId=env.listener_id, ClientToken="t-1")
+    again = env.call("RotateListenerCertificate", ListenerId=env.listener_id, ClientToken="t-1")
+    assert first == again and first["Result"] == "Applied"
+    assert len(env.events()) == 2
+
+
+def test_history_of_an_unknown_listener_is_not_found(env: Env) -> None:
+    """ListRotationEvents for a listener that never existed is a 404 ListenerNotFound."""
+    with pytest.raises(errors.ApiError) as caught:
+        env.call("ListRotationEvents", ListenerId="lsn-0000000000000000")
+    assert (caught.value.status, caught.value.code) == (404, "ListenerNotFound")
+
+
+def test_recover_undoes_a_rotation_stopped_before_its_swap(env: Env) -> None:
+    """An `InProgress` rotation whose swap never happened is settled `RolledBack` by the
+    start-up recovery, and the old leaf is still served."""
+    new_id = env.stage(env.pki.leaf(*NAMES, days=90))["StagedCertificateId"]
+    event_id = _interrupted_rotation(env, new_id, swapped=False)
+    recover(env.service)
+    newest = env.events()[0]
+    assert (newest["RotationEventId"], newest["Result"]) == (event_id, "RolledBack")
+    assert "interrupted before the swap" in newest["Reason"]
+    assert env.served() == env.old.fingerprint and env.default_id() == env.old_id
+
+
+def test_recover_finishes_a_rotation_stopped_after_its_swap(env: Env) -> None:
+    """An `InProgress` rotation whose swap was done is probed by the start-up recovery and
+    settled `Applied`, with the swap's own entry folded into the one event."""
+    new = env.pki.leaf(*NAMES, days=90)
+    new_id = env.stage(new)["StagedCertificateId"]
+    event_id = _interrupted_rotation(env, new_id, swapped=True)
+    assert len(env.events()) == 3
+    recover(env.service)
+    events = env.events()
+    assert [(e["RotationEventId"], e["Result"]) for e in events[:1]] == [(event_id, "Applied")]
+    assert len(events) == 2
+    assert all(env.served(name) == new.fingerprint for name in NAMES)
+
+
+def _interrupted_rotation(env: Env, staged_id: str, swapped: bool) -> str:
+    """Leave the store as a crash would: an `InProgress` event, and the swap done or not."""
+    with transaction(env.service.engine) as session:
+        row = session.get(StagedCertificate, staged_id)
+        assert row is not None
+        event = history.record(
+            session,
+            listener_id=env.listener_id,
+            now=clock.now(),
+            actor="api",
+            old=env.old_id,
+            new=row.certificate_id,
+            result="InProgress",
+            staged_certificate_id=staged_id,
+        )
+    if swapped:
+        env.service.call(
+            "UpdateListenerAttribute",
+            {"ListenerId": env.listener_id, "CertificateIds": [row.certificate_id]},
+            actor="rotation",
+        )
+    return event.id

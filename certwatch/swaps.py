@@ -1,0 +1,133 @@
+"""The steps of a rotation after its `InProgress` event: swap, live check, settle.
+
+A swap goes through the API's own actions, called with actor `rotation`: the default through
+`UpdateListenerAttribute`; an additional certificate by associating the new one, then
+disassociating the old one (the listener never lacks either). Each call is one transaction
+that commits once every proxy worker serves it, and records its own history entries, which
+`settle` folds into the rotation's event.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlmodel import Session, col, select
+
+from certwatch import clock, errors, staged
+from certwatch.liveness import live_check
+from certwatch.models import Certificate, RotationEvent, StagedCertificate
+from certwatch.store import transaction
+
+if TYPE_CHECKING:
+    from certwatch.service import Service
+
+log = logging.getLogger(__name__)
+SWAP_ACTOR = "rotation"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a rotation or rollback did: the answer of the API actions."""
+
+    event_id: str
+    result: str
+    reason: str | None
+
+
+def swap(service: Service, listener_id: str, role: str, old: str | None, new: str) -> None:
+    """Make `new` serve in place of `old`; raise `errors.ApiError` (nothing changed) if refused."""
+    if role == "default":
+        service.call(
+            "UpdateListenerAttribute",
+            {"ListenerId": listener_id, "CertificateIds": [new]},
+            actor=SWAP_ACTOR,
+        )
+        return
+    for action, ids in (("Associate", [new]), ("Disassociate", [old])):
+        service.call(
+            f"{action}AdditionalCertificatesWithListener",
+            {"ListenerId": listener_id, "AdditionalCertificateIds": ids},
+            actor=SWAP_ACTOR,
+        )
+
+
+def check_and_settle(service: Service, event_id: str) -> Outcome:
+    """Probe the listener after a swap; keep the new certificate or restore the old one."""
+    with transaction(service.engine) as session:
+        event = session.get(RotationEvent, event_id)
+        assert event is not None and event.new_certificate_id is not None
+        check = live_check(
+            service, session, event.listener_id, event.new_certificate_id, event.role
+        )
+        if check.problems:
+            event.reason = f"live check failed: {'; '.join(check.problems)}"
+            session.add(event)
+    if check.names is None:
+        return settle(service, event_id, "Applied", "not probed: the listener is not served here")
+    if not check.problems:
+        return settle(service, event_id, "Applied", f"served live for {check.names}")
+    old, reason = event.old_certificate_id, event.reason
+    assert old is not None
+    try:
+        swap(service, event.listener_id, event.role, event.new_certificate_id, old)
+    except errors.ApiError as exc:
+        kept = f"{reason}; restoring {old} failed ({exc.code}: {exc}), the new one stays"
+        return settle(service, event_id, "Applied", kept)
+    outcome = settle(service, event_id, "RolledBack", f"{reason}; {old} restored")
+    service.notify(
+        f"certwatch rolled back a certificate rotation on {event.listener_id}",
+        f"Listener {event.listener_id} ({event.role} certificate): {event.new_certificate_id} "
+        f"was swapped in, then {outcome.reason}. Rotation event {event_id}.",
+    )
+    return outcome
+
+
+def _fold_swap_entries(session: Session, event: RotationEvent) -> None:
+    """Remove the swap's own history entries after `event`, keeping `seq` contiguous."""
+    later = session.exec(
+        select(RotationEvent)
+        .where(RotationEvent.listener_id == event.listener_id, RotationEvent.seq > event.seq)
+        .order_by(col(RotationEvent.seq))
+    ).all()
+    kept = []
+    for entry in later:
+        if entry.actor == SWAP_ACTOR and entry.role == event.role and entry.result == "Applied":
+            session.delete(entry)
+        else:
+            kept.append(entry)
+    session.flush()
+    for seq, entry in enumerate(kept, start=event.seq + 1):
+        entry.seq = seq
+        session.add(entry)
+
+
+def settle(service: Service, event_id: str, result: str, reason: str | None) -> Outcome:
+    """Give the rotation its final result, fold the swap entries, update the staged row."""
+    now = clock.now()
+    with transaction(service.engine) as session:
+        event = session.get(RotationEvent, event_id)
+        assert event is not None
+        _fold_swap_entries(session, event)
+        event.result, event.reason = result, reason
+        session.add(event)
+        row = (
+            session.get(StagedCertificate, event.staged_certificate_id)
+            if event.staged_certificate_id
+            else None
+        )
+        if row is not None and result == "Applied":
+            replaced = session.get(Certificate, event.old_certificate_id or "")
+            if replaced is not None:
+                staged.mark_applied(service, session, row, event.listener_id, replaced, now)
+        elif row is not None and result == "RolledBack":
+            staged.set_status(session, row, "Rejected", f"rolled back: {reason}", now)
+    count(service, event.listener_id, result)
+    log.info("rotation %s on %s: %s (%s)", event_id, event.listener_id, result, reason)
+    return Outcome(event_id, result, reason)
+
+
+def count(service: Service, listener_id: str, result: str) -> None:
+    """One more rotation in `certwatch_rotations_total`."""
+    service.monitoring.rotations.labels(listener_id=listener_id, result=result).inc()
