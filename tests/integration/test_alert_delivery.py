@@ -214,3 +214,18 @@ def test_scan_counts_certificates_by_status(tmp_path: Path, pki: Pki) -> None:
     service.close()
     assert result["Certificates"] == {"Valid": 1, "Expiring": 1, "Expired": 0, "NotYetValid": 0}
     assert result["ScanId"].startswith("scn-")
+
+
+def test_scan_on_a_non_leader_sends_no_alert(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ScanNow on a node that does not lead counts certificates but leaves alerts to the leader."""
+    with HttpReceiver() as hook:
+        service = make_service(tmp_path, alerts={"urls": [hook.url()]})
+        expiring_listener(service, pki)
+        monkeypatch.setattr(service, "is_leader", lambda: False)
+        result = service.call("ScanNow")
+        alerts = service.call("ListAlerts")["Alerts"]
+        service.close()
+    assert result["Certificates"]["Expiring"] == 1
+    assert result["AlertsSent"] == 0 and alerts == [] and hook.received == []

@@ -13,7 +13,8 @@ from sqlmodel import Session, select
 
 from certwatch.api import create_app
 from certwatch.models import Certificate, ProbeResult, ScanRun
-from certwatch.scan import parse_target, run_scan
+from certwatch.scan import run_scan
+from certwatch.scan_probes import parse_target
 from certwatch.scheduler import ScanScheduler, scheduled_scan
 from certwatch.service import Service
 from offload.echo import EchoServer
