@@ -31,6 +31,7 @@ from offload.stats import ListenerStats
 CONNECT_TIMEOUT = 5.0
 BACKLOG = 1024
 ACCEPT_BATCH = 64
+ACCEPT_RETRY_DELAY = 0.5
 log = logging.getLogger(__name__)
 _CLIENT_CERT_REASONS = frozenset(
     {"PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_VERIFY_FAILED", "NO_CERTIFICATE_RETURNED"}
@@ -88,11 +89,20 @@ class Listener:
                 conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
+            except ConnectionAbortedError:
+                continue
             except OSError as exc:
+                # Out of descriptors or memory: back off instead of spinning on a ready socket.
                 log.warning("listener %s: accept failed: %s", self.spec.listener_id, exc)
+                self.loop.remove_reader(sock.fileno())
+                self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume, sock)
                 return
             client = ClientSide(self)
             client.task = self.loop.create_task(client.run(conn))
+
+    def _resume(self, sock: socket.socket) -> None:
+        if self.sock is sock:
+            self.loop.add_reader(sock.fileno(), self._accept)
 
 
 def bind(spec: ListenerSpec) -> socket.socket:
