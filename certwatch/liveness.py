@@ -38,7 +38,9 @@ def probe_names(
     also probed without SNI. A wildcard `*.example.com` is probed as
     `certwatch-probe.example.com`.
     """
-    table = SniTable([(row.id, row.sans) for row in additional])
+    table = SniTable(
+        [(row.id, x509.dns_names(x509.parse_chain(row.chain_pem)[0])) for row in additional]
+    )
     hosts = [f"{WILDCARD_LABEL}.{n[2:]}" if n.startswith("*.") else n for n in names]
     chosen = [h for h in dict.fromkeys(hosts) if table.lookup(h) == target]
     return [None, *chosen] if target is None else list(chosen)
