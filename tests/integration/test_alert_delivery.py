@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from pathlib import Path
 
 import pytest
+from freezegun import freeze_time
 from prometheus_client import generate_latest
 
 from certwatch.service import Service
@@ -229,3 +231,27 @@ def test_scan_on_a_non_leader_sends_no_alert(
         service.close()
     assert result["Certificates"]["Expiring"] == 1
     assert result["AlertsSent"] == 0 and alerts == [] and hook.received == []
+
+
+def test_alert_sequence_over_time(tmp_path: Path, pki: Pki) -> None:
+    """Scans at 20, 6.5, 0.5 and -1 days left send 30, 7, 1 and expired, each exactly once."""
+    with HttpReceiver() as hook:
+        service = make_service(tmp_path, alerts={"urls": [hook.url()]})
+        listener_id, cert_id, _ = expiring_listener(service, pki, days=25)
+        service.call("StopListener", {"ListenerId": listener_id})
+        not_after = dt.datetime.fromisoformat(
+            service.call("GetCertificate", {"CertificateId": cert_id})["Certificate"]["NotAfter"]
+        )
+        for days_left in (20, 19, 6.5, 6, 0.5, 0.25, -1, -2):
+            with freeze_time(not_after - dt.timedelta(days=days_left)):
+                service.call("ScanNow")
+        alerts = service.call("ListAlerts", {"CertificateId": cert_id})["Alerts"]
+        service.close()
+    titles = [payload["title"] for payload in hook.delivered]
+    assert titles == [
+        "shop.example.com expires within 30 days",
+        "shop.example.com expires within 7 days",
+        "shop.example.com expires within 1 day",
+        "shop.example.com has expired",
+    ]
+    assert sorted(a["Threshold"] for a in alerts) == ["1", "30", "7", "expired"]

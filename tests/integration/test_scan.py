@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,3 +273,17 @@ def test_scan_target_syntax(text: str, host: str, port: int, name: str | None) -
     target = parse_target(text)
     assert (target.host, target.port, target.server_name) == (host, port, name)
     assert target.target == text.partition("/")[0]
+
+
+def test_silent_target_times_out(tmp_path: Path) -> None:
+    """An endpoint that accepts TCP but never answers TLS fails within `scan.probe_timeout`."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        target = f"127.0.0.1:{silent.getsockname()[1]}/silent.test"
+        svc = make_service(tmp_path, scan={"targets": [target], "probe_timeout": 0.5})
+        start = time.monotonic()
+        report = run_scan(svc)
+        elapsed = time.monotonic() - start
+        result = probes(svc)[(target.partition("/")[0], "silent.test")]
+        svc.close()
+    assert report.probes_failed == 1 and elapsed < 5
+    assert not result.success and "within 0.5s" in (result.error or "")
