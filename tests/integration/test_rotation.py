@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
 from certwatch import clock, errors, history
 from certwatch.lifecycle import StagedRenewals, recover
-from certwatch.models import Certificate, Listener, StagedCertificate
+from certwatch.models import Alert, Certificate, Listener, StagedCertificate
+from certwatch.scan import run_scan
 from certwatch.store import transaction
 from tests.certfactory import Issued, Pki, make_pki
 from tests.integration.rotation_helpers import NAMES, Env, make_env, served_fingerprint
@@ -343,3 +345,21 @@ def _interrupted_rotation(env: Env, staged_id: str, swapped: bool) -> str:
             actor="rotation",
         )
     return event.id
+
+
+def test_expiry_alert_names_the_staged_renewal_and_when_it_rotates(tmp_path: Path) -> None:
+    """A scan's expiry alert for the default names the staged renewal and the time automatic
+    rotation will swap it in (`NotAfter` − `before_days`)."""
+    made = make_env(tmp_path, old_days=10, before_days=3)
+    try:
+        staged = made.stage(made.pki.leaf(*NAMES, days=90))["StagedCertificateId"]
+        run_scan(made.service)
+        with transaction(made.service.engine) as session:
+            bodies = session.exec(select(Alert.body).where(Alert.certificate_id == made.old_id))
+            body = "\n".join(bodies)
+        rotates_at = made.old.cert.not_valid_after_utc - dt.timedelta(days=3)
+        assert f"{staged} ready" in body
+        assert f"rotates at {clock.rfc3339(rotates_at)}" in body
+        assert made.default_id() == made.old_id  # not due yet: nothing rotated
+    finally:
+        made.close()
