@@ -78,19 +78,14 @@ def prepare(
             )
         ]
         plan = alerting.plan_alerts(in_use, existing, now)
-        if plan.drop:
-            log.info("dropping %d pending alert(s) no longer due", len(plan.drop))
-            session.exec(delete(Alert).where(col(Alert.id).in_(plan.drop)))
         fresh: list[dict[str, object]] = []
         retried: list[dict[str, object]] = []
         for due in plan.send:
             title = alerting.title(due.cert, due.threshold)
-            renewals = _renewals(service, session, due.cert, now)
-            fields = {
-                "listener_ids": alerting.listener_ids(due.cert),
-                "title": title,
-                "body": alerting.body(due.cert, due.threshold, now, renewals),
-            }
+            body = alerting.body(
+                due.cert, due.threshold, now, _renewals(service, session, due.cert, now)
+            )
+            fields = {"listener_ids": alerting.listener_ids(due.cert), "title": title, "body": body}
             if due.alert_id is None:
                 alert_id = new_id("alr")
                 fresh.append(
@@ -107,7 +102,10 @@ def prepare(
             else:
                 alert_id = due.alert_id
                 retried.append({"id": alert_id, **fields})
-            outgoing.append((alert_id, title, str(fields["body"])))
+            outgoing.append((alert_id, title, body))
+        if plan.drop:
+            log.info("dropping %d pending alert(s) no longer due", len(plan.drop))
+            session.exec(delete(Alert).where(col(Alert.id).in_(plan.drop)))
         if fresh:
             session.execute(insert(Alert), fresh)
         if retried:

@@ -177,14 +177,16 @@ def test_test_notification_reports_each_url(tmp_path: Path) -> None:
     """TestNotification delivers to each URL separately and reports failures, secrets masked."""
     with smtp_sink() as (mail_url, mails), HttpReceiver() as ok, HttpReceiver((500,)) as bad:
         secret_url = f"json://alice:hunter2secret@127.0.0.1:{bad.port}/hook"
-        service = make_service(tmp_path, alerts={"urls": [mail_url, ok.url(), secret_url]})
+        urls = [mail_url, ok.url(), secret_url, "nosuchscheme://token-s3cr3t@host"]
+        service = make_service(tmp_path, alerts={"urls": urls})
         results = service.call("TestNotification")["Results"]
         service.close()
-    assert [r["Delivered"] for r in results] == [True, True, False]
+    assert [r["Delivered"] for r in results] == [True, True, False, False]
     assert results[0]["Url"].startswith("mailto://") and results[0]["Error"] is None
     assert results[1]["Url"].startswith(f"json://127.0.0.1:{ok.port}/hook")
     assert "hunter2secret" not in results[2]["Url"] and "500" in results[2]["Error"]
-    assert len(mails) == 1 and len(ok.delivered) == 1
+    assert "s3cr3t" not in results[3]["Url"] and "not a valid apprise URL" in results[3]["Error"]
+    assert len(mails) == 1 and len(ok.delivered) == 1 and len(bad.received) == 1
 
 
 def test_service_notify_uses_the_alert_urls(tmp_path: Path) -> None:
