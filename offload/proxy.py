@@ -7,6 +7,9 @@ Rules of a connection (all on one loop, no locks):
   before the TLS protocol owns it. Plain TCP listeners pass no context.
 - After the handshake the same task connects to a backend; client bytes that
   arrive meanwhile are held and the client paused.
+- Both sides read (client bytes decrypted) straight into one buffer per listener
+  (`BufferedProtocol`) and write on from there; a transport that could not send
+  at once may keep a view of it, so then the listener takes a new buffer.
 - Relaying is protocol to protocol: each side's `pause_writing`/`resume_writing`
   pauses/resumes reading on the other side. Client EOF → `write_eof` to the backend
   (TLS clients' close_notify makes the TLS transport shut down after flushing);
@@ -31,6 +34,7 @@ from offload.stats import ListenerStats
 CONNECT_TIMEOUT = 5.0
 BACKLOG = 1024
 ACCEPT_BATCH = 64
+READ_BUFFER_SIZE = 256 * 1024
 ACCEPT_RETRY_DELAY = 0.5
 log = logging.getLogger(__name__)
 _CLIENT_CERT_REASONS = frozenset(
@@ -52,7 +56,7 @@ def failure_reason(exc: BaseException) -> str:
 class Listener:
     """What new connections of one listener read at accept time; swapped by attribute."""
 
-    __slots__ = ("spec", "context", "picker", "stats", "sock", "loop")
+    __slots__ = ("spec", "context", "picker", "stats", "sock", "loop", "buffer")
 
     def __init__(
         self,
@@ -67,6 +71,7 @@ class Listener:
         self.stats = stats
         self.sock: socket.socket | None = None
         self.loop = loop
+        self.buffer = memoryview(bytearray(READ_BUFFER_SIZE))
 
     def listen(self, sock: socket.socket) -> None:
         """Start accepting on `sock` (from `bind`), which this listener now owns."""
@@ -121,19 +126,27 @@ def bind(spec: ListenerSpec) -> socket.socket:
     return sock
 
 
-class BackendSide(asyncio.Protocol):
-    """The backend half of a spliced connection."""
+class BackendSide(asyncio.BufferedProtocol):
+    """The backend half of a spliced connection; reads into the listener's shared buffer."""
 
-    __slots__ = ("_client", "_client_transport", "_stats")
+    __slots__ = ("_client", "_client_transport", "_stats", "_listener")
 
     def __init__(self, client: ClientSide) -> None:
         self._client = client
         self._client_transport = client.transport
         self._stats = client.stats
+        self._listener = client.listener
 
-    def data_received(self, data: bytes) -> None:
-        self._client_transport.write(data)
-        self._stats.bytes_out += len(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._listener.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        listener = self._listener
+        client = self._client_transport
+        client.write(listener.buffer[:nbytes])
+        if client.get_write_buffer_size():
+            listener.buffer = memoryview(bytearray(READ_BUFFER_SIZE))
+        self._stats.bytes_out += nbytes
         self._client.last = self._client.loop_time()
 
     def eof_received(self) -> bool:
@@ -151,7 +164,7 @@ class BackendSide(asyncio.Protocol):
         self._client.finish()
 
 
-class ClientSide(asyncio.Protocol):
+class ClientSide(asyncio.BufferedProtocol):
     """The client half of a spliced connection (the application protocol after TLS)."""
 
     __slots__ = (
@@ -246,16 +259,24 @@ class ClientSide(asyncio.Protocol):
         else:
             self._timer = self.listener.loop.call_at(deadline, self._check_idle)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.listener.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        listener = self.listener
+        data = listener.buffer[:nbytes]
         backend = self.backend
         if backend is None:
             if self._pending is None:
                 self._pending = []
-            self._pending.append(data)
+            self._pending.append(bytes(data))
             self.transport.pause_reading()
         else:
             backend.write(data)
-        self.stats.bytes_in += len(data)
+            if backend.get_write_buffer_size():
+                # The transport may hold a view of the shared buffer: stop reusing it.
+                listener.buffer = memoryview(bytearray(READ_BUFFER_SIZE))
+        self.stats.bytes_in += nbytes
         self.last = self.loop_time()
 
     def eof_received(self) -> bool:
