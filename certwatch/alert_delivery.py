@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, insert
-from sqlmodel import Session, col, delete, select, update
+from sqlmodel import Session, SQLModel, col, delete, select, update
 
 from certwatch import alerting, clock
 from certwatch.ids import new_id
@@ -50,7 +50,7 @@ def _renewals(
     lookup = service.renewal_lookup
     out: dict[str, str] = {}
     defaults = [use.listener_id for use in cert.usages if use.role == "default"]
-    row = session.get(Certificate, cert.certificate_id)
+    row = session.get(Certificate, cert.certificate_id) if lookup and defaults else None
     if lookup is None or row is None:
         return out
     for listener_id in defaults:
@@ -113,37 +113,38 @@ def prepare(
     return outgoing
 
 
+_ALERTS = SQLModel.metadata.tables["alerts"]
 _DELIVERED = (
-    update(Alert)
-    .where(col(Alert.id) == bindparam("alert_id"))
+    update(_ALERTS)
+    .where(_ALERTS.c.id == bindparam("alert_id"))
     .values(
-        attempts=col(Alert.attempts) + 1,
+        attempts=_ALERTS.c.attempts + 1,
         delivered=True,
         sent_at=bindparam("sent_at"),
         last_error=None,
     )
 )
 _FAILED = (
-    update(Alert)
-    .where(col(Alert.id) == bindparam("alert_id"))
-    .values(attempts=col(Alert.attempts) + 1, last_error=bindparam("error"))
+    update(_ALERTS)
+    .where(_ALERTS.c.id == bindparam("alert_id"))
+    .values(attempts=_ALERTS.c.attempts + 1, last_error=bindparam("error"))
 )
 
 
 def deliver(service: Service, outgoing: Sequence[tuple[str, str, str]]) -> tuple[int, int]:
     """Send each alert, then commit its attempt before the next send; (delivered, failed)."""
     sent = failed = 0
-    with Session(service.engine) as session:
+    with service.engine.connect() as connection:
         for alert_id, title, body in outgoing:
             outcome = service.monitoring.notifier.send(title, body)
             if outcome.delivered:
-                session.execute(_DELIVERED, {"alert_id": alert_id, "sent_at": clock.now()})
+                connection.execute(_DELIVERED, {"alert_id": alert_id, "sent_at": clock.now()})
                 sent += 1
             else:
-                session.execute(_FAILED, {"alert_id": alert_id, "error": outcome.error})
+                connection.execute(_FAILED, {"alert_id": alert_id, "error": outcome.error})
                 failed += 1
                 log.warning("alert %r not delivered (retried next scan): %s", title, outcome.error)
-            session.commit()
+            connection.commit()
     return sent, failed
 
 

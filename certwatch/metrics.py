@@ -22,6 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from certwatch.alerting import EXPIRED
@@ -37,7 +38,6 @@ from certwatch.models import (
 from certwatch.notify import Notifier
 
 SCAN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-ROLE_LABELS = {"default": "default", "additional": "additional", "ca": "ca"}
 
 
 def _gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
@@ -75,20 +75,32 @@ class StoreCollector(Collector):
             "NotBefore of each certificate of the inventory",
             ("certificate_id", "common_name", "certificate_type"),
         )
-        for cert in session.exec(select(Certificate)):
-            labels = [cert.id, cert.common_name, cert.type]
-            after.add_metric(labels, cert.not_after.timestamp())
-            before.add_metric(labels, cert.not_before.timestamp())
+        for cert_id, common_name, cert_type, not_before, not_after in session.execute(
+            sa_select(
+                col(Certificate.id),
+                col(Certificate.common_name),
+                col(Certificate.type),
+                col(Certificate.not_before),
+                col(Certificate.not_after),
+            )
+        ):
+            labels = [cert_id, common_name, cert_type]
+            after.add_metric(labels, not_after.timestamp())
+            before.add_metric(labels, not_before.timestamp())
         chain = _gauge(
             "certwatch_chain_certificate_not_after_timestamp_seconds",
             "NotAfter of each chain certificate above a leaf (position 1 = first intermediate)",
             ("certificate_id", "position", "common_name"),
         )
-        for entry in session.exec(select(ChainEntry)):
-            chain.add_metric(
-                [entry.certificate_id, str(entry.position), entry.common_name],
-                entry.not_after.timestamp(),
+        for cert_id, position, common_name, not_after in session.exec(
+            select(
+                ChainEntry.certificate_id,
+                ChainEntry.position,
+                ChainEntry.common_name,
+                ChainEntry.not_after,
             )
+        ):
+            chain.add_metric([cert_id, str(position), common_name], not_after.timestamp())
         yield from (after, chain, before)
 
     def _listeners(self, session: Session) -> Iterator[Metric]:
@@ -97,21 +109,21 @@ class StoreCollector(Collector):
             "NotAfter of every certificate a listener uses (default, additional, CA)",
             ("listener_id", "listener_port", "certificate_id", "common_name", "role"),
         )
-        rows = session.exec(
-            select(ListenerCertificate, Listener, Certificate)
+        rows = session.execute(
+            sa_select(
+                col(ListenerCertificate.listener_id),
+                col(Listener.port),
+                col(Certificate.id),
+                col(Certificate.common_name),
+                col(ListenerCertificate.role),
+                col(Certificate.not_after),
+            )
             .join(Listener, col(Listener.id) == col(ListenerCertificate.listener_id))
             .join(Certificate, col(Certificate.id) == col(ListenerCertificate.certificate_id))
         )
-        for link, listener, cert in rows:
+        for listener_id, port, cert_id, common_name, role, not_after in rows:
             gauge.add_metric(
-                [
-                    listener.id,
-                    str(listener.port),
-                    cert.id,
-                    cert.common_name,
-                    ROLE_LABELS.get(link.role, link.role),
-                ],
-                cert.not_after.timestamp(),
+                [listener_id, str(port), cert_id, common_name, role], not_after.timestamp()
             )
         yield gauge
 
@@ -176,9 +188,11 @@ class StoreCollector(Collector):
     def _alerts(self, session: Session) -> Iterator[Metric]:
         sent: dict[str, float] = defaultdict(float, dict.fromkeys(self._thresholds, 0.0))
         failed: dict[str, float] = defaultdict(float, dict.fromkeys(self._thresholds, 0.0))
-        for alert in session.exec(select(Alert)):
-            sent[alert.threshold] += float(alert.delivered)
-            failed[alert.threshold] += float(alert.attempts - int(alert.delivered))
+        for threshold, delivered, attempts in session.exec(
+            select(Alert.threshold, Alert.delivered, Alert.attempts)
+        ):
+            sent[threshold] += float(delivered)
+            failed[threshold] += float(attempts - int(delivered))
         sent_family = CounterMetricFamily(
             "certwatch_alerts_sent", "Expiry alerts delivered", labels=["threshold"]
         )
