@@ -123,7 +123,8 @@ def settle(service: Service, event_id: str, result: str, reason: str | None) -> 
                 staged.mark_applied(service, session, row, event.listener_id, replaced, now)
         elif row is not None and result == "RolledBack":
             staged.set_status(session, row, "Rejected", f"rolled back: {reason}", now)
-    count(service, event.listener_id, result)
+    if event.staged_certificate_id is not None:  # a rotation, not a rollback
+        count(service, event.listener_id, result)
     log.info("rotation %s on %s: %s (%s)", event_id, event.listener_id, result, reason)
     return Outcome(event_id, result, reason)
 

@@ -47,6 +47,12 @@ def _age(*paths: Path) -> None:
         os.utime(path, (past, past))
 
 
+def _rotations(env: Env, result: str) -> float | None:
+    """`certwatch_rotations_total` of the listener for one result."""
+    labels = {"listener_id": env.listener_id, "result": result}
+    return env.service.registry.get_sample_value("certwatch_rotations_total", labels)
+
+
 def test_stage_rotate_rollback(env: Env) -> None:
     """Stage → rotate serves the new leaf on every name → rollback serves the old one again."""
     new = env.pki.leaf(*NAMES, days=90)
@@ -72,6 +78,7 @@ def test_stage_rotate_rollback(env: Env) -> None:
     assert len(events) == 3 and events[2]["OldCertificateId"] is None  # the listener's creation
     listed = env.call("ListStagedCertificates", Status="Applied")["StagedCertificates"]
     assert [s["StagedCertificateId"] for s in listed] == [staged["StagedCertificateId"]]
+    assert _rotations(env, "Applied") == 1.0  # the rollback is not a rotation
 
 
 @pytest.mark.parametrize(
@@ -146,6 +153,7 @@ def test_failed_live_check_rolls_back(env: Env) -> None:
     )
     rejected = env.call("ListStagedCertificates", Status="Rejected")["StagedCertificates"]
     assert [s["StagedCertificateId"] for s in rejected] == [staged["StagedCertificateId"]]
+    assert _rotations(env, "RolledBack") == 1.0
 
 
 def test_auto_rotation_from_the_staging_directory(env: Env) -> None:
