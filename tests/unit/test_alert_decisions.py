@@ -5,9 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from freezegun import freeze_time
 
-from certwatch import clock
 from certwatch.alerting import (
     EXPIRED,
     AlertRecord,
@@ -239,7 +237,17 @@ def test_urgency_order() -> None:
     assert sorted(["30", EXPIRED, "1", "7"], key=urgency) == [EXPIRED, "1", "7", "30"]
 
 
-@freeze_time("2026-11-27T00:00:00Z")
-def test_clock_reading_decides_the_same() -> None:
-    """Decisions made with the service clock agree with a fixed `now` (freezegun)."""
-    assert reached(cert(7 * DAY), clock.now()) == "7"
+def test_no_thresholds_still_alerts_expiry() -> None:
+    """With an empty threshold list, only expiry alerts, once."""
+    assert reached(cert(2 * DAY, thresholds=()), NOW) is None
+    assert reached(cert(-SECOND, thresholds=()), NOW) == EXPIRED
+
+
+@pytest.mark.parametrize(
+    ("left", "expected"),
+    [(14 * DAY + SECOND, "30"), (14 * DAY, "14"), (3 * DAY, "14"), (2 * DAY, "2")],
+)
+def test_union_boundaries(left: dt.timedelta, expected: str) -> None:
+    """Union of [30, 14] and [2]: each boundary of either listener is exact to the second."""
+    uses = (Usage("lsn-a", 443, "default", (30, 14)), Usage("lsn-b", 444, "additional", (2,)))
+    assert reached(cert(left, usages=uses), NOW) == expected
