@@ -253,19 +253,7 @@ def test_no_client_connection_fails_across_rotation_and_rollback(env: Env) -> No
 def test_additional_certificate_is_rotated_by_its_names(env: Env) -> None:
     """A renewal covering an additional certificate's names replaces that one (not the
     default) at the next scan: SNI clients get the new leaf, the default is untouched."""
-    extra = env.pki.leaf("c.example.com", days=10)
-    extra_id = env.call(
-        "UploadCertificate",
-        CertificateName="extra",
-        CertificateType="Server",
-        Certificate=extra.chain_pem,
-        PrivateKey=extra.key_pem,
-    )["CertificateId"]
-    env.call(
-        "AssociateAdditionalCertificatesWithListener",
-        ListenerId=env.listener_id,
-        AdditionalCertificateIds=[extra_id],
-    )
+    extra_id = _add_additional(env, env.pki.leaf("c.example.com", days=10))
     renewal = env.pki.leaf("c.example.com", days=90)
     assert env.stage(renewal)["Status"] == "Pending"
 
@@ -284,6 +272,57 @@ def test_additional_certificate_is_rotated_by_its_names(env: Env) -> None:
         "Applied",
     )
     assert newest["NewCertificateId"] == answer["AdditionalCertificateIds"][0]
+
+
+def _add_additional(env: Env, issued: Issued) -> str:
+    """Upload `issued` and serve it as an additional certificate of the listener."""
+    cert_id: str = env.call(
+        "UploadCertificate",
+        CertificateName="extra",
+        CertificateType="Server",
+        Certificate=issued.chain_pem,
+        PrivateKey=issued.key_pem,
+    )["CertificateId"]
+    env.call(
+        "AssociateAdditionalCertificatesWithListener",
+        ListenerId=env.listener_id,
+        AdditionalCertificateIds=[cert_id],
+    )
+    return cert_id
+
+
+def test_recover_undoes_an_additional_swap_stopped_halfway(env: Env) -> None:
+    """A crash between associating the renewal and disassociating the old additional
+    certificate is undone at recovery: the old one alone is served, one event remains."""
+    extra = env.pki.leaf("c.example.com", days=10)
+    extra_id = _add_additional(env, extra)
+    staged_id = env.stage(env.pki.leaf("c.example.com", days=90))["StagedCertificateId"]
+    with transaction(env.service.engine) as session:
+        row = session.get(StagedCertificate, staged_id)
+        assert row is not None
+        event = history.record(
+            session,
+            listener_id=env.listener_id,
+            now=clock.now(),
+            actor="rotation",
+            old=extra_id,
+            new=row.certificate_id,
+            role="additional",
+            result="InProgress",
+            staged_certificate_id=staged_id,
+        )
+    env.service.call(
+        "AssociateAdditionalCertificatesWithListener",
+        {"ListenerId": env.listener_id, "AdditionalCertificateIds": [row.certificate_id]},
+        actor="rotation",
+    )
+    recover(env.service)
+    answer = env.call("GetListenerAttribute", ListenerId=env.listener_id)
+    assert answer["AdditionalCertificateIds"] == [extra_id]
+    assert env.served("c.example.com") == extra.fingerprint
+    newest = env.events()[0]
+    assert (newest["RotationEventId"], newest["Result"]) == (event.id, "RolledBack")
+    assert len(env.events()) == 3  # creation, association of the old one, this rotation
 
 
 def test_rotate_dry_run_and_client_token(env: Env) -> None:
