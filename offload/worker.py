@@ -52,7 +52,7 @@ class Worker:
         self.listeners: dict[str, Listener] = {}
         self.stats: dict[str, ListenerStats] = {}
 
-    async def apply(self, snapshot: Snapshot) -> dict[str, str]:
+    def apply(self, snapshot: Snapshot) -> dict[str, str]:
         """Bring the listeners to `snapshot`; returns failures by listener id."""
         wanted = {spec.listener_id: spec for spec in snapshot.listeners}
         for lid in [lid for lid in self.listeners if lid not in wanted]:
@@ -68,12 +68,12 @@ class Worker:
                 continue
             seen[where] = spec.listener_id
             try:
-                await self._apply_one(spec)
+                self._apply_one(spec)
             except Exception as exc:
                 failures[spec.listener_id] = f"{spec.address}:{spec.port}: {_reason(exc)}"
         return failures
 
-    async def _apply_one(self, spec: ListenerSpec) -> None:
+    def _apply_one(self, spec: ListenerSpec) -> None:
         current = self.listeners.get(spec.listener_id)
         if current is not None and current.spec == spec:
             return
@@ -134,7 +134,7 @@ class _Channel:
             if kind == "apply":
                 snapshot = args[0]
                 assert isinstance(snapshot, Snapshot)
-                self._reply(seq, await worker.apply(snapshot))
+                self._reply(seq, worker.apply(snapshot))
             elif kind == "stats":
                 self._reply(seq, worker.snapshot_stats())
             elif kind == "ping":

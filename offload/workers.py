@@ -110,8 +110,13 @@ class ProxyControl:
         with self._lock:
             if self._supervisor is not None:
                 return
-            for handle in self._handles:
-                handle.spawn(max(self._ack_timeout, SPAWN_TIMEOUT))
+            try:
+                for handle in self._handles:
+                    handle.spawn(max(self._ack_timeout, SPAWN_TIMEOUT))
+            except BaseException:
+                for handle in self._handles:
+                    handle.kill()
+                raise
             self._supervisor = threading.Thread(
                 target=self._supervise, name="offload-supervisor", daemon=True
             )
