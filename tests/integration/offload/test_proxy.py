@@ -220,3 +220,15 @@ def test_stats_count_connections_bytes_and_failures(
         in text
     )
     assert f'certwatch_offload_handshake_duration_seconds_count{{listener_id="{lid}"}} 3.0' in text
+
+
+def test_ipv6_listener(control: ProxyControl, pki: Pki, backends: tuple[Backend, ...]) -> None:
+    """A listener on ::1 serves IPv6 clients."""
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    spec = listener(pki.leaf("v6.example.com"), backends, address="::1", port=port)
+    control.apply(snapshot(spec))
+    with socket.create_connection(("::1", port), timeout=5) as raw, \
+            client_context().wrap_socket(raw) as sock:
+        assert echo_roundtrip(sock) == b"ping"
