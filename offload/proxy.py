@@ -47,7 +47,7 @@ def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError | ConnectionAbortedError):
         return "timeout"
     if isinstance(exc, ssl.SSLCertVerificationError) or (
-        isinstance(exc, ssl.SSLError) and exc.reason in _CLIENT_CERT_REASONS
+        isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None) in _CLIENT_CERT_REASONS
     ):
         return "client_cert"
     return "tls_error"
