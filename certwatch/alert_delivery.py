@@ -2,8 +2,10 @@
 
 The plan is applied in one transaction (new alerts inserted undelivered, dropped ones
 deleted). Delivery happens outside any transaction; each attempt is then recorded in its own
-transaction, and an alert is marked sent only once apprise reported delivery. A crash between
-delivery and that record sends the alert again after restart (at least once, never lost).
+transaction, and an alert is marked sent only once apprise reported delivery to every alert
+URL. Each URL that took it is recorded (`delivered_to`), so a retry goes only to the URLs that
+failed. A crash between a delivery and its record sends that one again after restart (at least
+once, never lost).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, insert
-from sqlmodel import Session, SQLModel, col, delete, select, update
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, SQLModel, col, delete, update
 
 from certwatch import alerting, clock
 from certwatch.ids import new_id
@@ -26,6 +30,16 @@ if TYPE_CHECKING:
     from certwatch.service import Service
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An alert to deliver, and the URLs (keys) that already took it."""
+
+    alert_id: str
+    title: str
+    body: str
+    delivered_to: frozenset[str] = frozenset()
 
 
 def renewal_text(found: StagedRenewal | None) -> str:
@@ -67,16 +81,21 @@ def _renewals(
 
 def prepare(
     service: Service, in_use: Sequence[alerting.CertInUse], now: dt.datetime
-) -> list[tuple[str, str, str]]:
-    """Apply the alert plan to the store; return (alert id, title, body) to deliver."""
+) -> list[Outgoing]:
+    """Apply the alert plan to the store; return the alerts to deliver."""
     outgoing = []
     with transaction(service.engine) as session:
-        existing = [
-            alerting.AlertRecord(*row)
-            for row in session.exec(
-                select(Alert.id, Alert.certificate_id, Alert.threshold, Alert.delivered)
+        rows = session.execute(
+            sa_select(
+                col(Alert.id),
+                col(Alert.certificate_id),
+                col(Alert.threshold),
+                col(Alert.delivered),
+                col(Alert.delivered_to),
             )
-        ]
+        ).all()
+        existing = [alerting.AlertRecord(*row[:4]) for row in rows]
+        reached = {row[0]: frozenset(row[4]) for row in rows}
         plan = alerting.plan_alerts(in_use, existing, now)
         fresh: list[dict[str, object]] = []
         retried: list[dict[str, object]] = []
@@ -96,13 +115,14 @@ def prepare(
                         "created_at": now,
                         "delivered": False,
                         "attempts": 0,
+                        "delivered_to": [],
                         **fields,
                     }
                 )
             else:
                 alert_id = due.alert_id
                 retried.append({"id": alert_id, **fields})
-            outgoing.append((alert_id, title, body))
+            outgoing.append(Outgoing(alert_id, title, body, reached.get(alert_id, frozenset())))
         if plan.drop:
             log.info("dropping %d pending alert(s) no longer due", len(plan.drop))
             session.exec(delete(Alert).where(col(Alert.id).in_(plan.drop)))
@@ -114,37 +134,51 @@ def prepare(
 
 
 _ALERTS = SQLModel.metadata.tables["alerts"]
-_DELIVERED = (
+_ATTEMPT = (
     update(_ALERTS)
     .where(_ALERTS.c.id == bindparam("alert_id"))
     .values(
         attempts=_ALERTS.c.attempts + 1,
-        delivered=True,
+        delivered=bindparam("delivered"),
+        delivered_to=bindparam("delivered_to"),
         sent_at=bindparam("sent_at"),
-        last_error=None,
+        last_error=bindparam("last_error"),
     )
 )
-_FAILED = (
-    update(_ALERTS)
-    .where(_ALERTS.c.id == bindparam("alert_id"))
-    .values(attempts=_ALERTS.c.attempts + 1, last_error=bindparam("error"))
-)
 
 
-def deliver(service: Service, outgoing: Sequence[tuple[str, str, str]]) -> tuple[int, int]:
-    """Send each alert, then commit its attempt before the next send; (delivered, failed)."""
+def deliver(service: Service, outgoing: Sequence[Outgoing]) -> tuple[int, int]:
+    """Send each alert to the URLs that lack it, commit the attempt, then the next alert.
+
+    Returns (alerts now delivered everywhere, alerts some URL still lacks).
+    """
+    notifier = service.monitoring.notifier
     sent = failed = 0
     with service.engine.connect() as connection:
-        for alert_id, title, body in outgoing:
-            outcome = service.monitoring.notifier.send(title, body)
-            if outcome.delivered:
-                connection.execute(_DELIVERED, {"alert_id": alert_id, "sent_at": clock.now()})
-                sent += 1
+        for item in outgoing:
+            if notifier.urls:
+                results = notifier.send_each(item.title, item.body, skip=item.delivered_to)
+                reached = item.delivered_to | {r.key for r in results if r.delivered}
+                error = "; ".join(f"{r.url}: {r.error}" for r in results if not r.delivered)
             else:
-                connection.execute(_FAILED, {"alert_id": alert_id, "error": outcome.error})
-                failed += 1
-                log.warning("alert %r not delivered (retried next scan): %s", title, outcome.error)
+                notifier.send(item.title, item.body)
+                reached, error = item.delivered_to, ""
+            done = notifier.keys <= reached
+            params = {
+                "alert_id": item.alert_id,
+                "delivered": done,
+                "delivered_to": sorted(reached),
+                "sent_at": clock.now() if done else None,
+                "last_error": error or None,
+            }
+            connection.execute(_ATTEMPT, params)
             connection.commit()
+            sent += done
+            failed += not done
+            if not done:
+                log.warning(
+                    "alert %r not delivered everywhere (retried next scan): %s", item.title, error
+                )
     return sent, failed
 
 

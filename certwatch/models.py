@@ -180,7 +180,11 @@ class RotationEvent(SQLModel, table=True):
 
 
 class Alert(SQLModel, table=True):
-    """An expiry alert for a certificate in use at one threshold; sent once."""
+    """An expiry alert for a certificate in use at one threshold; sent once to each alert URL.
+
+    `delivered_to` holds a digest (`notify.url_key`) of every URL that took it, so a retry goes
+    only to the URLs that failed; `delivered` once every configured URL took it.
+    """
 
     __tablename__ = "alerts"
     __table_args__ = (UniqueConstraint("certificate_id", "threshold", name="uq_alert_threshold"),)
@@ -196,6 +200,7 @@ class Alert(SQLModel, table=True):
     delivered: bool = False
     attempts: int = 0
     last_error: str | None = _text(default=None, nullable=True)
+    delivered_to: list[str] = _json(default_factory=list)
 
 
 class ProbeResult(SQLModel, table=True):

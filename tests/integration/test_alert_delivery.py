@@ -99,6 +99,21 @@ def test_failing_receiver_gets_the_alert_exactly_once(tmp_path: Path, pki: Pki) 
     assert (failures, sent) == (1.0, 1.0)
 
 
+def test_retry_goes_only_to_the_url_that_failed(tmp_path: Path, pki: Pki) -> None:
+    """E-mail works, the webhook fails once: each gets the alert exactly once in the end."""
+    with smtp_sink() as (mail_url, mails), HttpReceiver(statuses=(500,)) as hook:
+        service = make_service(tmp_path, alerts={"urls": [mail_url, hook.url()]})
+        expiring_listener(service, pki)
+        first = service.call("ScanNow")
+        second = service.call("ScanNow")
+        third = service.call("ScanNow")
+        alerts = service.call("ListAlerts")["Alerts"]
+        service.close()
+    assert (first["AlertsFailed"], second["AlertsSent"], third["AlertsSent"]) == (1, 1, 0)
+    assert len(mails) == 1 and len(hook.delivered) == 1
+    assert alerts[0]["Delivered"] and alerts[0]["Attempts"] == 2
+
+
 def test_restart_sends_nothing_twice(tmp_path: Path, pki: Pki) -> None:
     """A new Service on the same store does not repeat an alert already delivered."""
     with HttpReceiver() as hook:
