@@ -41,6 +41,8 @@ def dispatch(
             return action.handler(ActionContext(session, clock.now(), service, actor), req)
     dry_run = bool(getattr(req, "DryRun", False))
     token = getattr(req, "ClientToken", None)
+    if action.own_transactions:
+        return _run_own_transactions(service, action, req, actor, dry_run, token)
     with service.write_lock:
         ctx: ActionContext | None = None
         with transaction(service.engine) as session:
@@ -80,6 +82,37 @@ def dispatch(
                 raise
     for callback in ctx.after_commit:
         callback()
+    return result
+
+
+def _run_own_transactions(
+    service: Service,
+    action: Action[Any],
+    req: Request,
+    actor: str,
+    dry_run: bool,
+    token: str | None,
+) -> dict[str, Any]:
+    """Run an action that commits its own steps; replay and record its `ClientToken` here."""
+    with service.write_lock:
+        with transaction(service.engine) as session:
+            if token and not dry_run:
+                replay = _replay(session.get(IdempotencyRecord, (token, action.name)), req)
+                if replay is not None:
+                    return replay
+            ctx = ActionContext(session, clock.now(), service, actor, dry_run)
+            result = action.handler(ctx, req)
+        if token and not dry_run:
+            with transaction(service.engine) as session:
+                session.add(
+                    IdempotencyRecord(
+                        token=token,
+                        action=action.name,
+                        params_digest=_digest(req),
+                        response=result,
+                        created_at=ctx.now,
+                    )
+                )
     return result
 
 

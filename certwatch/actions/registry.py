@@ -69,17 +69,25 @@ class Action(Generic[R]):
     handler: Handler[R]
     changing: bool
     summary: str
+    own_transactions: bool = False
 
 
 ACTIONS: dict[str, Action[Any]] = {}
 
 
-def action(name: str, request: type[R], *, changing: bool) -> Callable[[Handler[R]], Handler[R]]:
-    """Register a handler as the API action `name`."""
+def action(
+    name: str, request: type[R], *, changing: bool, own_transactions: bool = False
+) -> Callable[[Handler[R]], Handler[R]]:
+    """Register a handler as the API action `name`.
+
+    `own_transactions`: a changing action that commits in several steps itself (rotation:
+    swap, live probe, settle); it honours `ctx.dry_run`, and the dispatcher still handles
+    `ClientToken`.
+    """
 
     def register(handler: Handler[R]) -> Handler[R]:
         summary = (handler.__doc__ or name).strip().splitlines()[0]
-        ACTIONS[name] = Action(name, request, handler, changing, summary)
+        ACTIONS[name] = Action(name, request, handler, changing, summary, own_transactions)
         return handler
 
     return register

@@ -1,13 +1,12 @@
 """Rotation actions: stage, list staged, rotate, roll back, list a listener's history.
 
 Rotate and rollback run several transactions and a live probe (`certwatch.rotation`), so
-they are not run inside the dispatcher's single transaction: they take `DryRun` and
-`ClientToken` here, with the dispatcher's replay rules.
+they are registered with `own_transactions`: they honour `DryRun` here, and the dispatcher
+replays `ClientToken`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field
@@ -19,9 +18,8 @@ from certwatch.actions.listeners import get_listener
 from certwatch.actions.registry import ActionContext, ChangeRequest, Request, action
 from certwatch.candidates import Offer
 from certwatch.clock import rfc3339
-from certwatch.dispatch import _digest, _replay
 from certwatch.ids import new_id
-from certwatch.models import Certificate, IdempotencyRecord, StagedCertificate
+from certwatch.models import Certificate, StagedCertificate
 
 StagedStatus = Literal["Pending", "Applied", "Rejected", "Superseded"]
 FILE_ACTOR = "staging"
@@ -99,28 +97,6 @@ def list_staged(ctx: ActionContext, req: ListStagedRequest) -> dict[str, Any]:
     }
 
 
-def _once(
-    ctx: ActionContext, name: str, req: ChangeRequest, run: Callable[[], dict[str, Any]]
-) -> dict[str, Any]:
-    """Run `run` unless this `ClientToken` already ran; remember its answer."""
-    if req.ClientToken is None:
-        return run()
-    replay = _replay(ctx.session.get(IdempotencyRecord, (req.ClientToken, name)), req)
-    if replay is not None:
-        return replay
-    result = run()
-    ctx.session.add(
-        IdempotencyRecord(
-            token=req.ClientToken,
-            action=name,
-            params_digest=_digest(req),
-            response=result,
-            created_at=ctx.now,
-        )
-    )
-    return result
-
-
 def _answer(outcome: rotation.Outcome) -> dict[str, Any]:
     return {
         "RotationEventId": outcome.event_id,
@@ -136,20 +112,13 @@ class RotateRequest(ChangeRequest):
     StagedCertificateId: str | None = None
 
 
-@action("RotateListenerCertificate", RotateRequest, changing=False)
+@action("RotateListenerCertificate", RotateRequest, changing=True, own_transactions=True)
 def rotate_listener_certificate(ctx: ActionContext, req: RotateRequest) -> dict[str, Any]:
     """Rotate a listener's default certificate now; it is checked live and rolled back if bad."""
     if req.DryRun:
         chosen, reason = rotation.preview(ctx.service, req.ListenerId, req.StagedCertificateId)
         return {"DryRun": True, "StagedCertificateId": chosen, "Reason": reason}
-    return _once(
-        ctx,
-        "RotateListenerCertificate",
-        req,
-        lambda: _answer(
-            rotation.rotate(ctx.service, req.ListenerId, req.StagedCertificateId, ctx.actor)
-        ),
-    )
+    return _answer(rotation.rotate(ctx.service, req.ListenerId, req.StagedCertificateId, ctx.actor))
 
 
 class RollbackRequest(ChangeRequest):
@@ -158,18 +127,13 @@ class RollbackRequest(ChangeRequest):
     ListenerId: str
 
 
-@action("RollbackListenerCertificate", RollbackRequest, changing=False)
+@action("RollbackListenerCertificate", RollbackRequest, changing=True, own_transactions=True)
 def rollback_listener_certificate(ctx: ActionContext, req: RollbackRequest) -> dict[str, Any]:
     """Restore the default certificate that was in place before the listener's last change."""
     if req.DryRun:
         rotation.rollback_target(ctx.service, req.ListenerId)
         return {"DryRun": True}
-    return _once(
-        ctx,
-        "RollbackListenerCertificate",
-        req,
-        lambda: _answer(rotation.rollback(ctx.service, req.ListenerId, ctx.actor)),
-    )
+    return _answer(rotation.rollback(ctx.service, req.ListenerId, ctx.actor))
 
 
 class ListRotationEventsRequest(Request):

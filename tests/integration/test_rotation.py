@@ -20,9 +20,6 @@ from certwatch.store import transaction
 from tests.certfactory import Issued, Pki, make_pki
 from tests.integration.rotation_helpers import NAMES, Env, make_env, served_fingerprint
 
-# the probe offers TLS 1.0 too, which Python reports as deprecated (certwatch/probe.py)
-pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
-
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:

@@ -22,7 +22,6 @@ from tests.certfactory import Issued, make_pki
 from tests.integration.rotation_helpers import NAMES, free_port, served_fingerprint
 
 KILLS = 8
-pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 
 
 class Node:
