@@ -21,12 +21,8 @@ from tests.integration.conftest_monitoring import (
     upload,
 )
 
-# Third-party/other-owner deprecations, not ours to fix here: certwatch/probe.py sets TLS 1.0
-# as the probe's minimum, and apprise's e-mail plugin imports `imghdr`.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning"),
-]
+# apprise's e-mail plugin imports the deprecated `imghdr` module when first used.
+pytestmark = pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,6 @@ from tests.integration.conftest_monitoring import (
     upload,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
-
 SPEC_METRICS = (
     "certwatch_certificate_not_after_timestamp_seconds",
     "certwatch_chain_certificate_not_after_timestamp_seconds",
