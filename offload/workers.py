@@ -150,6 +150,7 @@ class ProxyControl:
 
     def stats(self) -> ProxyStats:
         """Counters of every listener, summed over the workers."""
+        self._require_started()
         with self._lock:
             self._require_started()
             total = ProxyStats()
@@ -164,8 +165,10 @@ class ProxyControl:
 
     def healthy(self) -> bool:
         """True when every worker is alive and answers a ping."""
+        if self._supervisor is None or self._stopping.is_set():
+            return False
         with self._lock:
-            if self._supervisor is None or self._stopping.is_set():
+            if self._stopping.is_set():
                 return False
             for handle in self._handles:
                 try:
@@ -186,10 +189,13 @@ class ProxyControl:
                         handle.wait(handle.send("stop", drain_timeout), self._ack_timeout)
                     except (WorkerExited, ApplyTimeout):
                         handle.kill()
-            deadline = time.monotonic() + drain_timeout + self._ack_timeout
+        # Drain without the lock: other threads see `_stopping` and return at once.
+        deadline = time.monotonic() + drain_timeout + self._ack_timeout
+        for handle in self._handles:
+            if handle.process is not None:
+                handle.process.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
             for handle in self._handles:
-                if handle.process is not None:
-                    handle.process.join(max(0.0, deadline - time.monotonic()))
                 handle.kill()
 
     def _require_started(self) -> None:

@@ -189,7 +189,7 @@ def test_stalled_worker_raises_apply_timeout(pki: Pki, backends: tuple[Backend, 
 def test_stop_refuses_new_clients_and_drains_open_ones(
     pki: Pki, backends: tuple[Backend, ...]
 ) -> None:
-    """stop() refuses new connections at once, lets an open one finish, then returns."""
+    """stop() refuses new clients at once, reports unhealthy, lets an open one finish."""
     spec = listener(pki.leaf("drain.example.com"), backends)
     proxy = ProxyControl(workers=2)
     proxy.start()
@@ -199,6 +199,9 @@ def test_stop_refuses_new_clients_and_drains_open_ones(
     started = time.monotonic()
     stopper.start()
     assert _eventually(lambda: _refused(spec.port))
+    asked = time.monotonic()
+    assert not proxy.healthy()
+    assert time.monotonic() - asked < 1.0
     assert echo_roundtrip(sock, b"draining") == b"draining"
     sock.close()
     stopper.join(timeout=15)
