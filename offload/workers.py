@@ -215,21 +215,23 @@ class ProxyControl:
             sentinels = [h.process.sentinel for h in self._handles if h.process is not None]
             wait(sentinels, timeout=0.2)
             for handle in self._handles:
-                if self._stopping.is_set() or handle.alive():
-                    continue
-                with self._lock:
-                    if self._stopping.is_set() or handle.alive():
-                        continue
-                    log.warning("offload worker %d died; restarting it", handle.index)
-                    try:
-                        failures = self._restart(handle)
-                    except (OffloadError, OSError) as exc:
-                        log.error("offload worker %d failed to restart: %s", handle.index, exc)
-                        time.sleep(1.0)
-                        continue
-                    for lid, reason in failures.items():
-                        log.error("restarted worker %d: listener %s on %s",
-                                  handle.index, lid, reason)
+                if not self._stopping.is_set() and not handle.alive() and not self._revive(handle):
+                    self._stopping.wait(1.0)
+
+    def _revive(self, handle: _Handle) -> bool:
+        """Restart a dead worker under the lock; False when that failed (retry later)."""
+        with self._lock:
+            if self._stopping.is_set() or handle.alive():
+                return True
+            log.warning("offload worker %d died; restarting it", handle.index)
+            try:
+                failures = self._restart(handle)
+            except (OffloadError, OSError) as exc:
+                log.error("offload worker %d failed to restart: %s", handle.index, exc)
+                return False
+        for lid, reason in failures.items():
+            log.error("restarted worker %d: listener %s on %s", handle.index, lid, reason)
+        return True
 
     def __enter__(self) -> ProxyControl:
         self.start()
