@@ -116,8 +116,8 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser = argparse.ArgumentParser(prog="certwatch", description=__doc__)
     parser.add_argument(
         "--api",
-        default=os.environ.get("CERTWATCH_API", "http://127.0.0.1:9180"),
-        help="the service's API URL (env CERTWATCH_API)",
+        default=os.environ.get("CERTWATCH_API_URL", "http://127.0.0.1:9180"),
+        help="the service's API URL (env CERTWATCH_API_URL)",
     )
     parser.add_argument(
         "--token",

@@ -139,6 +139,10 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the key and why."""
 
 
+NOT_CONFIG = {"CERTWATCH_API_URL"}
+"""Variables of the CLI, not the service (test-harness ones start with CERTWATCH_TEST_)."""
+
+
 def _env_value(raw: str) -> Any:
     """An environment string as JSON where it parses (lists, numbers, booleans), else as text."""
     try:
@@ -153,7 +157,11 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     sections = {name for name, f in Config.model_fields.items() if f.annotation is not str}
     out: dict[str, Any] = {}
     for name, raw in env.items():
-        if not name.startswith("CERTWATCH_") or name.startswith("CERTWATCH_TEST"):
+        if (
+            not name.startswith("CERTWATCH_")
+            or name in NOT_CONFIG
+            or name.startswith("CERTWATCH_TEST_")
+        ):
             continue
         key = name.removeprefix("CERTWATCH_").lower()
         section, _, rest = key.partition("_")

@@ -13,15 +13,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -158,31 +157,13 @@ class StoreCollector(Collector):
         yield from (success, served, complete, matches)
 
     def _scans(self, session: Session) -> Iterator[Metric]:
-        last = 0.0
-        buckets = [0] * (len(SCAN_BUCKETS) + 1)
-        total = 0.0
-        for run in session.exec(select(ScanRun).where(col(ScanRun.finished_at).is_not(None))):
-            assert run.finished_at is not None
-            if run.success:
-                last = max(last, run.finished_at.timestamp())
-            seconds = (run.finished_at - run.started_at).total_seconds()
-            total += seconds
-            index = next((i for i, le in enumerate(SCAN_BUCKETS) if seconds <= le), -1)
-            buckets[index] += 1
+        last = session.exec(
+            select(func.max(ScanRun.finished_at)).where(col(ScanRun.success).is_(True))
+        ).one()
         yield GaugeMetricFamily(
             "certwatch_scan_last_success_timestamp_seconds",
             "When the last successful scan finished (0: none yet)",
-            value=last,
-        )
-        cumulative, running = [], 0
-        for le, count in zip([*map(str, SCAN_BUCKETS), "+Inf"], buckets, strict=True):
-            running += count
-            cumulative.append((le, float(running)))
-        yield HistogramMetricFamily(
-            "certwatch_scan_duration_seconds",
-            "How long scans took",
-            buckets=cumulative,
-            sum_value=total,
+            value=last.timestamp() if last else 0.0,
         )
 
     def _alerts(self, session: Session) -> Iterator[Metric]:
@@ -223,6 +204,12 @@ class Monitoring:
     ) -> None:
         self.notifier = Notifier(urls)
         registry.register(StoreCollector(engine, thresholds))
+        self.scan_duration = Histogram(
+            "certwatch_scan_duration_seconds",
+            "How long scans took (observed by the node that ran them)",
+            buckets=SCAN_BUCKETS,
+            registry=registry,
+        )
         self.rotations = Counter(
             "certwatch_rotations",
             "Default-certificate rotations by result (Applied, RolledBack, Rejected)",

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import delete
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 STATUSES = ("Valid", "Expiring", "Expired", "NotYetValid")
 _ONE_SCAN_AT_A_TIME = threading.Lock()
+KEEP_SCAN_RUNS = dt.timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -170,13 +172,17 @@ def _scan(service: Service, scan_id: str, started: dt.datetime) -> ScanReport:
 
 
 def _finish(service: Service, scan_id: str, report: ScanReport | None) -> None:
+    """Record the scan's end and duration; runs older than KEEP_SCAN_RUNS are dropped."""
+    finished = clock.now()
     with transaction(service.engine) as session:
         row = session.get(ScanRun, scan_id)
         if row is not None:
-            row.finished_at = clock.now()
+            row.finished_at = finished
             row.success = report is not None
             row.counts = report.counts() if report else {}
             session.add(row)
+            service.monitoring.scan_duration.observe((finished - row.started_at).total_seconds())
+        session.execute(delete(ScanRun).where(col(ScanRun.started_at) < finished - KEEP_SCAN_RUNS))
 
 
 def run_scan(service: Service) -> ScanReport:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, delete, select
 
+from certwatch import x509
 from certwatch.models import Certificate, Listener, ProbeResult
 from certwatch.probe import ProbeOutcome, ProbeTarget, probe_sync
 from certwatch.store import transaction
@@ -40,11 +41,12 @@ def listener_targets(
     listener: Listener, default: Certificate, additional: list[Certificate]
 ) -> list[tuple[ProbeTarget, str]]:
     """Probe targets of one listener, each with the fingerprint SNI selection should serve."""
-    # Imported here: certwatch.snapshot imports the actions package, which imports this module.
-    from certwatch.snapshot import _names as served_names
-
-    table = [(cert, served_names(cert)) for cert in additional]
-    names = [probe_name(n) for cert in [default, *additional] for n in served_names(cert)]
+    table = [(cert, x509.host_names(cert.sans, cert.common_name)) for cert in additional]
+    names = [
+        probe_name(n)
+        for cert in [default, *additional]
+        for n in x509.host_names(cert.sans, cert.common_name)
+    ]
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listener.address, listener.address)
     targets = []
     for name in [*dict.fromkeys(names), None]:

@@ -6,6 +6,7 @@ from collections import defaultdict
 
 from sqlmodel import Session, col, select
 
+from certwatch import x509
 from certwatch.actions.policies import resolve_policy
 from certwatch.models import Certificate, Listener, ListenerCertificate, ServerGroup, StateRevision
 from certwatch.store import KeyBox
@@ -25,11 +26,6 @@ def bump_revision(session: Session) -> int:
     session.add(row)
     session.flush()
     return row.revision
-
-
-def _names(cert: Certificate) -> tuple[str, ...]:
-    dns = tuple(name for name in cert.sans if not name.replace(".", "").replace(":", "").isdigit())
-    return dns or (cert.common_name,)
 
 
 def build_snapshot(
@@ -52,7 +48,11 @@ def build_snapshot(
     def chain(cert: Certificate) -> CertChain:
         if cert.id not in keys:
             keys[cert.id] = keybox.open(cert.key_encrypted) if cert.key_encrypted else ""
-        return CertChain(chain_pem=cert.chain_pem, key_pem=keys[cert.id], names=_names(cert))
+        return CertChain(
+            chain_pem=cert.chain_pem,
+            key_pem=keys[cert.id],
+            names=x509.host_names(cert.sans, cert.common_name),
+        )
 
     specs = []
     for listener in listeners:

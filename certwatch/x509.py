@@ -24,10 +24,26 @@ from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 from certwatch.truststore import load_bundle, system_roots, verify_served_chain
 
 __all__ = [
-    "CertInfo", "CertificateError", "PrivateKey", "cert_warnings", "check_chain_links",
-    "common_name", "days_remaining", "describe", "dns_names", "fingerprint", "is_weak",
-    "key_matches", "key_to_pem", "load_bundle", "parse_chain", "parse_private_key",
-    "status", "system_roots", "to_pem", "verify_served_chain",
+    "CertInfo",
+    "CertificateError",
+    "PrivateKey",
+    "cert_warnings",
+    "check_chain_links",
+    "common_name",
+    "days_remaining",
+    "describe",
+    "dns_names",
+    "fingerprint",
+    "is_weak",
+    "key_matches",
+    "key_to_pem",
+    "load_bundle",
+    "parse_chain",
+    "parse_private_key",
+    "status",
+    "system_roots",
+    "to_pem",
+    "verify_served_chain",
 ]
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -103,6 +119,7 @@ def parse_chain(pem: str) -> list[x509.Certificate]:
 
 def parse_private_key(pem: str) -> PrivateKey:
     """An unencrypted RSA, EC (P-256/384/521) or Ed25519 key; else CertificateError."""
+
     def fail(why: str) -> CertificateError:
         return CertificateError("InvalidPrivateKey", why)
 
@@ -124,8 +141,10 @@ def parse_private_key(pem: str) -> PrivateKey:
         if isinstance(key.curve, _CURVES):
             return key
         raise fail(f"unsupported EC curve {key.curve.name}; use P-256 or P-384")
-    raise fail(f"unsupported key type {type(key).__name__.removesuffix('PrivateKey')}; "
-               "use RSA, EC P-256/P-384 or Ed25519")
+    raise fail(
+        f"unsupported key type {type(key).__name__.removesuffix('PrivateKey')}; "
+        "use RSA, EC P-256/P-384 or Ed25519"
+    )
 
 
 def _spki(key: CertificatePublicKeyTypes) -> bytes:
@@ -205,16 +224,25 @@ def _san(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
 def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
     """The SAN DNS names; without any, the CN when it looks like a host name."""
     san = _san(cert)
-    names = tuple(san.get_values_for_type(x509.DNSName)) if san else ()
+    return host_names(
+        tuple(san.get_values_for_type(x509.DNSName)) if san else (), common_name(cert)
+    )
+
+
+def host_names(sans: Sequence[str], cn: str) -> tuple[str, ...]:
+    """The DNS names among `sans` (IP entries dropped); without any, `cn` if it is a host name."""
+    names = tuple(name for name in sans if not _is_ip(name))
     if names:
         return names
-    cn = common_name(cert)
+    return (cn,) if not _is_ip(cn) and _HOST.match(cn) and "." in cn.strip(".") else ()
+
+
+def _is_ip(text: str) -> bool:
     try:
-        ipaddress.ip_address(cn)
-        return ()
+        ipaddress.ip_address(text)
     except ValueError:
-        pass
-    return (cn,) if _HOST.match(cn) and "." in cn.strip(".") else ()
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -266,13 +294,19 @@ def describe(cert: x509.Certificate) -> CertInfo:
     algorithm, size = _key_info(cert)
     oid = cert.signature_algorithm_oid
     return CertInfo(
-        common_name=common_name(cert), sans=sans,
-        issuer=cert.issuer.rfc4514_string(), subject=cert.subject.rfc4514_string(),
-        serial_number=format(cert.serial_number, "x"), fingerprint=fingerprint(cert),
-        not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
-        key_algorithm=algorithm, key_size=size,
+        common_name=common_name(cert),
+        sans=sans,
+        issuer=cert.issuer.rfc4514_string(),
+        subject=cert.subject.rfc4514_string(),
+        serial_number=format(cert.serial_number, "x"),
+        fingerprint=fingerprint(cert),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        key_algorithm=algorithm,
+        key_size=size,
         signature_algorithm=_SIG_NAMES.get(oid, oid.dotted_string),
-        is_ca=_is_ca(cert), self_signed=_signed_by(cert, cert),
+        is_ca=_is_ca(cert),
+        self_signed=_signed_by(cert, cert),
     )
 
 
@@ -300,8 +334,9 @@ def cert_warnings(
     return sorted(warnings)
 
 
-def status(not_before: dt.datetime, not_after: dt.datetime, now: dt.datetime,
-           expiring_days: int) -> str:
+def status(
+    not_before: dt.datetime, not_after: dt.datetime, now: dt.datetime, expiring_days: int
+) -> str:
     """NotYetValid, Expired (now >= not_after), Expiring (<= expiring_days left) or Valid."""
     if now < not_before:
         return "NotYetValid"
@@ -325,6 +360,7 @@ def to_pem(certs: Sequence[x509.Certificate]) -> str:
 def key_to_pem(key: PrivateKey) -> str:
     """The key as unencrypted PKCS#8 PEM."""
     return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode("ascii")

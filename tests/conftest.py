@@ -19,7 +19,7 @@ from certwatch.config import Config
 from certwatch.service import Service
 
 PG_URL = os.environ.get("CERTWATCH_TEST_PG_URL")
-REQUIRE_TOOLS = os.environ.get("CERTWATCH_REQUIRE_TOOLS") == "1"
+REQUIRE_TOOLS = os.environ.get("CERTWATCH_TEST_REQUIRE_TOOLS") == "1"
 
 
 def require(condition: bool, why: str) -> None:

@@ -22,7 +22,6 @@ from tests.integration.conftest_monitoring import (
 )
 
 # apprise's e-mail plugin imports the deprecated `imghdr` module when first used.
-pytestmark = pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
 
 
 @pytest.fixture(scope="module")

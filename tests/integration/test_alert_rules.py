@@ -26,11 +26,11 @@ EXPIRY_ALERTS = [
 
 
 def promtool() -> str:
-    """Path of promtool; skip (or fail with CERTWATCH_REQUIRE_TOOLS=1) when it is missing."""
+    """Path of promtool; skip (or fail with CERTWATCH_TEST_REQUIRE_TOOLS=1) when it is missing."""
     path = shutil.which("promtool")
     if path is None:
-        if os.environ.get("CERTWATCH_REQUIRE_TOOLS") == "1":
-            pytest.fail("promtool is not installed and CERTWATCH_REQUIRE_TOOLS=1")
+        if os.environ.get("CERTWATCH_TEST_REQUIRE_TOOLS") == "1":
+            pytest.fail("promtool is not installed and CERTWATCH_TEST_REQUIRE_TOOLS=1")
         pytest.skip("promtool is not installed")
     return path
 

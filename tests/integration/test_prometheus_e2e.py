@@ -27,8 +27,8 @@ DEADLINE = 25.0
 
 def _require_prometheus() -> str:
     if PROMETHEUS is None:
-        if os.environ.get("CERTWATCH_REQUIRE_TOOLS") == "1":
-            pytest.fail("prometheus is not installed and CERTWATCH_REQUIRE_TOOLS=1")
+        if os.environ.get("CERTWATCH_TEST_REQUIRE_TOOLS") == "1":
+            pytest.fail("prometheus is not installed and CERTWATCH_TEST_REQUIRE_TOOLS=1")
         pytest.skip("prometheus is not installed")
     return PROMETHEUS
 

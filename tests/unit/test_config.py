@@ -91,3 +91,9 @@ def test_missing_file(tmp_path: Path) -> None:
     """A config path that does not exist is a clear error."""
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "absent.toml", env={})
+
+
+def test_cli_and_test_variables_are_not_config() -> None:
+    """The CLI's CERTWATCH_API_URL and CERTWATCH_TEST_* variables do not trouble the service."""
+    config = load_config(env={"CERTWATCH_API_URL": "http://x:1", "CERTWATCH_TEST_PG_URL": "pg://"})
+    assert config.api.listen == "127.0.0.1:9180"
