@@ -178,6 +178,11 @@ async def _main(conn: Connection) -> None:
 
 
 def run(conn: Connection) -> None:
-    """Process entry point: serve until the parent says stop or goes away."""
+    """Process entry point: serve until the parent says stop or goes away.
+
+    SIGINT and SIGTERM sent to the whole process group (Ctrl+C, a service manager) are left to
+    the parent, which drains the workers over the pipe; a worker whose parent is gone exits.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     uvloop.run(_main(conn))

@@ -54,21 +54,31 @@ class ServeProcess:
     """`certwatch serve` running as a real subprocess with its own config file."""
 
     def __init__(
-        self, tmp_path: Path, toml: str = "", workers: int = 1, api_toml: str = ""
+        self,
+        tmp_path: Path,
+        toml: str = "",
+        workers: int = 1,
+        api_toml: str = "",
+        data_dir: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = tmp_path / "certwatch.toml"
         self.config.write_text(
-            f'data_dir = "{tmp_path / "data"}"\n'
+            f'data_dir = "{data_dir or tmp_path / "data"}"\n'
             f'[api]\nlisten = "127.0.0.1:{self.port}"\n{api_toml}'
             f"[proxy]\nworkers = {workers}\ndrain_timeout = 5\n" + toml
         )
         self.log = tmp_path / "serve.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, *extra: str, wait: bool = True, command: str = "serve") -> ServeProcess:
-        """Start `certwatch <command>`; with `wait`, return once /healthz answers 200."""
+    def start(
+        self, *extra: str, wait: bool = True, command: str = "serve", new_session: bool = False
+    ) -> ServeProcess:
+        """Start `certwatch <command>`; with `wait`, return once /healthz answers 200.
+
+        `new_session` puts it in its own process group, to signal or kill it with its workers.
+        """
         env = {k: v for k, v in os.environ.items() if not k.startswith("CERTWATCH_")}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -76,7 +86,7 @@ class ServeProcess:
                     sys.executable,
                     "-m",
                     "certwatch.cli",
-                    "serve",
+                    command,
                     "--config",
                     str(self.config),
                     *extra,
@@ -84,6 +94,7 @@ class ServeProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                start_new_session=new_session,
             )
         if wait:
             self.wait_healthy()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,12 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from certwatch.api import create_app
 from certwatch.service import Service
 from tests.certfactory import make_pki
+from tests.conftest import require
 from tests.integration.conftest_monitoring import add_listener, free_port, make_service, upload
+from tests.integration.servers import api_server
 
 RULES = Path(__file__).resolve().parents[2] / "alerts" / "certwatch.rules.yml"
 PROMETHEUS = shutil.which("prometheus")
@@ -26,10 +24,8 @@ DEADLINE = 25.0
 
 
 def _require_prometheus() -> str:
-    if PROMETHEUS is None:
-        if os.environ.get("CERTWATCH_TEST_REQUIRE_TOOLS") == "1":
-            pytest.fail("prometheus is not installed and CERTWATCH_TEST_REQUIRE_TOOLS=1")
-        pytest.skip("prometheus is not installed")
+    require(PROMETHEUS is not None, "prometheus is not installed")
+    assert PROMETHEUS is not None
     return PROMETHEUS
 
 
@@ -42,19 +38,8 @@ def api_url(tmp_path: Path) -> Iterator[tuple[str, Service, dict[str, str]]]:
     later = upload(service, pki.leaf("later.example.com", days=60))
     add_listener(service, soon, free_port())
     add_listener(service, later, free_port())
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_config=None)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    yield f"127.0.0.1:{port}", service, {"soon": soon, "later": later}
-    server.should_exit = True
-    thread.join(timeout=10)
+    with api_server(service) as url:
+        yield url.removeprefix("http://"), service, {"soon": soon, "later": later}
     service.close()
 
 

@@ -5,78 +5,38 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from certwatch.client import ApiFailure, Client
 from offload.echo import EchoServer
 from tests.certfactory import Issued, make_pki
 from tests.integration.rotation_helpers import NAMES, free_port, served_fingerprint
+from tests.integration.servers import ServeProcess
 
 KILLS = 8
 
 
-class Node:
-    """`certwatch serve` as a subprocess in its own process group (so kill -9 takes the workers
-    too, as a machine crash would)."""
-
-    def __init__(self, config: Path, api: str, log: Path) -> None:
-        self.config, self.api, self.log = config, api, log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start and wait (bounded) until /healthz answers 200."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CERTWATCH_")}
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "certwatch.cli", "serve", "--config", str(self.config)],
-                stdout=out,
-                stderr=out,
-                env=env,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{self.api}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"certwatch did not become healthy:\n{self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL the service and its proxy workers at once."""
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    """A service configuration on free ports; killed at teardown if still running."""
-    api = f"127.0.0.1:{free_port()}"
-    config = tmp_path / "certwatch.toml"
-    config.write_text(
-        f'data_dir = "{tmp_path / "data"}"\n'
-        f'[api]\nlisten = "{api}"\n'
-        "[proxy]\nworkers = 1\n"
-        '[scan]\ninterval = "1h"\n'
-        "[rotation]\nauto = false\n"
-    )
-    made = Node(config, f"http://{api}", tmp_path / "serve.log")
+def node(tmp_path: Path) -> Iterator[ServeProcess]:
+    """`certwatch serve` on free ports in its own process group (so kill -9 takes the workers
+    too, as a machine crash would); killed at teardown if still running."""
+    made = ServeProcess(tmp_path, '[scan]\ninterval = "1h"\n[rotation]\nauto = false\n')
     yield made
     if made.process is not None and made.process.poll() is None:
-        made.kill()
+        kill(made)
+
+
+def kill(node: ServeProcess) -> None:
+    """SIGKILL the service and its proxy workers at once."""
+    assert node.process is not None
+    os.killpg(node.process.pid, signal.SIGKILL)
+    node.process.wait(timeout=10)
 
 
 def _setup(client: Client, pki: Any, echo_port: int) -> dict[str, list[str]]:
@@ -186,7 +146,7 @@ def _check(client: Client, plans: dict[str, list[str]], root_pem: str) -> int:
 
 
 def test_kill_9_during_rotations_never_leaves_a_listener_without_its_certificate(
-    node: Node,
+    node: ServeProcess,
 ) -> None:
     """After each kill -9 in the middle of rotations and rollbacks, the restarted service
     serves on every listener the certificate its configuration names, and the history has
@@ -194,19 +154,19 @@ def test_kill_9_during_rotations_never_leaves_a_listener_without_its_certificate
     rng = random.Random(7)
     pki = make_pki("crash")
     with EchoServer() as echo:
-        node.start()
-        client = Client(node.api, timeout=30)
+        node.start(new_session=True)
+        client = Client(node.url, timeout=30)
         plans = _setup(client, pki, echo.port)
         events_seen = 0
         for _ in range(KILLS):
             stop = threading.Event()
-            driver = threading.Thread(target=_drive, args=(node.api, plans, stop))
+            driver = threading.Thread(target=_drive, args=(node.url, plans, stop))
             driver.start()
             time.sleep(rng.uniform(0.05, 0.9))
-            node.kill()
+            kill(node)
             stop.set()
             driver.join(timeout=30)
-            node.start()
+            node.start(new_session=True)
             events_seen = _check(client, plans, pki.root_pem)
         client.close()
     assert events_seen > 2 * KILLS  # the driver really rotated between the kills

@@ -94,8 +94,10 @@ def test_proxy_node_serves_what_the_api_node_configures(tmp_path: Path) -> None:
     from tests.certfactory import make_pki
 
     api_node = ServeProcess(tmp_path, workers=0, toml="reload_interval = 0.5\n").start()
-    proxy_node = ServeProcess(tmp_path, workers=1, toml="reload_interval = 0.5\n")
-    proxy_node.config = api_node.config
+    (tmp_path / "edge").mkdir()
+    proxy_node = ServeProcess(
+        tmp_path / "edge", workers=1, toml="reload_interval = 0.5\n", data_dir=tmp_path / "data"
+    )
     proxy_node.start(wait=False, command="proxy")
     try:
         with EchoServer() as echo:
@@ -133,3 +135,16 @@ def test_proxy_node_serves_what_the_api_node_configures(tmp_path: Path) -> None:
     finally:
         assert proxy_node.stop() == 0
         assert api_node.stop() == 0
+
+
+def test_group_sigterm_drains_instead_of_killing_workers(tmp_path: Path) -> None:
+    """SIGTERM to the whole process group (as some service managers send) still drains and
+    exits 0: workers leave the signal to the parent and are never restarted meanwhile."""
+    import os
+
+    serve = ServeProcess(tmp_path, workers=2)
+    serve.start(new_session=True)
+    assert serve.process is not None
+    os.killpg(serve.process.pid, signal.SIGTERM)
+    assert serve.stop(sig=None) == 0
+    assert "restarting" not in serve.output()

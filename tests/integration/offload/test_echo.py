@@ -10,8 +10,10 @@ from offload.echo import EchoServer, serve_echo
 
 def test_echo_server_thread_echoes_and_greets() -> None:
     """The threaded server sends its greeting, then echoes until the client closes."""
-    with EchoServer(greeting=b"hi") as server, \
-            socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+    with (
+        EchoServer(greeting=b"hi") as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
+    ):
         assert sock.recv(2) == b"hi"
         sock.sendall(b"abc")
         assert sock.recv(3) == b"abc"

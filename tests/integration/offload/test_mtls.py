@@ -56,7 +56,9 @@ def _echoes(
 ) -> bool:
     """True when the client gets through the handshake and its bytes come back."""
     ctx = client_context(
-        pki.root_pem if server_name else None, cert=cert, tmp_dir=str(tmp_path),
+        pki.root_pem if server_name else None,
+        cert=cert,
+        tmp_dir=str(tmp_path),
         versions=(version, version) if version else None,
     )
     try:
@@ -71,8 +73,12 @@ def _mtls(pki: Pki, client_pki: Pki, backends: tuple[Backend, ...], **kw: object
 
 
 def test_client_certificate_from_the_ca_is_accepted(
-    control: ProxyControl, pki: Pki, client_pki: Pki, good_client: Issued,
-    backends: tuple[Backend, ...], tmp_path: Path,
+    control: ProxyControl,
+    pki: Pki,
+    client_pki: Pki,
+    good_client: Issued,
+    backends: tuple[Backend, ...],
+    tmp_path: Path,
 ) -> None:
     """With a CA set, a client presenting a certificate chaining to it gets through."""
     spec = _mtls(pki, client_pki, backends)
@@ -82,8 +88,13 @@ def test_client_certificate_from_the_ca_is_accepted(
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 def test_client_without_or_with_foreign_certificate_is_refused(
-    control: ProxyControl, pki: Pki, client_pki: Pki, stranger: Issued,
-    backends: tuple[Backend, ...], tmp_path: Path, version: ssl.TLSVersion,
+    control: ProxyControl,
+    pki: Pki,
+    client_pki: Pki,
+    stranger: Issued,
+    backends: tuple[Backend, ...],
+    tmp_path: Path,
+    version: ssl.TLSVersion,
 ) -> None:
     """No client certificate, or one from another CA, fails and is counted as client_cert."""
     spec = _mtls(pki, client_pki, backends)
@@ -103,8 +114,12 @@ def _wait_failures(control: ProxyControl, listener_id: str, reason: str, count: 
 
 
 def test_switching_mtls_on_and_off_applies_to_new_connections(
-    control: ProxyControl, pki: Pki, client_pki: Pki, good_client: Issued,
-    backends: tuple[Backend, ...], tmp_path: Path,
+    control: ProxyControl,
+    pki: Pki,
+    client_pki: Pki,
+    good_client: Issued,
+    backends: tuple[Backend, ...],
+    tmp_path: Path,
 ) -> None:
     """Turning mTLS on refuses anonymous clients from then on; off lets them in again."""
     plain = listener(pki.leaf("switch.example.com"), backends)
@@ -119,8 +134,14 @@ def test_switching_mtls_on_and_off_applies_to_new_connections(
 
 
 def test_replacing_the_ca_applies_to_new_connections(
-    control: ProxyControl, pki: Pki, client_pki: Pki, good_client: Issued, stranger: Issued,
-    stranger_pki: Pki, backends: tuple[Backend, ...], tmp_path: Path,
+    control: ProxyControl,
+    pki: Pki,
+    client_pki: Pki,
+    good_client: Issued,
+    stranger: Issued,
+    stranger_pki: Pki,
+    backends: tuple[Backend, ...],
+    tmp_path: Path,
 ) -> None:
     """After the CA is replaced, the old CA's clients are refused and the new CA's accepted."""
     spec = _mtls(pki, client_pki, backends)
@@ -133,8 +154,12 @@ def test_replacing_the_ca_applies_to_new_connections(
 
 
 def test_sni_client_is_still_asked_for_its_certificate(
-    control: ProxyControl, pki: Pki, client_pki: Pki, good_client: Issued,
-    backends: tuple[Backend, ...], tmp_path: Path,
+    control: ProxyControl,
+    pki: Pki,
+    client_pki: Pki,
+    good_client: Issued,
+    backends: tuple[Backend, ...],
+    tmp_path: Path,
 ) -> None:
     """A client whose SNI selects an additional certificate must still present a client cert."""
     extra = pki.leaf("extra.example.com")
@@ -145,4 +170,3 @@ def test_sni_client_is_still_asked_for_its_certificate(
     with tls_connect(spec.port, ctx, "extra.example.com") as sock:
         assert leaf_fingerprint(sock) == extra.fingerprint
         assert echo_roundtrip(sock) == b"ping"
-

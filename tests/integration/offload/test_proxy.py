@@ -87,8 +87,10 @@ def test_idle_connection_is_closed_busy_one_is_not(
     """No bytes for idle_timeout closes the connection; steady traffic keeps it open."""
     spec = listener(pki.leaf("idle.example.com"), backends, idle_timeout=1.0)
     control.apply(snapshot(spec))
-    with tls_connect(spec.port, client_context()) as idle, \
-            tls_connect(spec.port, client_context()) as busy:
+    with (
+        tls_connect(spec.port, client_context()) as idle,
+        tls_connect(spec.port, client_context()) as busy,
+    ):
         assert echo_roundtrip(idle) == b"ping"
         for _ in range(8):
             time.sleep(0.25)
@@ -113,9 +115,7 @@ def test_refused_backend_fails_over_to_the_next(
     assert control.stats().get(spec.listener_id).failure("backend_unavailable") == 0
 
 
-def test_no_backend_answers_closes_client_and_counts(
-    control: ProxyControl, pki: Pki
-) -> None:
+def test_no_backend_answers_closes_client_and_counts(control: ProxyControl, pki: Pki) -> None:
     """When every backend refuses, the client is closed cleanly and backend_unavailable counted."""
     spec = listener(
         pki.leaf("down.example.com"),
@@ -133,8 +133,11 @@ def test_no_backend_answers_closes_client_and_counts(
 
 def test_weighted_round_robin_over_plain_tcp(pki: Pki) -> None:
     """Weights 3:1 send three quarters of the connections to the first backend (one worker)."""
-    with EchoServer(greeting=b"A") as a, EchoServer(greeting=b"B") as b, \
-            ProxyControl(workers=1) as proxy:
+    with (
+        EchoServer(greeting=b"A") as a,
+        EchoServer(greeting=b"B") as b,
+        ProxyControl(workers=1) as proxy,
+    ):
         spec = listener(
             pki.leaf("wrr.example.com"),
             (Backend("127.0.0.1", a.port, 3), Backend("127.0.0.1", b.port, 1)),
@@ -229,6 +232,8 @@ def test_ipv6_listener(control: ProxyControl, pki: Pki, backends: tuple[Backend,
         port = probe.getsockname()[1]
     spec = listener(pki.leaf("v6.example.com"), backends, address="::1", port=port)
     control.apply(snapshot(spec))
-    with socket.create_connection(("::1", port), timeout=5) as raw, \
-            client_context().wrap_socket(raw) as sock:
+    with (
+        socket.create_connection(("::1", port), timeout=5) as raw,
+        client_context().wrap_socket(raw) as sock,
+    ):
         assert echo_roundtrip(sock) == b"ping"

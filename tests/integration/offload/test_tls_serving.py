@@ -33,8 +33,11 @@ LEGACY = (
     "DES-CBC3-SHA"
 ).split(":")
 SUITES = [
-    "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256",
-    "TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256",
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+    "TLS_AES_128_CCM_SHA256",
+    "TLS_AES_128_CCM_8_SHA256",
 ]
 POLICIES = {
     "tls_cipher_policy_1_0": (("TLSv1.0", "TLSv1.1", "TLSv1.2"), STRONG + LEGACY),
@@ -85,10 +88,22 @@ def test_full_chain_with_openssl_s_client(
     root = tmp_path / "root.pem"
     root.write_text(pki.root_pem)
     out = subprocess.run(
-        ["openssl", "s_client", "-connect", f"127.0.0.1:{spec.port}",
-         "-servername", "sclient.example.com", "-CAfile", str(root),
-         "-verify_return_error", "-showcerts"],
-        input=b"", capture_output=True, timeout=10, check=False,
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{spec.port}",
+            "-servername",
+            "sclient.example.com",
+            "-CAfile",
+            str(root),
+            "-verify_return_error",
+            "-showcerts",
+        ],
+        input=b"",
+        capture_output=True,
+        timeout=10,
+        check=False,
     )
     text = out.stdout.decode()
     assert out.returncode == 0, out.stderr.decode()
@@ -129,9 +144,13 @@ def test_sni_selects_certificate(
 ) -> None:
     """Exact beats wildcard, a wildcard covers one label only, anything else gets the default."""
     spec = listener(
-        sni_certs["default"], backends,
-        additional_certs=(chain(sni_certs["wild"]), chain(sni_certs["exact"]),
-                          chain(sni_certs["org"])),
+        sni_certs["default"],
+        backends,
+        additional_certs=(
+            chain(sni_certs["wild"]),
+            chain(sni_certs["exact"]),
+            chain(sni_certs["org"]),
+        ),
     )
     _serve(control, spec)
     with tls_connect(spec.port, client_context(), server_name) as sock:
@@ -185,9 +204,20 @@ def test_tls_1_0_with_openssl_s_client(
     spec = listener(rsa_leaf, backends, tls_versions=tls_versions, ciphers=tuple(ciphers))
     _serve(control, spec)
     out = subprocess.run(
-        ["openssl", "s_client", "-connect", f"127.0.0.1:{spec.port}", "-tls1",
-         "-cipher", "DEFAULT:@SECLEVEL=0", "-brief"],
-        input=b"", capture_output=True, timeout=10, check=False,
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{spec.port}",
+            "-tls1",
+            "-cipher",
+            "DEFAULT:@SECLEVEL=0",
+            "-brief",
+        ],
+        input=b"",
+        capture_output=True,
+        timeout=10,
+        check=False,
     )
     assert "Protocol version: TLSv1\n" in out.stderr.decode()
 
@@ -199,7 +229,10 @@ def test_sni_client_is_refused_a_disallowed_version(
     extra = pki.leaf("sni.example.com", key="rsa2048")
     tls_versions, ciphers = POLICIES["tls_cipher_policy_1_2"]
     spec = listener(
-        rsa_leaf, backends, tls_versions=tls_versions, ciphers=tuple(ciphers),
+        rsa_leaf,
+        backends,
+        tls_versions=tls_versions,
+        ciphers=tuple(ciphers),
         additional_certs=(chain(extra),),
     )
     _serve(control, spec)
