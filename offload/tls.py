@@ -46,7 +46,7 @@ _CIPHER_PROTOCOLS = {
     "TLSv1.3": {"TLSv1.3"},
 }
 _CAN_SET_SUITES = hasattr(ssl.SSLContext, "set_ciphersuites")
-_KEY_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
+_HAS_MEMFD = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
 
 
 def _is_suite(name: str) -> bool:
@@ -94,14 +94,30 @@ def _listener_context(spec: ListenerSpec, cert: CertChain) -> ssl.SSLContext:
 
 
 def _load_chain(ctx: ssl.SSLContext, cert: CertChain) -> None:
-    """Load chain and key; `ssl` only reads files, so they live briefly in a private tmpfs dir."""
-    with tempfile.TemporaryDirectory(dir=_KEY_DIR) as tmp:
+    """Load chain and key. `ssl` reads only files, so on Linux they go to anonymous memory
+    files (`memfd`, read through /proc/self/fd) and never to a file system; elsewhere to a
+    private 0600 temporary directory, removed at once."""
+    if _HAS_MEMFD:
+        fds = [_memory_file(text) for text in (cert.chain_pem, cert.key_pem)]
+        try:
+            ctx.load_cert_chain(*(f"/proc/self/fd/{fd}" for fd in fds))
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
         chain_path, key_path = os.path.join(tmp, "chain.pem"), os.path.join(tmp, "key.pem")
         for path, text in ((chain_path, cert.chain_pem), (key_path, cert.key_pem)):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(text)
         ctx.load_cert_chain(chain_path, key_path)
+
+
+def _memory_file(text: str) -> int:
+    fd = os.memfd_create("certwatch-tls", os.MFD_CLOEXEC)
+    os.write(fd, text.encode())
+    return fd
 
 
 def build_context(spec: ListenerSpec) -> ssl.SSLContext | None:
