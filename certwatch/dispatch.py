@@ -12,6 +12,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from sqlmodel import Session
+
 from certwatch import clock, errors
 from certwatch.actions.registry import ActionContext, Request
 from certwatch.cluster import announce
@@ -43,45 +45,28 @@ def dispatch(
     token = getattr(req, "ClientToken", None)
     if action.own_transactions:
         return _run_own_transactions(service, action, req, actor, dry_run, token)
-    with service.write_lock:
-        ctx: ActionContext | None = None
-        with transaction(service.engine) as session:
-            if token and not dry_run:
-                replay = _replay(session.get(IdempotencyRecord, (token, action.name)), req)
-                if replay is not None:
-                    return replay
-            ctx = ActionContext(session, clock.now(), service, actor, dry_run)
-            result = action.handler(ctx, req)
-            if dry_run:
-                session.rollback()
-                return {"DryRun": True}
-            previous = service.applied_snapshot
-            revision = bump_revision(session)
-            announce(session, revision)
-            snapshot = build_snapshot(
-                session,
-                service.keybox,
-                revision,
-                service.config.proxy.handshake_timeout,
-            )
-            _apply(service, snapshot)
-            if token:
-                session.add(
-                    IdempotencyRecord(
-                        token=token,
-                        action=action.name,
-                        params_digest=_digest(req),
-                        response=result,
-                        created_at=ctx.now,
-                    )
-                )
-            try:
-                session.commit()
-            except Exception:
-                _restore(service, previous)
-                raise
-    for callback in ctx.after_commit:
-        callback()
+    with service.write_lock, transaction(service.engine) as session:
+        replay = _replay(session, action, req, token, dry_run)
+        if replay is not None:
+            return replay
+        ctx = ActionContext(session, clock.now(), service, actor, dry_run)
+        result = action.handler(ctx, req)
+        if dry_run:
+            session.rollback()
+            return {"DryRun": True}
+        previous = service.applied_snapshot
+        revision = bump_revision(session)
+        announce(session, revision)
+        snapshot = build_snapshot(
+            session, service.keybox, revision, service.config.proxy.handshake_timeout
+        )
+        _apply(service, snapshot)
+        _remember(session, action, req, token, result, ctx)
+        try:
+            session.commit()
+        except Exception:
+            _restore(service, previous)
+            raise
     return result
 
 
@@ -96,27 +81,24 @@ def _run_own_transactions(
     """Run an action that commits its own steps; replay and record its `ClientToken` here."""
     with service.write_lock:
         with transaction(service.engine) as session:
-            if token and not dry_run:
-                replay = _replay(session.get(IdempotencyRecord, (token, action.name)), req)
-                if replay is not None:
-                    return replay
+            replay = _replay(session, action, req, token, dry_run)
+            if replay is not None:
+                return replay
             ctx = ActionContext(session, clock.now(), service, actor, dry_run)
             result = action.handler(ctx, req)
-        if token and not dry_run:
+        if not dry_run:
             with transaction(service.engine) as session:
-                session.add(
-                    IdempotencyRecord(
-                        token=token,
-                        action=action.name,
-                        params_digest=_digest(req),
-                        response=result,
-                        created_at=ctx.now,
-                    )
-                )
+                _remember(session, action, req, token, result, ctx)
     return result
 
 
-def _replay(record: IdempotencyRecord | None, req: Request) -> dict[str, Any] | None:
+def _replay(
+    session: Session, action: Action[Any], req: Request, token: str | None, dry_run: bool
+) -> dict[str, Any] | None:
+    """The first answer to this `ClientToken`, if it was used already (same parameters)."""
+    if not token or dry_run:
+        return None
+    record = session.get(IdempotencyRecord, (token, action.name))
     if record is None:
         return None
     if record.params_digest != _digest(req):
@@ -124,6 +106,27 @@ def _replay(record: IdempotencyRecord | None, req: Request) -> dict[str, Any] | 
             f"ClientToken {record.token!r} was already used with different parameters"
         )
     return dict(record.response)
+
+
+def _remember(
+    session: Session,
+    action: Action[Any],
+    req: Request,
+    token: str | None,
+    result: dict[str, Any],
+    ctx: ActionContext,
+) -> None:
+    """Keep the answer of a first `ClientToken` call, in the caller's transaction."""
+    if token:
+        session.add(
+            IdempotencyRecord(
+                token=token,
+                action=action.name,
+                params_digest=_digest(req),
+                response=result,
+                created_at=ctx.now,
+            )
+        )
 
 
 def _apply(service: Service, snapshot: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -53,7 +53,6 @@ class ActionContext:
     service: Service
     actor: str = "api"
     dry_run: bool = False
-    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
 R = TypeVar("R", bound=Request)
