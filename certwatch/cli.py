@@ -292,7 +292,11 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     p.add_argument("name")
     p.add_argument("--version", action="append", required=True)
     p.add_argument("--cipher", action="append", required=True)
-    al = sub.add_parser("alerts", help="expiry alerts").add_subparsers(dest="sub", required=True)
+    alerts = sub.add_parser(
+        "alerts", help="expiry alerts (`certwatch alerts` lists them)", parents=[common]
+    )
+    alerts.set_defaults(command_key="alerts list", listener=None, certificate=None)
+    al = alerts.add_subparsers(dest="sub")
     p = command(
         "alerts list",
         "ListAlerts",

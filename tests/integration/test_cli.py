@@ -138,3 +138,10 @@ def test_cli_subprocess_against_serve(tmp_path: Path) -> None:
         assert names[:2] == ["tls_cipher_policy_1_0", "tls_cipher_policy_1_1"]
     finally:
         assert serve.stop() == 0
+
+
+def test_bare_alerts_lists_alerts(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`certwatch alerts` alone lists the alerts (none yet: just the header)."""
+    code, out, _ = run(capsys, "--api", url, "alerts")
+    assert code == 0
+    assert out.split()[:3] == ["AlertId", "CertificateId", "Threshold"]
