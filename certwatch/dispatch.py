@@ -139,7 +139,7 @@ def _apply(service: Service, snapshot: Any) -> None:
         plane.apply(snapshot)
     except ApplyError as exc:
         _restore(service, previous)
-        if "Address already in use" in str(exc) or "in use" in str(exc).lower():
+        if "Address already in use" in str(exc):
             raise errors.PortInUse(f"the proxy cannot bind: {exc}") from exc
         raise errors.BadRequest(
             f"the proxy refused the change: {exc}", code="InvalidListener"
