@@ -35,7 +35,11 @@ def _digest(req: Request) -> str:
 
 
 def dispatch(
-    service: Service, action: Action[Any], req: Request, actor: str = "api"
+    service: Service,
+    action: Action[Any],
+    req: Request,
+    actor: str = "api",
+    record_history: bool = True,
 ) -> dict[str, Any]:
     """Run `action` with validated parameters; raise `errors.ApiError` to refuse."""
     if not action.changing:
@@ -49,7 +53,7 @@ def dispatch(
         replay = _replay(session, action, req, token, dry_run)
         if replay is not None:
             return replay
-        ctx = ActionContext(session, clock.now(), service, actor, dry_run)
+        ctx = ActionContext(session, clock.now(), service, actor, dry_run, record_history)
         result = action.handler(ctx, req)
         if dry_run:
             session.rollback()

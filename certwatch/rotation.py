@@ -5,11 +5,11 @@ History rules (one `RotationEvent` per rotation or rollback, whatever it took):
 1. Before the swap, the rotation's event is committed on its own as `InProgress` (old, new,
    role, staged id, actor). It is the journal `recover` reads after a crash.
 2. The swap (`certwatch.swaps`) goes through the API's own actions with actor `rotation`:
-   each is one transaction that commits only once every proxy worker serves the change, and
-   records its own history entries.
-3. After the live check, one transaction settles the rotation: it folds the swap's own
-   entries (actor `rotation`, after the event) into the event, which gets its final `Result`
-   (`Applied`, `RolledBack`, `Rejected`) and `Reason`, and updates the staged certificate.
+   each is one transaction that commits only once every proxy worker serves the change; it
+   records no history entry of its own (`record_history=False`): the event is the entry.
+3. After the live check, one transaction settles the rotation: the event gets its final
+   `Result` (`Applied`, `RolledBack`, `Rejected`) and `Reason`, and the staged certificate
+   its status.
 
 So the store names the old or the new certificate at every instant (each swap is one
 transaction), and an `InProgress` event left by a crash is finished or undone by `recover`.
@@ -252,6 +252,7 @@ def _recover_one(service: Service, event_id: str) -> Outcome:
             "DisassociateAdditionalCertificatesWithListener",
             {"ListenerId": event.listener_id, "AdditionalCertificateIds": [new]},
             actor=SWAP_ACTOR,
+            record_history=False,
         )
         state = "old"
     if state == "old":

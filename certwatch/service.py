@@ -71,12 +71,19 @@ class Service:
         return roots
 
     def call(
-        self, name: str, params: dict[str, Any] | None = None, actor: str = "api"
+        self,
+        name: str,
+        params: dict[str, Any] | None = None,
+        actor: str = "api",
+        record_history: bool = True,
     ) -> dict[str, Any]:
-        """Run an action by name with raw parameters (validated here), as the API does."""
+        """Run an action by name with raw parameters (validated here), as the API does.
+
+        `record_history` False: the caller records the change in its own history entry.
+        """
         action = ACTIONS[name]
         req: Request = action.request.model_validate(params or {})
-        return dispatch(self, action, req, actor)
+        return dispatch(self, action, req, actor, record_history)
 
     def sync_data_plane(self) -> None:
         """Hand the proxy the store's current state (at start, and on proxy-only nodes)."""

@@ -3,8 +3,8 @@
 A swap goes through the API's own actions, called with actor `rotation`: the default through
 `UpdateListenerAttribute`; an additional certificate by associating the new one, then
 disassociating the old one (the listener never lacks either). Each call is one transaction
-that commits once every proxy worker serves it, and records its own history entries, which
-`settle` folds into the rotation's event.
+that commits once every proxy worker serves it; the swap records no history entry of its own,
+the rotation's event is the entry.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-from sqlmodel import Session, col, select
 
 from certwatch import clock, errors, staged
 from certwatch.liveness import live_check
@@ -43,6 +41,7 @@ def swap(service: Service, listener_id: str, role: str, old: str | None, new: st
             "UpdateListenerAttribute",
             {"ListenerId": listener_id, "CertificateIds": [new]},
             actor=SWAP_ACTOR,
+            record_history=False,
         )
         return
     for action, ids in (("Associate", [new]), ("Disassociate", [old])):
@@ -50,6 +49,7 @@ def swap(service: Service, listener_id: str, role: str, old: str | None, new: st
             f"{action}AdditionalCertificatesWithListener",
             {"ListenerId": listener_id, "AdditionalCertificateIds": ids},
             actor=SWAP_ACTOR,
+            record_history=False,
         )
 
 
@@ -84,32 +84,12 @@ def check_and_settle(service: Service, event_id: str) -> Outcome:
     return outcome
 
 
-def _fold_swap_entries(session: Session, event: RotationEvent) -> None:
-    """Remove the swap's own history entries after `event`, keeping `seq` contiguous."""
-    later = session.exec(
-        select(RotationEvent)
-        .where(RotationEvent.listener_id == event.listener_id, RotationEvent.seq > event.seq)
-        .order_by(col(RotationEvent.seq))
-    ).all()
-    kept = []
-    for entry in later:
-        if entry.actor == SWAP_ACTOR and entry.role == event.role and entry.result == "Applied":
-            session.delete(entry)
-        else:
-            kept.append(entry)
-    session.flush()
-    for seq, entry in enumerate(kept, start=event.seq + 1):
-        entry.seq = seq
-        session.add(entry)
-
-
 def settle(service: Service, event_id: str, result: str, reason: str | None) -> Outcome:
-    """Give the rotation its final result, fold the swap entries, update the staged row."""
+    """Give the rotation its final result and update the staged row."""
     now = clock.now()
     with transaction(service.engine) as session:
         event = session.get(RotationEvent, event_id)
         assert event is not None
-        _fold_swap_entries(session, event)
         event.result, event.reason = result, reason
         session.add(event)
         row = (

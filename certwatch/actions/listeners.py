@@ -154,35 +154,19 @@ def set_role(ctx: ActionContext, listener: Listener, role: str, ids: list[str]) 
                 created_at=ctx.now,
             )
         )
-    if role == "default" and (removed or added):
+    if role == "default":
+        changes = [(removed[0] if removed else None, added[0] if added else None)]
+        changes = changes if removed or added else []
+    else:
+        changes = [(c, None) for c in removed] + [(None, c) for c in added]
+    for old, new in changes if ctx.record_history else []:
         history.record(
             ctx.session,
             listener_id=listener.id,
             now=ctx.now,
             actor=ctx.actor,
-            old=removed[0] if removed else None,
-            new=added[0] if added else None,
-            role=role,
-        )
-        return
-    for certificate_id in removed:
-        history.record(
-            ctx.session,
-            listener_id=listener.id,
-            now=ctx.now,
-            actor=ctx.actor,
-            old=certificate_id,
-            new=None,
-            role=role,
-        )
-    for certificate_id in added:
-        history.record(
-            ctx.session,
-            listener_id=listener.id,
-            now=ctx.now,
-            actor=ctx.actor,
-            old=None,
-            new=certificate_id,
+            old=old,
+            new=new,
             role=role,
         )
     ctx.session.flush()

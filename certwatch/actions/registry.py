@@ -46,13 +46,17 @@ class ChangeRequest(Request):
 
 @dataclass
 class ActionContext:
-    """What a handler may use: the open transaction, `now`, who acts, and the service."""
+    """What a handler may use: the open transaction, `now`, who acts, and the service.
+
+    `record_history` False: the caller (a rotation) records the change in its own history entry.
+    """
 
     session: Session
     now: dt.datetime
     service: Service
     actor: str = "api"
     dry_run: bool = False
+    record_history: bool = True
 
 
 R = TypeVar("R", bound=Request)
