@@ -60,14 +60,14 @@ def renewal_text(found: StagedRenewal | None) -> str:
 def _renewals(
     service: Service, session: Session, cert: alerting.CertInUse, now: dt.datetime
 ) -> dict[str, str]:
-    """Per listener using `cert` as its default, the staged renewal (rotation replaces defaults)."""
+    """Per listener serving `cert` (default or additional), its staged renewal, as text."""
     lookup = service.renewal_lookup
     out: dict[str, str] = {}
-    defaults = [use.listener_id for use in cert.usages if use.role == "default"]
-    row = session.get(Certificate, cert.certificate_id) if lookup and defaults else None
+    serving = [use.listener_id for use in cert.usages if use.role in ("default", "additional")]
+    row = session.get(Certificate, cert.certificate_id) if lookup and serving else None
     if lookup is None or row is None:
         return out
-    for listener_id in defaults:
+    for listener_id in serving:
         listener = session.get(Listener, listener_id)
         if listener is None:
             continue

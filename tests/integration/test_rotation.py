@@ -412,3 +412,19 @@ def test_expiry_alert_names_the_staged_renewal_and_when_it_rotates(tmp_path: Pat
         assert made.default_id() == made.old_id  # not due yet: nothing rotated
     finally:
         made.close()
+
+
+def test_expiry_alert_of_an_additional_certificate_names_its_renewal(tmp_path: Path) -> None:
+    """An additional certificate close to expiry alerts with its own staged renewal named."""
+    made = make_env(tmp_path, old_days=90, before_days=3)
+    try:
+        extra_id = _add_additional(made, made.pki.leaf("c.example.com", days=10))
+        staged = made.stage(made.pki.leaf("c.example.com", days=90))["StagedCertificateId"]
+        run_scan(made.service)
+        with transaction(made.service.engine) as session:
+            body = "\n".join(
+                session.exec(select(Alert.body).where(Alert.certificate_id == extra_id))
+            )
+        assert f"{staged} ready" in body
+    finally:
+        made.close()
