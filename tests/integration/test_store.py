@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
@@ -67,3 +68,29 @@ def test_key_file_created_0600_and_wrong_key_is_explained(tmp_path: Path) -> Non
     assert KeyBox.from_file(tmp_path / "k").open(sealed) == "secret"
     with pytest.raises(RuntimeError, match="secrets.key_file"):
         KeyBox.from_file(tmp_path / "other").open(sealed)
+
+
+def test_upgrade_from_the_first_release_keeps_every_row(tmp_path: Path, store_url: str) -> None:
+    """A store written by schema 0001 upgrades to the newest schema at start with its rows
+    intact (an alert keeps its state; the column 0002 adds takes its default)."""
+    engine = make_engine(store_url)
+    config = _alembic()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(
+            text(
+                "INSERT INTO alerts (id, certificate_id, threshold, listener_ids, title, body, "
+                "created_at, delivered, attempts) VALUES ('alr-1', 'cert-1', '7', '[]', 't', 'b', "
+                "'2026-11-01 00:00:00', true, 1)"
+            )
+        )
+    engine.dispose()
+    upgraded = Service(make_config(tmp_path, store_url))
+    with upgraded.engine.connect() as connection:
+        row = connection.execute(
+            text("SELECT threshold, delivered, attempts, delivered_to FROM alerts")
+        ).one()
+    assert (row[0], bool(row[1]), row[2]) == ("7", True, 1)
+    assert row[3] in ("[]", [])
+    upgraded.close()
