@@ -10,4 +10,4 @@ runuser -u postgres -- "$bin/initdb" -D "$data" -A trust -U postgres >/dev/null
 runuser -u postgres -- "$bin/pg_ctl" -D "$data" -l "$data/log" -w \
   -o "-p $port -k $data -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
 echo "postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
-echo "runuser -u postgres -- $bin/pg_ctl -D $data -m immediate stop >/dev/null; rm -rf $data"
+echo "cd / && runuser -u postgres -- $bin/pg_ctl -D $data -m immediate stop >/dev/null; rm -rf $data"
