@@ -2,6 +2,7 @@
 # Start a throwaway PostgreSQL cluster on a free loopback port; print the URL for the tests,
 # then the command that stops it and removes its data.
 set -euo pipefail
+cd /  # the postgres user cannot enter the caller's (private) directory
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 data=$(mktemp -d /tmp/certwatch-pg.XXXXXX)
