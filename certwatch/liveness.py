@@ -11,14 +11,11 @@ from sqlmodel import Session
 
 from certwatch import clock, staged, x509
 from certwatch.models import Certificate, Listener
-from certwatch.probe import ProbeOutcome, ProbeTarget, probe_sync
+from certwatch.probe import ProbeOutcome, ProbeTarget, connect_host, probe_name, probe_sync
 from offload.sni import SniTable
 
 if TYPE_CHECKING:
     from certwatch.service import Service
-
-WILDCARD_LABEL = "certwatch-probe"
-_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 @dataclass(frozen=True)
@@ -35,13 +32,10 @@ def probe_names(
     """The server names for which the listener should serve `target` (None: the default).
 
     The SNI table of the additional certificates decides, as in the proxy; the default is
-    also probed without SNI. A wildcard `*.example.com` is probed as
-    `certwatch-probe.example.com`.
+    also probed without SNI. A wildcard `*.example.com` is probed as `probe.example.com`.
     """
-    table = SniTable(
-        [(row.id, x509.dns_names(x509.parse_chain(row.chain_pem)[0])) for row in additional]
-    )
-    hosts = [f"{WILDCARD_LABEL}.{n[2:]}" if n.startswith("*.") else n for n in names]
+    table = SniTable([(row.id, x509.host_names(row.sans, row.common_name)) for row in additional])
+    hosts = [probe_name(n) for n in names]
     chosen = [h for h in dict.fromkeys(hosts) if table.lookup(h) == target]
     return [None, *chosen] if target is None else list(chosen)
 
@@ -67,10 +61,13 @@ def live_check(
         return LiveCheck(None)
     if service.data_plane is None:
         return LiveCheck(None)
-    leaf = x509.parse_chain(cert.chain_pem)[0]
     additional = staged.in_use(session, listener_id, "additional")
-    names = probe_names(x509.dns_names(leaf), additional, cert.id if role != "default" else None)
-    host = _LOOPBACK.get(listener.address, listener.address)
+    names = probe_names(
+        x509.host_names(cert.sans, cert.common_name),
+        additional,
+        cert.id if role != "default" else None,
+    )
+    host = connect_host(listener.address)
     targets = [ProbeTarget(listener_id, host, listener.port, name, listener_id) for name in names]
     outcomes = probe_sync(
         targets,

@@ -17,6 +17,19 @@ from cryptography import x509 as cx509
 
 from certwatch import x509
 
+WILDCARD_LABEL = "probe"
+_WILDCARD_ADDRESSES = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def probe_name(name: str) -> str:
+    """The server name to send for a served DNS name: `*.example.com` → `probe.example.com`."""
+    return f"{WILDCARD_LABEL}.{name[2:]}" if name.startswith("*.") else name
+
+
+def connect_host(address: str) -> str:
+    """Where to reach a listener bound to `address` (a wildcard address: loopback)."""
+    return _WILDCARD_ADDRESSES.get(address, address)
+
 
 @dataclass(frozen=True)
 class ProbeTarget:

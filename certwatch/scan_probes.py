@@ -23,7 +23,7 @@ from sqlmodel import Session, col, delete, select
 
 from certwatch import x509
 from certwatch.models import Certificate, Listener, ProbeResult
-from certwatch.probe import ProbeOutcome, ProbeTarget, probe_sync
+from certwatch.probe import ProbeOutcome, ProbeTarget, connect_host, probe_name, probe_sync
 from certwatch.store import transaction
 from offload import sni
 
@@ -32,22 +32,14 @@ if TYPE_CHECKING:
     from certwatch.service import Service
 
 
-def probe_name(name: str) -> str:
-    """The name to send for a served DNS name: a wildcard gets the label `probe`."""
-    return "probe." + name[2:] if name.startswith("*.") else name
-
-
 def listener_targets(
     listener: Listener, default: Certificate, additional: list[Certificate]
 ) -> list[tuple[ProbeTarget, str]]:
     """Probe targets of one listener, each with the fingerprint SNI selection should serve."""
     table = [(cert, x509.host_names(cert.sans, cert.common_name)) for cert in additional]
-    names = [
-        probe_name(n)
-        for cert in [default, *additional]
-        for n in x509.host_names(cert.sans, cert.common_name)
-    ]
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listener.address, listener.address)
+    served = [x509.host_names(default.sans, default.common_name), *(n for _, n in table)]
+    names = [probe_name(name) for names_of_cert in served for name in names_of_cert]
+    host = connect_host(listener.address)
     targets = []
     for name in [*dict.fromkeys(names), None]:
         expected = sni.select(table, name) or default

@@ -9,7 +9,9 @@ from tests.certfactory import make_pki
 
 def _row(cert_id: str, *names: str) -> Certificate:
     issued = make_pki("liveness").leaf(*names)
-    return Certificate(id=cert_id, chain_pem=issued.chain_pem)
+    return Certificate(
+        id=cert_id, chain_pem=issued.chain_pem, sans=list(names), common_name=names[0]
+    )
 
 
 def test_default_is_probed_without_sni_and_on_names_no_additional_takes() -> None:
@@ -17,7 +19,7 @@ def test_default_is_probed_without_sni_and_on_names_no_additional_takes() -> Non
     certificate answers; a wildcard is probed through a substituted label."""
     additional = [_row("cert-b", "b.example.com")]
     names = probe_names(["a.example.com", "b.example.com", "*.example.org"], additional, None)
-    assert names == [None, "a.example.com", "certwatch-probe.example.org"]
+    assert names == [None, "a.example.com", "probe.example.org"]
 
 
 def test_additional_is_probed_only_where_sni_selects_it() -> None:
