@@ -14,6 +14,7 @@ from certwatch.service import Service
 from offload.echo import EchoServer
 from offload.workers import ProxyControl
 from tests.certfactory import Issued, Pki, make_pki
+from tests.integration.offload.conftest import echo_roundtrip
 
 NAMES = ("a.example.com", "b.example.com")
 
@@ -34,16 +35,8 @@ def served_fingerprint(port: int, server_name: str, root_pem: str, payload: byte
         ctx.wrap_socket(raw, server_hostname=server_name) as tls,
     ):
         der = tls.getpeercert(binary_form=True)
-        if payload:
-            tls.sendall(payload)
-            received = b""
-            while len(received) < len(payload):
-                chunk = tls.recv(65536)
-                if not chunk:
-                    break
-                received += chunk
-            if received != payload:
-                raise AssertionError(f"echo returned {received!r}, not {payload!r}")
+        if payload and (received := echo_roundtrip(tls, payload)) != payload:
+            raise AssertionError(f"echo returned {received!r}, not {payload!r}")
     assert der is not None
     return hashlib.sha256(der).hexdigest()
 
