@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session, col, select
 
 from certwatch import clock, errors, history, staged, x509
+from certwatch.actions.listeners import get_listener
 from certwatch.candidates import best, reject_reason, uncovered
 from certwatch.models import Certificate, Listener, RotationEvent, StagedCertificate
 from certwatch.store import transaction
@@ -42,13 +43,6 @@ def _default(session: Session, listener: Listener) -> Certificate:
     if not rows:
         raise errors.InvalidParameter(f"listener {listener.id} has no default certificate")
     return rows[0]
-
-
-def _listener(session: Session, listener_id: str) -> Listener:
-    row = session.get(Listener, listener_id)
-    if row is None:
-        raise errors.NotFound("Listener", listener_id)
-    return row
 
 
 def _staged(session: Session, listener: Listener, staged_id: str) -> StagedCertificate:
@@ -75,7 +69,7 @@ def _incumbent(
                 return row, role
         raise errors.InvalidParameter(f"{replaced} is not a certificate of {listener.id}")
     if offered is not None:
-        names = x509.dns_names(x509.parse_chain(offered.chain_pem)[0])
+        names = x509.host_names(offered.sans, offered.common_name)
         if uncovered(staged.incumbent(default).names, names):
             for row in additional:
                 if not uncovered(staged.incumbent(row).names, names):
@@ -128,7 +122,7 @@ def rotate(
         _recover_listener(service, listener_id)
         now = clock.now()
         with transaction(service.engine) as session:
-            listener = _listener(session, listener_id)
+            listener = get_listener(session, listener_id)
             current, role, chosen, reason = _choose(
                 service, session, listener, staged_id, replaced, now
             )
@@ -160,7 +154,7 @@ def preview(
 ) -> tuple[str | None, str | None]:
     """What `rotate` would swap in (a staged id) or why nothing, changing nothing."""
     with transaction(service.engine) as session:
-        listener = _listener(session, listener_id)
+        listener = get_listener(session, listener_id)
         _, _, chosen, reason = _choose(service, session, listener, staged_id, None, clock.now())
         chosen_id = chosen.id if chosen else None
         session.rollback()
@@ -171,7 +165,7 @@ def rollback_target(service: Service, listener_id: str) -> tuple[str, str, str]:
     """(current default, default to restore, the event it undoes); raise when there is none."""
     now = clock.now()
     with transaction(service.engine) as session:
-        current = _default(session, _listener(session, listener_id)).id
+        current = _default(session, get_listener(session, listener_id)).id
         last = next(
             (
                 e

@@ -33,7 +33,7 @@ NOTHING_IN_USE = Incumbent(names=(), not_after=dt.datetime.min.replace(tzinfo=dt
 
 def incumbent(row: Certificate) -> Incumbent:
     """The rule inputs of a certificate in use."""
-    return Incumbent(x509.dns_names(x509.parse_chain(row.chain_pem)[0]), row.not_after)
+    return Incumbent(x509.host_names(row.sans, row.common_name), row.not_after)
 
 
 def offer(service: Service, row: Certificate) -> Offer:

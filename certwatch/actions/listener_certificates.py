@@ -42,7 +42,7 @@ def _batch(req: AdditionalCertificatesRequest) -> list[str]:
 @action("AssociateAdditionalCertificatesWithListener", AdditionalCertificatesRequest, changing=True)
 def associate(ctx: ActionContext, req: AdditionalCertificatesRequest) -> dict[str, Any]:
     """Serve more certificates on a listener, chosen by SNI."""
-    listener = get_listener(ctx, req.ListenerId)
+    listener = get_listener(ctx.session, req.ListenerId)
     ids = _batch(req)
     default = role_ids(ctx, listener.id, "default")
     for certificate_id in ids:
@@ -76,7 +76,7 @@ def associate(ctx: ActionContext, req: AdditionalCertificatesRequest) -> dict[st
 )
 def disassociate(ctx: ActionContext, req: AdditionalCertificatesRequest) -> dict[str, Any]:
     """Stop serving some additional certificates."""
-    listener = get_listener(ctx, req.ListenerId)
+    listener = get_listener(ctx.session, req.ListenerId)
     ids = _batch(req)
     current = role_ids(ctx, listener.id, "additional")
     missing = [c for c in ids if c not in current]
@@ -100,7 +100,7 @@ def list_listener_certificates(
     ctx: ActionContext, req: ListListenerCertificatesRequest
 ) -> dict[str, Any]:
     """The certificates a listener uses: default and additional (Server), and CA."""
-    listener = get_listener(ctx, req.ListenerId)
+    listener = get_listener(ctx.session, req.ListenerId)
     roles = {
         "Server": ("default", "additional"),
         "Ca": ("ca",),

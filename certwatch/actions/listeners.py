@@ -7,7 +7,7 @@ import socket
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from certwatch import errors, history, x509
 from certwatch.actions.balancers import get_load_balancer, get_server_group
@@ -58,9 +58,9 @@ class CreateListenerRequest(ListenerFields):
     ServerGroupId: str
 
 
-def get_listener(ctx: ActionContext, listener_id: str) -> Listener:
+def get_listener(session: Session, listener_id: str) -> Listener:
     """The listener with this id, or 404."""
-    row = ctx.session.get(Listener, listener_id)
+    row = session.get(Listener, listener_id)
     if row is None:
         raise errors.NotFound("Listener", listener_id)
     return row
@@ -231,7 +231,7 @@ class UpdateListenerRequest(ListenerFields):
 @action("UpdateListenerAttribute", UpdateListenerRequest, changing=True)
 def update_listener(ctx: ActionContext, req: UpdateListenerRequest) -> dict[str, Any]:
     """Change a listener; new connections use the change once the call returns."""
-    _apply_fields(ctx, get_listener(ctx, req.ListenerId), req)
+    _apply_fields(ctx, get_listener(ctx.session, req.ListenerId), req)
     return {}
 
 
@@ -272,7 +272,7 @@ class ListenerChangeRequest(ChangeRequest):
 @action("GetListenerAttribute", ListenerIdRequest, changing=False)
 def get_listener_attribute(ctx: ActionContext, req: ListenerIdRequest) -> dict[str, Any]:
     """Describe one listener."""
-    return listener_view(ctx, get_listener(ctx, req.ListenerId))
+    return listener_view(ctx, get_listener(ctx.session, req.ListenerId))
 
 
 class ListListenersRequest(Request):
@@ -293,7 +293,7 @@ def list_listeners(ctx: ActionContext, req: ListListenersRequest) -> dict[str, A
 
 
 def _set_status(ctx: ActionContext, listener_id: str, status: str) -> dict[str, Any]:
-    listener = get_listener(ctx, listener_id)
+    listener = get_listener(ctx.session, listener_id)
     listener.status = status
     ctx.session.add(listener)
     return {}
@@ -314,7 +314,7 @@ def stop_listener(ctx: ActionContext, req: ListenerChangeRequest) -> dict[str, A
 @action("DeleteListener", ListenerChangeRequest, changing=True)
 def delete_listener(ctx: ActionContext, req: ListenerChangeRequest) -> dict[str, Any]:
     """Delete a listener (its history is kept); open connections are let finish."""
-    listener = get_listener(ctx, req.ListenerId)
+    listener = get_listener(ctx.session, req.ListenerId)
     for link in ctx.session.exec(
         select(ListenerCertificate).where(ListenerCertificate.listener_id == listener.id)
     ):

@@ -37,7 +37,7 @@ class StageCertificateRequest(ChangeRequest):
 def stage_certificate(ctx: ActionContext, req: StageCertificateRequest) -> dict[str, Any]:
     """Stage a renewed certificate (chain and key); it is judged as a candidate at once."""
     if req.ListenerId is not None:
-        get_listener(ctx, req.ListenerId)
+        get_listener(ctx.session, req.ListenerId)
     row = store_certificate(ctx, "staged", "Server", req.Certificate, req.PrivateKey)
     row.name = f"{row.common_name or row.id} (staged)"
     chain = x509.parse_chain(row.chain_pem)
@@ -147,5 +147,5 @@ def list_rotation_events(ctx: ActionContext, req: ListRotationEventsRequest) -> 
     """A listener's certificate history, newest first (kept after the listener is deleted)."""
     found = history.events(ctx.session, req.ListenerId)
     if not found:
-        get_listener(ctx, req.ListenerId)
+        get_listener(ctx.session, req.ListenerId)
     return {"RotationEvents": [history.event_view(event) for event in found]}
