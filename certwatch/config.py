@@ -94,6 +94,7 @@ class ProxyConfig(_Section):
     reload_interval: Duration = 2.0
     ack_timeout: Duration = 5.0
     handshake_timeout: Duration = 10.0
+    connect_timeout: Duration = 5.0
 
 
 class SecretsConfig(_Section):

@@ -61,9 +61,7 @@ def dispatch(
         previous = service.applied_snapshot
         revision = bump_revision(session)
         announce(session, revision)
-        snapshot = build_snapshot(
-            session, service.keybox, revision, service.config.proxy.handshake_timeout
-        )
+        snapshot = build_snapshot(session, service.keybox, revision, service.config.proxy)
         _apply(service, snapshot)
         _remember(session, action, req, token, result, ctx)
         try:

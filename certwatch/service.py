@@ -93,9 +93,7 @@ class Service:
             revision = current_revision(session)
             if self.applied_snapshot is not None and self.applied_snapshot.revision == revision:
                 return
-            snapshot = build_snapshot(
-                session, self.keybox, revision, self.config.proxy.handshake_timeout
-            )
+            snapshot = build_snapshot(session, self.keybox, revision, self.config.proxy)
             self.data_plane.apply(snapshot)
             self.applied_snapshot = snapshot
 

@@ -8,6 +8,7 @@ from sqlmodel import Session, col, select
 
 from certwatch import x509
 from certwatch.actions.policies import resolve_policy
+from certwatch.config import ProxyConfig
 from certwatch.models import Certificate, Listener, ListenerCertificate, ServerGroup, StateRevision
 from certwatch.store import KeyBox
 from offload.spec import Backend, CertChain, ListenerSpec, Snapshot
@@ -28,10 +29,9 @@ def bump_revision(session: Session) -> int:
     return row.revision
 
 
-def build_snapshot(
-    session: Session, keybox: KeyBox, revision: int, handshake_timeout: float
-) -> Snapshot:
-    """Every running listener with its certificates, keys, policy and backends."""
+def build_snapshot(session: Session, keybox: KeyBox, revision: int, proxy: ProxyConfig) -> Snapshot:
+    """Every running listener with its certificates, keys, policy and backends, and the
+    proxy's timeouts from `proxy`."""
     listeners = session.exec(
         select(Listener).where(Listener.status == "Running").order_by(col(Listener.id))
     ).all()
@@ -79,7 +79,8 @@ def build_snapshot(
                     if s["Weight"] > 0
                 ),
                 idle_timeout=float(listener.idle_timeout),
-                handshake_timeout=handshake_timeout,
+                handshake_timeout=proxy.handshake_timeout,
+                connect_timeout=proxy.connect_timeout,
             )
         )
     return Snapshot(revision=revision, listeners=tuple(specs))

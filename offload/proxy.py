@@ -5,8 +5,9 @@ Rules of a connection (all on one loop, no locks):
   `loop.connect_accepted_socket` with the listener's *current* context (so a swap
   affects only later connections) and handshake timeout; nothing reads the socket
   before the TLS protocol owns it. Plain TCP listeners pass no context.
-- After the handshake the same task connects to a backend; client bytes that
-  arrive meanwhile are held and the client paused.
+- After the handshake the same task connects to a backend (each attempt bounded by
+  the listener's connect timeout); client bytes that arrive meanwhile are held, and
+  the client is paused only once they pass `PENDING_LIMIT`.
 - Both sides read (client bytes decrypted) straight into one buffer per listener
   (`BufferedProtocol`) and write on from there; a transport that could not send
   at once may keep a view of it, so then the listener takes a new buffer.
@@ -14,8 +15,9 @@ Rules of a connection (all on one loop, no locks):
   pauses/resumes reading on the other side. Client EOF → `write_eof` to the backend
   (TLS clients' close_notify makes the TLS transport shut down after flushing);
   backend EOF → close the client after flushing.
-- Idle: every read stamps the loop time; one timer per connection fires at
-  last stamp + idle timeout and re-arms itself if there was traffic meanwhile.
+- Timeouts: every read stamps the loop time. Connect and idle deadlines go to the
+  worker's `Deadlines` (one loop timer for all connections); at the idle deadline a
+  connection that saw traffic meanwhile registers again for last stamp + timeout.
 - Accounting is exactly once per connection: `finish()` is idempotent.
 """
 
@@ -28,13 +30,14 @@ import ssl
 from typing import cast
 
 from offload.backends import BackendPicker
+from offload.deadlines import Deadlines
 from offload.spec import ListenerSpec
 from offload.stats import ListenerStats
 
-CONNECT_TIMEOUT = 5.0
 BACKLOG = 1024
 ACCEPT_BATCH = 64
 READ_BUFFER_SIZE = 256 * 1024
+PENDING_LIMIT = 64 * 1024
 ACCEPT_RETRY_DELAY = 0.5
 log = logging.getLogger(__name__)
 _CLIENT_CERT_REASONS = frozenset(
@@ -56,21 +59,22 @@ def failure_reason(exc: BaseException) -> str:
 class Listener:
     """What new connections of one listener read at accept time; swapped by attribute."""
 
-    __slots__ = ("spec", "context", "picker", "stats", "sock", "loop", "buffer")
+    __slots__ = ("spec", "context", "picker", "stats", "sock", "loop", "deadlines", "buffer")
 
     def __init__(
         self,
         spec: ListenerSpec,
         context: ssl.SSLContext | None,
         stats: ListenerStats,
-        loop: asyncio.AbstractEventLoop,
+        deadlines: Deadlines,
     ) -> None:
         self.spec = spec
         self.context = context
         self.picker = BackendPicker(spec.backends)
         self.stats = stats
         self.sock: socket.socket | None = None
-        self.loop = loop
+        self.deadlines = deadlines
+        self.loop = deadlines.loop
         self.buffer = memoryview(bytearray(READ_BUFFER_SIZE))
 
     def listen(self, sock: socket.socket) -> None:
@@ -169,7 +173,8 @@ class ClientSide(asyncio.BufferedProtocol):
 
     __slots__ = (
         "listener", "stats", "transport", "backend", "last", "loop_time", "task",
-        "_idle", "_timer", "_done", "_eof", "_pending", "_started", "_tls",
+        "_idle", "_slot", "_connect_expired", "_done", "_eof", "_pending", "_pending_size",
+        "_started", "_tls",
     )
 
     def __init__(self, listener: Listener) -> None:
@@ -179,10 +184,12 @@ class ClientSide(asyncio.BufferedProtocol):
         self.loop_time = listener.loop.time
         self.last = self._started = self.loop_time()
         self._idle = listener.spec.idle_timeout
-        self._timer: asyncio.TimerHandle | None = None
+        self._slot: int | None = None
+        self._connect_expired = False
         self._done = False
         self._eof = False
         self._pending: list[bytes] | None = None
+        self._pending_size = 0
         self._tls = False
         self.task: asyncio.Task[None] | None = None
 
@@ -216,24 +223,61 @@ class ClientSide(asyncio.BufferedProtocol):
             self.stats.observe_handshake(self.loop_time() - self._started)
 
     async def _connect(self, listener: Listener) -> None:
-        loop = listener.loop
+        loop, deadlines, timeout = listener.loop, listener.deadlines, listener.spec.connect_timeout
         for index, backend in listener.picker.candidates():
+            self._slot = deadlines.add(self, self.loop_time() + timeout)
             try:
-                async with asyncio.timeout(CONNECT_TIMEOUT):
-                    transport, _ = await loop.create_connection(
-                        lambda: BackendSide(self), backend.host, backend.port
-                    )
+                transport, _ = await loop.create_connection(
+                    lambda: BackendSide(self), backend.host, backend.port
+                )
+            except asyncio.CancelledError:
+                if not self._connect_expired:
+                    raise
+                self._expired_connect()
             except OSError:
-                listener.picker.mark_down(index)
-                if self._done:
-                    return
-                continue
-            listener.picker.mark_up(index)
-            self._splice(transport)
-            return
+                pass
+            else:
+                self._forget_deadline()
+                listener.picker.mark_up(index)
+                self._splice(transport)
+                return
+            self._forget_deadline()
+            listener.picker.mark_down(index)
+            if self._done:
+                return
         self.stats.failures["backend_unavailable"] += 1
         self.transport.close()
         self.finish()
+
+    def _expired_connect(self) -> None:
+        """Undo the cancellation `on_deadline` made to stop a connect attempt."""
+        self._connect_expired = False
+        if self.task is not None:
+            self.task.uncancel()
+
+    def on_deadline(self, now: float) -> None:
+        """Connecting: stop the attempt. Spliced: close if idle, else wait for the next
+        idle deadline."""
+        self._slot = None
+        if self._done:
+            return
+        backend = self.backend
+        if backend is None:
+            if self.task is not None:
+                self._connect_expired = True
+                self.task.cancel()
+            return
+        deadline = self.last + self._idle
+        if now < deadline:
+            self._slot = self.listener.deadlines.add(self, deadline)
+            return
+        self.transport.close()
+        backend.close()
+
+    def _forget_deadline(self) -> None:
+        if self._slot is not None:
+            self.listener.deadlines.discard(self, self._slot)
+            self._slot = None
 
     def _splice(self, backend: asyncio.Transport) -> None:
         if self._done:
@@ -243,21 +287,12 @@ class ClientSide(asyncio.BufferedProtocol):
         if self._pending is not None:
             backend.writelines(self._pending)
             self._pending = None
+            if self._pending_size > PENDING_LIMIT:
+                self.transport.resume_reading()
         if self._eof:
             backend.write_eof()
         self.last = self.loop_time()
-        self._timer = self.listener.loop.call_at(self.last + self._idle, self._check_idle)
-        self.transport.resume_reading()
-
-    def _check_idle(self) -> None:
-        deadline = self.last + self._idle
-        if self.loop_time() >= deadline:
-            self._timer = None
-            self.transport.close()
-            if self.backend is not None:
-                self.backend.close()
-        else:
-            self._timer = self.listener.loop.call_at(deadline, self._check_idle)
+        self._slot = self.listener.deadlines.add(self, self.last + self._idle)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.listener.buffer
@@ -270,7 +305,9 @@ class ClientSide(asyncio.BufferedProtocol):
             if self._pending is None:
                 self._pending = []
             self._pending.append(bytes(data))
-            self.transport.pause_reading()
+            self._pending_size += nbytes
+            if self._pending_size > PENDING_LIMIT:
+                self.transport.pause_reading()
         else:
             backend.write(data)
             if backend.get_write_buffer_size():
@@ -299,13 +336,15 @@ class ClientSide(asyncio.BufferedProtocol):
         if self.backend is not None:
             self.backend.close()
         self.finish()
+        # uvloop's TLS protocol keeps bound methods of this protocol after the connection
+        # is lost; without this reference to it, the connection is freed by reference
+        # counting instead of waiting for (and costing) the cycle collector.
+        del self.transport
 
     def finish(self) -> None:
-        """Account the end of this connection once, and stop its idle timer."""
+        """Account the end of this connection once, and drop its deadline."""
         if self._done:
             return
         self._done = True
         self.stats.active -= 1
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._forget_deadline()

@@ -50,6 +50,7 @@ class ListenerSpec:
     ciphers: tuple[str, ...] = ()
     idle_timeout: float = 900.0
     handshake_timeout: float = 10.0
+    connect_timeout: float = 5.0
     protocol: str = "TCPSSL"
 
 

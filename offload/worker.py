@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection
 
 import uvloop
 
+from offload.deadlines import Deadlines
 from offload.proxy import Listener, bind
 from offload.spec import ListenerSpec, Snapshot
 from offload.stats import ListenerStats, ProxyStats
@@ -49,6 +50,7 @@ class Worker:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.deadlines = Deadlines(loop)
         self.listeners: dict[str, Listener] = {}
         self.stats: dict[str, ListenerStats] = {}
 
@@ -82,7 +84,7 @@ class Worker:
         else:
             context = current.context
         stats = self.stats.setdefault(spec.listener_id, ListenerStats())
-        listener = Listener(spec, context, stats, self.loop)
+        listener = Listener(spec, context, stats, self.deadlines)
         if current is not None and (current.spec.address, current.spec.port) == (
             spec.address, spec.port,
         ):

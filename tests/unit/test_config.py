@@ -42,6 +42,7 @@ def test_defaults() -> None:
     assert config.alerts.thresholds_days == [30, 7, 1]
     assert (config.rotation.auto, config.rotation.before_days) == (True, 30)
     assert config.proxy.drain_timeout == 30 and config.proxy.reload_interval == 2
+    assert (config.proxy.handshake_timeout, config.proxy.connect_timeout) == (10, 5)
     assert config.store_url.startswith("sqlite:///") and config.store_url.endswith("certwatch.db")
     assert config.proxy_workers >= 1
 

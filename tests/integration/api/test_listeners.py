@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from certwatch.api import create_app
+from certwatch.service import Service
 from tests.certfactory import Issued, issue, make_pki
-from tests.conftest import Api
+from tests.conftest import Api, make_config
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -50,6 +54,11 @@ def ca_cert(api: Api) -> str:
 @pytest.fixture
 def base(api: Api) -> dict[str, str]:
     """A load balancer, a server group and a default certificate."""
+    return make_base(api)
+
+
+def make_base(api: Api) -> dict[str, str]:
+    """Create a load balancer, a server group and a default certificate; return their ids."""
     return {
         "LoadBalancerId": api.ok("CreateLoadBalancer", LoadBalancerName="lb")["LoadBalancerId"],
         "ServerGroupId": api.ok(
@@ -86,6 +95,22 @@ def test_create_listener_with_defaults(api: Api, base: dict[str, str]) -> None:
     assert [x["ListenerId"] for x in api.ok("ListListeners")["Listeners"]] == [lid]
     listed = api.ok("ListListeners", LoadBalancerId=base["LoadBalancerId"])["Listeners"]
     assert [x["ListenerId"] for x in listed] == [lid]
+
+
+def test_proxy_timeouts_from_config_reach_the_listener_spec(tmp_path: Path) -> None:
+    """`proxy.handshake_timeout` and `proxy.connect_timeout` are what the data plane gets,
+    next to the listener's own IdleTimeout."""
+    proxy = {"handshake_timeout": "3s", "connect_timeout": 0.75}
+    svc = Service(make_config(tmp_path, proxy=proxy))
+    try:
+        with TestClient(create_app(svc)) as client:
+            api = Api(client)
+            create(api, make_base(api), IdleTimeout=120)
+        assert svc.applied_snapshot is not None
+        (spec,) = svc.applied_snapshot.listeners
+        assert (spec.handshake_timeout, spec.connect_timeout, spec.idle_timeout) == (3, 0.75, 120)
+    finally:
+        svc.close()
 
 
 def test_default_certificate_rules(api: Api, base: dict[str, str]) -> None:

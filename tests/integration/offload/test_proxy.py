@@ -7,8 +7,8 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -113,6 +113,67 @@ def test_refused_backend_fails_over_to_the_next(
         with tls_connect(spec.port, client_context()) as sock:
             assert echo_roundtrip(sock) == b"ping"
     assert control.stats().get(spec.listener_id).failure("backend_unavailable") == 0
+
+
+@contextmanager
+def _unanswered_backend() -> Iterator[Backend]:
+    """A backend whose SYNs go unanswered: its one-place accept queue is already full."""
+    with socket.socket() as server, ExitStack() as fillers:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        for _ in range(4):
+            sock = fillers.enter_context(socket.socket())
+            sock.setblocking(False)
+            sock.connect_ex(server.getsockname())
+        time.sleep(0.05)
+        with socket.socket() as probe:
+            probe.settimeout(0.3)
+            try:
+                probe.connect(server.getsockname())
+            except TimeoutError:
+                pass
+            else:
+                raise AssertionError("the backend should not have answered")
+        yield Backend("127.0.0.1", server.getsockname()[1], 100)
+
+
+def test_backend_that_never_answers_times_out_and_fails_over(pki: Pki, echo: EchoServer) -> None:
+    """A connect attempt is given up after connect_timeout and the next server serves the
+    client; the silent server is then tried last, so the next client waits for nothing."""
+    with _unanswered_backend() as silent, ProxyControl(workers=1) as proxy:
+        spec = listener(
+            pki.leaf("silent.example.com"),
+            (silent, Backend("127.0.0.1", echo.port, 1)),
+            connect_timeout=0.4,
+        )
+        proxy.apply(snapshot(spec))
+        waited = []
+        for _ in range(2):
+            with tls_connect(spec.port, client_context()) as sock:
+                started = time.monotonic()
+                assert echo_roundtrip(sock) == b"ping"
+                waited.append(time.monotonic() - started)
+        assert 0.4 <= waited[0] < 3.0
+        assert waited[1] < 0.4
+        assert proxy.stats().get(spec.listener_id).failure("backend_unavailable") == 0
+
+
+def test_only_silent_backend_closes_client_after_connect_timeout(
+    control: ProxyControl, pki: Pki
+) -> None:
+    """When the only server never answers, the client is closed once connect_timeout passes
+    and backend_unavailable is counted."""
+    with _unanswered_backend() as silent:
+        spec = listener(pki.leaf("hung.example.com"), (silent,), connect_timeout=0.5)
+        control.apply(snapshot(spec))
+        with tls_connect(spec.port, client_context()) as sock:
+            started = time.monotonic()
+            assert _closed_by_peer(sock, within=5.0)
+            waited = time.monotonic() - started
+    assert 0.4 <= waited < 3.0
+    assert _eventually(
+        lambda: control.stats().get(spec.listener_id).failure("backend_unavailable") == 1
+    )
 
 
 def test_no_backend_answers_closes_client_and_counts(control: ProxyControl, pki: Pki) -> None:
