@@ -40,7 +40,8 @@ class BackendPicker:
         """Backends to try for one client connection, each at most once, best first."""
         backends = self._backends
         n = len(backends)
-        if not n:
+        if n < 2:
+            yield from enumerate(backends)
             return
         first = self._pick()
         now = time.monotonic()

@@ -6,15 +6,16 @@ Rules of a connection (all on one loop, no locks):
   affects only later connections) and handshake timeout; nothing reads the socket
   before the TLS protocol owns it. Plain TCP listeners pass no context.
 - After the handshake the same task connects to a backend (each attempt bounded by
-  the listener's connect timeout); client bytes that arrive meanwhile are held, and
-  the client is paused only once they pass `PENDING_LIMIT`.
+  the listener's connect timeout, then the next candidate); client bytes that arrive
+  meanwhile are held, and the client is paused only once they pass `PENDING_LIMIT`.
 - Both sides read (client bytes decrypted) straight into one buffer per listener
   (`BufferedProtocol`) and write on from there; a transport that could not send
   at once may keep a view of it, so then the listener takes a new buffer.
 - Relaying is protocol to protocol: each side's `pause_writing`/`resume_writing`
-  pauses/resumes reading on the other side. Client EOF → `write_eof` to the backend
-  (TLS clients' close_notify makes the TLS transport shut down after flushing);
-  backend EOF → close the client after flushing.
+  pauses/resumes reading on the other side. Plain TCP client EOF → `write_eof` to
+  the backend; a TLS client's close_notify makes uvloop's TLS transport shut down
+  after flushing, and the backend is closed with it. Backend EOF → close the client
+  after flushing.
 - Timeouts: every read stamps the loop time. Connect and idle deadlines go to the
   worker's `Deadlines` (one loop timer for all connections); at the idle deadline a
   connection that saw traffic meanwhile registers again for last stamp + timeout.
@@ -23,11 +24,11 @@ Rules of a connection (all on one loop, no locks):
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import logging
 import socket
 import ssl
-from typing import cast
 
 from offload.backends import BackendPicker
 from offload.deadlines import Deadlines
@@ -56,10 +57,22 @@ def failure_reason(exc: BaseException) -> str:
     return "tls_error"
 
 
+class AcceptedSocket(socket.socket):
+    """An accepted connection as uvloop takes it: `family` and `type` are the plain ints of
+    `_socket.socket` instead of `socket.socket`'s enum conversions, which uvloop reads
+    several times per connection."""
+
+    __slots__ = ()
+    family = _socket.socket.family  # type: ignore[assignment]
+    type = _socket.socket.type  # type: ignore[assignment]
+
+
 class Listener:
     """What new connections of one listener read at accept time; swapped by attribute."""
 
-    __slots__ = ("spec", "context", "picker", "stats", "sock", "loop", "deadlines", "buffer")
+    __slots__ = (
+        "spec", "context", "picker", "stats", "sock", "family", "loop", "deadlines", "buffer",
+    )
 
     def __init__(
         self,
@@ -73,6 +86,7 @@ class Listener:
         self.picker = BackendPicker(spec.backends)
         self.stats = stats
         self.sock: socket.socket | None = None
+        self.family = socket.AF_INET
         self.deadlines = deadlines
         self.loop = deadlines.loop
         self.buffer = memoryview(bytearray(READ_BUFFER_SIZE))
@@ -80,6 +94,7 @@ class Listener:
     def listen(self, sock: socket.socket) -> None:
         """Start accepting on `sock` (from `bind`), which this listener now owns."""
         self.sock = sock
+        self.family = sock.family
         self.loop.add_reader(sock.fileno(), self._accept)
 
     def close(self) -> None:
@@ -93,9 +108,10 @@ class Listener:
         sock = self.sock
         if sock is None:
             return
+        family = self.family
         for _ in range(ACCEPT_BATCH):
             try:
-                conn, _ = sock.accept()
+                fd, _ = sock._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:
@@ -106,6 +122,7 @@ class Listener:
                 self.loop.remove_reader(sock.fileno())
                 self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume, sock)
                 return
+            conn = AcceptedSocket(family, socket.SOCK_STREAM, 0, fd)
             client = ClientSide(self)
             client.task = self.loop.create_task(client.run(conn))
 
@@ -173,8 +190,8 @@ class ClientSide(asyncio.BufferedProtocol):
 
     __slots__ = (
         "listener", "stats", "transport", "backend", "last", "loop_time", "task",
-        "_idle", "_slot", "_connect_expired", "_done", "_eof", "_pending", "_pending_size",
-        "_started", "_tls",
+        "_idle", "_slot", "_connect_by", "_connect_expired", "_done", "_eof", "_pending",
+        "_pending_size", "_started", "_tls",
     )
 
     def __init__(self, listener: Listener) -> None:
@@ -185,6 +202,7 @@ class ClientSide(asyncio.BufferedProtocol):
         self.last = self._started = self.loop_time()
         self._idle = listener.spec.idle_timeout
         self._slot: int | None = None
+        self._connect_by = 0.0
         self._connect_expired = False
         self._done = False
         self._eof = False
@@ -194,18 +212,20 @@ class ClientSide(asyncio.BufferedProtocol):
         self.task: asyncio.Task[None] | None = None
 
     async def run(self, conn: socket.socket) -> None:
-        """Handshake on the accepted socket `conn`, then connect a backend."""
+        """Handshake on the accepted socket `conn`, then connect a backend: each attempt
+        bounded by the connect timeout, the next candidate tried when one fails."""
         listener = self.listener
         stats = self.stats
         stats.active += 1
         stats.total += 1
+        loop = listener.loop
         context = listener.context
-        self._tls = context is not None
         try:
             if context is None:
-                await listener.loop.connect_accepted_socket(lambda: self, conn)
+                await loop.connect_accepted_socket(lambda: self, conn)
             else:
-                await listener.loop.connect_accepted_socket(
+                self._tls = True
+                await loop.connect_accepted_socket(
                     lambda: self, conn, ssl=context,
                     ssl_handshake_timeout=listener.spec.handshake_timeout,
                 )
@@ -214,18 +234,16 @@ class ClientSide(asyncio.BufferedProtocol):
                 stats.failures[failure_reason(exc)] += 1
             self.finish()
             return
-        if not self._done:
-            await self._connect(listener)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        if self._tls:
-            self.stats.observe_handshake(self.loop_time() - self._started)
-
-    async def _connect(self, listener: Listener) -> None:
-        loop, deadlines, timeout = listener.loop, listener.deadlines, listener.spec.connect_timeout
-        for index, backend in listener.picker.candidates():
-            self._slot = deadlines.add(self, self.loop_time() + timeout)
+        picker = listener.picker
+        timeout = listener.spec.connect_timeout
+        for index, backend in picker.candidates():
+            if self._done:
+                return
+            self._connect_by = self.loop_time() + timeout
+            if self._slot is None:
+                # One registration serves the connect deadline, then the idle ones.
+                when = self.loop_time() + min(timeout, self._idle)
+                self._slot = listener.deadlines.add(self, when)
             try:
                 transport, _ = await loop.create_connection(
                     lambda: BackendSide(self), backend.host, backend.port
@@ -233,37 +251,36 @@ class ClientSide(asyncio.BufferedProtocol):
             except asyncio.CancelledError:
                 if not self._connect_expired:
                     raise
-                self._expired_connect()
+                self._connect_expired = False
+                self.task.uncancel()  # type: ignore[union-attr]
             except OSError:
                 pass
             else:
-                self._forget_deadline()
-                listener.picker.mark_up(index)
+                picker.mark_up(index)
                 self._splice(transport)
                 return
-            self._forget_deadline()
-            listener.picker.mark_down(index)
-            if self._done:
-                return
-        self.stats.failures["backend_unavailable"] += 1
-        self.transport.close()
-        self.finish()
+            picker.mark_down(index)
+        if not self._done:
+            stats.failures["backend_unavailable"] += 1
+            self.transport.close()
+            self.finish()
 
-    def _expired_connect(self) -> None:
-        """Undo the cancellation `on_deadline` made to stop a connect attempt."""
-        self._connect_expired = False
-        if self.task is not None:
-            self.task.uncancel()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        if self._tls:
+            self.stats.observe_handshake(self.loop_time() - self._started)
 
     def on_deadline(self, now: float) -> None:
-        """Connecting: stop the attempt. Spliced: close if idle, else wait for the next
-        idle deadline."""
+        """Connecting: give the attempt up once its time is over. Spliced: close if idle
+        for the idle timeout, else wait for the next idle deadline."""
         self._slot = None
         if self._done:
             return
         backend = self.backend
         if backend is None:
-            if self.task is not None:
+            if now < self._connect_by:
+                self._slot = self.listener.deadlines.add(self, self._connect_by)
+            elif self.task is not None:
                 self._connect_expired = True
                 self.task.cancel()
             return
@@ -273,11 +290,6 @@ class ClientSide(asyncio.BufferedProtocol):
             return
         self.transport.close()
         backend.close()
-
-    def _forget_deadline(self) -> None:
-        if self._slot is not None:
-            self.listener.deadlines.discard(self, self._slot)
-            self._slot = None
 
     def _splice(self, backend: asyncio.Transport) -> None:
         if self._done:
@@ -292,7 +304,6 @@ class ClientSide(asyncio.BufferedProtocol):
         if self._eof:
             backend.write_eof()
         self.last = self.loop_time()
-        self._slot = self.listener.deadlines.add(self, self.last + self._idle)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.listener.buffer
@@ -317,6 +328,11 @@ class ClientSide(asyncio.BufferedProtocol):
         self.last = self.loop_time()
 
     def eof_received(self) -> bool:
+        if self._tls:
+            # uvloop's TLS transport closes after a close_notify whatever this returns, and
+            # the backend is closed with it (connection_lost): a FIN first would only cost
+            # a syscall and a wakeup for the backend's answering FIN.
+            return False
         backend = self.backend
         if backend is None:
             self._eof = True
@@ -347,4 +363,6 @@ class ClientSide(asyncio.BufferedProtocol):
             return
         self._done = True
         self.stats.active -= 1
-        self._forget_deadline()
+        if self._slot is not None:
+            self.listener.deadlines.discard(self, self._slot)
+            self._slot = None
