@@ -1,32 +1,34 @@
-"""One worker's listeners and connections: accept, TLS handshake, splice to a backend.
+"""One worker's listeners and connections: accept, TLS, splice to a backend.
 
 Rules of a connection (all on one loop, no locks):
-- The listener accepts in a loop reader callback and hands each socket to
-  `loop.connect_accepted_socket` with the listener's *current* context (so a swap
-  affects only later connections) and handshake timeout; nothing reads the socket
-  before the TLS protocol owns it. Plain TCP listeners pass no context.
-- After the handshake the same task connects to a backend (each attempt bounded by
-  the listener's connect timeout, then the next candidate); client bytes that arrive
+- Each listener is a uvloop server on its `SO_REUSEPORT` socket (accept in C). Its
+  protocol factory reads the listener's *current* context and timeouts, so a swap
+  affects only later connections.
+- TLS runs here, over uvloop's plain TCP transport: an `ssl.SSLObject` between two
+  memory BIOs. This is one layer less per connection than uvloop's TLS transport, and
+  it lets a client's close_notify be a half-close: the backend gets EOF and its answer
+  still reaches the client (TLS 1.3 allows it; OpenSSL writes after a received
+  close_notify for TLS 1.2 too).
+- After the handshake a task connects to a backend (each attempt bounded by the
+  listener's connect timeout, then the next candidate); client bytes that arrive
   meanwhile are held, and the client is paused only once they pass `PENDING_LIMIT`.
-- Both sides read (client bytes decrypted) straight into one buffer per listener
-  (`BufferedProtocol`) and write on from there; a transport that could not send
-  at once may keep a view of it, so then the listener takes a new buffer.
+- Bytes are read into per-listener buffers (`BufferedProtocol`): `raw` for TLS
+  records, `buffer` for plaintext. A transport that could not send at once may keep
+  a view of `buffer`, so then the listener takes a new one.
 - Relaying is protocol to protocol: each side's `pause_writing`/`resume_writing`
-  pauses/resumes reading on the other side. Plain TCP client EOF → `write_eof` to
-  the backend; a TLS client's close_notify makes uvloop's TLS transport shut down
-  after flushing, and the backend is closed with it. Backend EOF → close the client
-  after flushing.
-- Timeouts: every read stamps the loop time. Connect and idle deadlines go to the
-  worker's `Deadlines` (one loop timer for all connections); at the idle deadline a
-  connection that saw traffic meanwhile registers again for last stamp + timeout.
+  pauses/resumes reading on the other side.
+- Half-close both ways: the end of one direction (close_notify or FIN from the client,
+  FIN from the backend) is passed on as the end of that direction only; once both
+  directions ended, both connections close.
+- Timeouts: every read stamps the loop time. Handshake, connect and idle deadlines go
+  to the worker's `Deadlines` (one loop timer for all connections); a connection
+  re-registers for its next deadline when one passes early.
 - Accounting is exactly once per connection: `finish()` is idempotent.
 """
 
 from __future__ import annotations
 
-import _socket
 import asyncio
-import logging
 import socket
 import ssl
 
@@ -36,11 +38,8 @@ from offload.spec import ListenerSpec
 from offload.stats import ListenerStats
 
 BACKLOG = 1024
-ACCEPT_BATCH = 64
 READ_BUFFER_SIZE = 256 * 1024
 PENDING_LIMIT = 64 * 1024
-ACCEPT_RETRY_DELAY = 0.5
-log = logging.getLogger(__name__)
 _CLIENT_CERT_REASONS = frozenset(
     {"PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_VERIFY_FAILED", "NO_CERTIFICATE_RETURNED"}
 )
@@ -57,21 +56,11 @@ def failure_reason(exc: BaseException) -> str:
     return "tls_error"
 
 
-class AcceptedSocket(socket.socket):
-    """An accepted connection as uvloop takes it: `family` and `type` are the plain ints of
-    `_socket.socket` instead of `socket.socket`'s enum conversions, which uvloop reads
-    several times per connection."""
-
-    __slots__ = ()
-    family = _socket.socket.family  # type: ignore[assignment]
-    type = _socket.socket.type  # type: ignore[assignment]
-
-
 class Listener:
     """What new connections of one listener read at accept time; swapped by attribute."""
 
     __slots__ = (
-        "spec", "context", "picker", "stats", "sock", "family", "loop", "deadlines", "buffer",
+        "spec", "context", "picker", "stats", "server", "loop", "deadlines", "buffer", "raw",
     )
 
     def __init__(
@@ -85,50 +74,30 @@ class Listener:
         self.context = context
         self.picker = BackendPicker(spec.backends)
         self.stats = stats
-        self.sock: socket.socket | None = None
-        self.family = socket.AF_INET
+        self.server: asyncio.AbstractServer | None = None
         self.deadlines = deadlines
         self.loop = deadlines.loop
         self.buffer = memoryview(bytearray(READ_BUFFER_SIZE))
+        self.raw = memoryview(bytearray(READ_BUFFER_SIZE))
 
-    def listen(self, sock: socket.socket) -> None:
+    async def listen(self, sock: socket.socket) -> None:
         """Start accepting on `sock` (from `bind`), which this listener now owns."""
-        self.sock = sock
-        self.family = sock.family
-        self.loop.add_reader(sock.fileno(), self._accept)
+        try:
+            self.server = await self.loop.create_server(
+                self._accepted, sock=sock, backlog=BACKLOG
+            )
+        except BaseException:
+            sock.close()
+            raise
+
+    def _accepted(self) -> ClientSide:
+        return ClientSide(self)
 
     def close(self) -> None:
         """Stop accepting at once; open connections go on."""
-        if self.sock is not None:
-            self.loop.remove_reader(self.sock.fileno())
-            self.sock.close()
-            self.sock = None
-
-    def _accept(self) -> None:
-        sock = self.sock
-        if sock is None:
-            return
-        family = self.family
-        for _ in range(ACCEPT_BATCH):
-            try:
-                fd, _ = sock._accept()  # type: ignore[attr-defined]
-            except (BlockingIOError, InterruptedError):
-                return
-            except ConnectionAbortedError:
-                continue
-            except OSError as exc:
-                # Out of descriptors or memory: back off instead of spinning on a ready socket.
-                log.warning("listener %s: accept failed: %s", self.spec.listener_id, exc)
-                self.loop.remove_reader(sock.fileno())
-                self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume, sock)
-                return
-            conn = AcceptedSocket(family, socket.SOCK_STREAM, 0, fd)
-            client = ClientSide(self)
-            client.task = self.loop.create_task(client.run(conn))
-
-    def _resume(self, sock: socket.socket) -> None:
-        if self.sock is sock:
-            self.loop.add_reader(sock.fileno(), self._accept)
+        if self.server is not None:
+            self.server.close()
+            self.server = None
 
 
 def bind(spec: ListenerSpec) -> socket.socket:
@@ -150,102 +119,260 @@ def bind(spec: ListenerSpec) -> socket.socket:
 class BackendSide(asyncio.BufferedProtocol):
     """The backend half of a spliced connection; reads into the listener's shared buffer."""
 
-    __slots__ = ("_client", "_client_transport", "_stats", "_listener")
+    __slots__ = ("_client", "_listener")
 
     def __init__(self, client: ClientSide) -> None:
         self._client = client
-        self._client_transport = client.transport
-        self._stats = client.stats
         self._listener = client.listener
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._listener.buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        listener = self._listener
-        client = self._client_transport
-        client.write(listener.buffer[:nbytes])
-        if client.get_write_buffer_size():
-            listener.buffer = memoryview(bytearray(READ_BUFFER_SIZE))
-        self._stats.bytes_out += nbytes
-        self._client.last = self._client.loop_time()
+        self._client.send(self._listener.buffer[:nbytes])
 
     def eof_received(self) -> bool:
-        self._client_transport.close()
-        return False
+        self._client.backend_ended()
+        return True
 
     def pause_writing(self) -> None:
-        self._client_transport.pause_reading()
+        self._client.pause_client(True)
 
     def resume_writing(self) -> None:
-        self._client_transport.resume_reading()
+        self._client.pause_client(False)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._client_transport.close()
-        self._client.finish()
+        self._client.close()
 
 
 class ClientSide(asyncio.BufferedProtocol):
-    """The client half of a spliced connection (the application protocol after TLS)."""
+    """The client half of a spliced connection, TLS included."""
 
     __slots__ = (
-        "listener", "stats", "transport", "backend", "last", "loop_time", "task",
-        "_idle", "_slot", "_connect_by", "_connect_expired", "_done", "_eof", "_pending",
-        "_pending_size", "_started", "_tls",
+        "listener", "stats", "transport", "backend", "last", "loop_time", "task", "_tls",
+        "_incoming", "_outgoing", "_handshaking", "_started", "_handshake_by", "_connect_by",
+        "_connect_expired", "_idle", "_slot", "_wake_at", "_done", "_client_ended",
+        "_backend_ended", "_pending", "_pending_size",
     )
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
         self.stats = listener.stats
+        context = listener.context
+        self._tls: ssl.SSLObject | None = None
+        if context is not None:
+            self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._handshaking = context is not None
         self.backend: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None
         self.loop_time = listener.loop.time
-        self.last = self._started = self.loop_time()
         self._idle = listener.spec.idle_timeout
         self._slot: int | None = None
+        self._wake_at = 0.0
         self._connect_by = 0.0
         self._connect_expired = False
         self._done = False
-        self._eof = False
+        self._client_ended = False
+        self._backend_ended = False
         self._pending: list[bytes] | None = None
         self._pending_size = 0
-        self._tls = False
-        self.task: asyncio.Task[None] | None = None
 
-    async def run(self, conn: socket.socket) -> None:
-        """Handshake on the accepted socket `conn`, then connect a backend: each attempt
-        bounded by the connect timeout, the next candidate tried when one fails."""
-        listener = self.listener
+    # -- client transport callbacks ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
         stats = self.stats
         stats.active += 1
         stats.total += 1
-        loop = listener.loop
-        context = listener.context
-        try:
-            if context is None:
-                await loop.connect_accepted_socket(lambda: self, conn)
-            else:
-                self._tls = True
-                await loop.connect_accepted_socket(
-                    lambda: self, conn, ssl=context,
-                    ssl_handshake_timeout=listener.spec.handshake_timeout,
-                )
-        except Exception as exc:
-            if context is not None:
-                stats.failures[failure_reason(exc)] += 1
-            self.finish()
+        spec = self.listener.spec
+        self.last = self._started = now = self.loop_time()
+        self._handshake_by = now + spec.handshake_timeout
+        # The earliest any first deadline can be; later ones register when they start.
+        self._wake_by(now + min(spec.handshake_timeout, spec.connect_timeout, self._idle))
+        if self._tls is None:
+            self._start_backend()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.listener.buffer if self._tls is None else self.listener.raw
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.last = self.loop_time()
+        if self._tls is None:
+            self._forward(self.listener.buffer[:nbytes])
             return
+        self._incoming.write(self.listener.raw[:nbytes])
+        if self._handshaking and not self._handshake():
+            return
+        self._decrypt()
+
+    def eof_received(self) -> bool:
+        if self._handshaking:
+            return False
+        self._end_client()
+        return True
+
+    def pause_writing(self) -> None:
+        if self.backend is not None:
+            self.backend.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.backend is not None:
+            self.backend.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._handshaking and not self._done:
+            self.stats.failures[failure_reason(exc or ConnectionResetError())] += 1
+        if self.backend is not None:
+            self.backend.close()
+        self.finish()
+
+    # -- TLS ------------------------------------------------------------------------
+
+    def _handshake(self) -> bool:
+        """Go on with the handshake; True once it is complete."""
+        tls = self._tls
+        assert tls is not None
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return False
+        except Exception as exc:  # SSLError, or an SNI callback that raised
+            self._flush()  # the alert
+            self._fail(failure_reason(exc))
+            return False
+        self._handshaking = False
+        self._flush()
+        self.stats.observe_handshake(self.loop_time() - self._started)
+        self._start_backend()
+        return True
+
+    def _decrypt(self) -> None:
+        """Pass on every complete record's plaintext; notice close_notify."""
+        tls = self._tls
+        assert tls is not None
+        listener = self.listener
+        while not self._client_ended:
+            try:
+                # With a buffer, read() returns the byte count (typeshed says bytes).
+                count: int = tls.read(READ_BUFFER_SIZE, listener.buffer)  # type: ignore[assignment]
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLError:
+                self._flush()
+                self.close()
+                return
+            if not count:  # close_notify
+                self._end_client()
+                break
+            self._forward(listener.buffer[:count])
+        self._flush()  # tickets, key updates
+
+    def _flush(self) -> None:
+        data = self._outgoing.read()
+        if data:
+            self.transport.write(data)
+
+    def _fail(self, reason: str) -> None:
+        """A handshake that cannot complete: count it once and close the client."""
+        self._handshaking = False
+        self.stats.failures[reason] += 1
+        self.transport.close()
+
+    # -- relaying -------------------------------------------------------------------
+
+    def _forward(self, data: memoryview) -> None:
+        """Client plaintext to the backend, or held until it is connected."""
+        self.stats.bytes_in += len(data)
+        backend = self.backend
+        if backend is None:
+            if self._pending is None:
+                self._pending = []
+            self._pending.append(bytes(data))
+            self._pending_size += len(data)
+            if self._pending_size > PENDING_LIMIT:
+                self.transport.pause_reading()
+            return
+        backend.write(data)
+        if backend.get_write_buffer_size():
+            # The transport may hold a view of the shared buffer: stop reusing it.
+            self.listener.buffer = memoryview(bytearray(READ_BUFFER_SIZE))
+
+    def send(self, data: memoryview) -> None:
+        """Backend bytes to the client (encrypted for TLS)."""
+        self.stats.bytes_out += len(data)
+        self.last = self.loop_time()
+        if self._done:
+            return
+        tls = self._tls
+        if tls is None:
+            self.transport.write(data)
+            if self.transport.get_write_buffer_size():
+                self.listener.buffer = memoryview(bytearray(READ_BUFFER_SIZE))
+            return
+        tls.write(data)
+        self._flush()
+
+    def _end_client(self) -> None:
+        """The client will send no more: tell the backend (once connected)."""
+        if self._client_ended:
+            return
+        self._client_ended = True
+        if self._backend_ended:
+            self.close()
+        elif self.backend is not None:
+            self.backend.write_eof()
+
+    def backend_ended(self) -> None:
+        """The backend will send no more: end the client's direction too."""
+        self._backend_ended = True
+        if self._done:
+            return
+        if self._tls is not None:
+            try:
+                self._tls.unwrap()  # close_notify
+            except ssl.SSLError:  # the client's close_notify has not come yet
+                pass
+            self._flush()
+        if self._client_ended:
+            self.close()
+        else:
+            self.transport.write_eof()
+
+    def pause_client(self, pause: bool) -> None:
+        """Stop or resume reading the client (the backend's buffer is full or drained)."""
+        if not self._done:
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Close both connections (after flushing what is buffered)."""
+        if not self._done:
+            self.transport.close()
+        if self.backend is not None:
+            self.backend.close()
+
+    # -- backend connection ----------------------------------------------------------
+
+    def _start_backend(self) -> None:
+        self.task = self.listener.loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        """Connect a backend: each attempt bounded by the connect timeout, the next
+        candidate tried when one fails."""
+        listener = self.listener
         picker = listener.picker
         timeout = listener.spec.connect_timeout
         for index, backend in picker.candidates():
             if self._done:
                 return
             self._connect_by = self.loop_time() + timeout
-            if self._slot is None:
-                # One registration serves the connect deadline, then the idle ones.
-                when = self.loop_time() + min(timeout, self._idle)
-                self._slot = listener.deadlines.add(self, when)
+            self._wake_by(self._connect_by)
             try:
-                transport, _ = await loop.create_connection(
+                transport, _ = await listener.loop.create_connection(
                     lambda: BackendSide(self), backend.host, backend.port
                 )
             except asyncio.CancelledError:
@@ -261,35 +388,8 @@ class ClientSide(asyncio.BufferedProtocol):
                 return
             picker.mark_down(index)
         if not self._done:
-            stats.failures["backend_unavailable"] += 1
-            self.transport.close()
-            self.finish()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-        if self._tls:
-            self.stats.observe_handshake(self.loop_time() - self._started)
-
-    def on_deadline(self, now: float) -> None:
-        """Connecting: give the attempt up once its time is over. Spliced: close if idle
-        for the idle timeout, else wait for the next idle deadline."""
-        self._slot = None
-        if self._done:
-            return
-        backend = self.backend
-        if backend is None:
-            if now < self._connect_by:
-                self._slot = self.listener.deadlines.add(self, self._connect_by)
-            elif self.task is not None:
-                self._connect_expired = True
-                self.task.cancel()
-            return
-        deadline = self.last + self._idle
-        if now < deadline:
-            self._slot = self.listener.deadlines.add(self, deadline)
-            return
-        self.transport.close()
-        backend.close()
+            self.stats.failures["backend_unavailable"] += 1
+            self.close()
 
     def _splice(self, backend: asyncio.Transport) -> None:
         if self._done:
@@ -301,61 +401,48 @@ class ClientSide(asyncio.BufferedProtocol):
             self._pending = None
             if self._pending_size > PENDING_LIMIT:
                 self.transport.resume_reading()
-        if self._eof:
+        if self._client_ended:
             backend.write_eof()
         self.last = self.loop_time()
+        self._wake_by(self.last + self._idle)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.listener.buffer
+    # -- deadlines ------------------------------------------------------------------
 
-    def buffer_updated(self, nbytes: int) -> None:
-        listener = self.listener
-        data = listener.buffer[:nbytes]
-        backend = self.backend
-        if backend is None:
-            if self._pending is None:
-                self._pending = []
-            self._pending.append(bytes(data))
-            self._pending_size += nbytes
-            if self._pending_size > PENDING_LIMIT:
-                self.transport.pause_reading()
+    def _wake_by(self, when: float) -> None:
+        """Make sure `on_deadline` runs no later than `when`."""
+        if self._slot is not None:
+            if self._wake_at <= when:
+                return
+            self.listener.deadlines.discard(self, self._slot)
+        self._wake_at = when
+        self._slot = self.listener.deadlines.add(self, when)
+
+    def on_deadline(self, now: float) -> None:
+        """Close a stuck handshake, give up a connect attempt past its time, or close a
+        connection idle for the idle timeout; otherwise wait for the next deadline."""
+        self._slot = None
+        if self._done:
+            return
+        if self._handshaking:
+            if now >= self._handshake_by:
+                self._fail("timeout")
+            else:
+                self._wake_by(self._handshake_by)
+            return
+        if self.backend is None:
+            if self.task is None:
+                return
+            if now < self._connect_by:
+                self._wake_by(self._connect_by)
+            else:
+                self._connect_expired = True
+                self.task.cancel()
+            return
+        deadline = self.last + self._idle
+        if now < deadline:
+            self._wake_by(deadline)
         else:
-            backend.write(data)
-            if backend.get_write_buffer_size():
-                # The transport may hold a view of the shared buffer: stop reusing it.
-                listener.buffer = memoryview(bytearray(READ_BUFFER_SIZE))
-        self.stats.bytes_in += nbytes
-        self.last = self.loop_time()
-
-    def eof_received(self) -> bool:
-        if self._tls:
-            # uvloop's TLS transport closes after a close_notify whatever this returns, and
-            # the backend is closed with it (connection_lost): a FIN first would only cost
-            # a syscall and a wakeup for the backend's answering FIN.
-            return False
-        backend = self.backend
-        if backend is None:
-            self._eof = True
-        elif backend.can_write_eof():
-            backend.write_eof()
-        return self.transport.can_write_eof()
-
-    def pause_writing(self) -> None:
-        if self.backend is not None:
-            self.backend.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.backend is not None:
-            self.backend.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.backend is not None:
-            self.backend.close()
-        self.finish()
-        # uvloop's TLS protocol keeps bound methods of this protocol after the connection
-        # is lost; without this reference to it, the connection is freed by reference
-        # counting instead of waiting for (and costing) the cycle collector.
-        del self.transport
+            self.close()
 
     def finish(self) -> None:
         """Account the end of this connection once, and drop its deadline."""

@@ -54,7 +54,7 @@ class Worker:
         self.listeners: dict[str, Listener] = {}
         self.stats: dict[str, ListenerStats] = {}
 
-    def apply(self, snapshot: Snapshot) -> dict[str, str]:
+    async def apply(self, snapshot: Snapshot) -> dict[str, str]:
         """Bring the listeners to `snapshot`; returns failures by listener id."""
         wanted = {spec.listener_id: spec for spec in snapshot.listeners}
         for lid in [lid for lid in self.listeners if lid not in wanted]:
@@ -70,12 +70,12 @@ class Worker:
                 continue
             seen[where] = spec.listener_id
             try:
-                self._apply_one(spec)
+                await self._apply_one(spec)
             except Exception as exc:
                 failures[spec.listener_id] = f"{spec.address}:{spec.port}: {_reason(exc)}"
         return failures
 
-    def _apply_one(self, spec: ListenerSpec) -> None:
+    async def _apply_one(self, spec: ListenerSpec) -> None:
         current = self.listeners.get(spec.listener_id)
         if current is not None and current.spec == spec:
             return
@@ -92,7 +92,7 @@ class Worker:
                 current.picker = listener.picker
             current.spec, current.context = spec, context
             return
-        listener.listen(bind(spec))
+        await listener.listen(bind(spec))
         self.listeners[spec.listener_id] = listener
         if current is not None:
             current.close()
@@ -136,7 +136,7 @@ class _Channel:
             if kind == "apply":
                 snapshot = args[0]
                 assert isinstance(snapshot, Snapshot)
-                self._reply(seq, worker.apply(snapshot))
+                self._reply(seq, await worker.apply(snapshot))
             elif kind == "stats":
                 self._reply(seq, worker.snapshot_stats())
             elif kind == "ping":

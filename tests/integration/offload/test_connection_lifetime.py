@@ -42,7 +42,7 @@ def test_finished_connections_leave_no_cyclic_garbage(
         loop = asyncio.get_running_loop()
         stats = ListenerStats()
         proxy = Listener(spec, build_context(spec), stats, Deadlines(loop))
-        proxy.listen(bind(spec))
+        await proxy.listen(bind(spec))
         gc.collect()
         gc.disable()
         gc.set_debug(gc.DEBUG_SAVEALL)
