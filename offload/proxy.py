@@ -249,25 +249,38 @@ class ClientSide(asyncio.BufferedProtocol):
         return True
 
     def _decrypt(self) -> None:
-        """Pass on every complete record's plaintext; notice close_notify."""
+        """Pass on the plaintext of every complete record, gathered into one write per
+        buffer; notice close_notify."""
         tls = self._tls
         assert tls is not None
         listener = self.listener
+        buffer, filled, ended, broken = listener.buffer, 0, False, False
         while not self._client_ended:
+            if filled == READ_BUFFER_SIZE:
+                self._forward(buffer[:filled])
+                buffer, filled = listener.buffer, 0
             try:
                 # With a buffer, read() returns the byte count (typeshed says bytes).
-                count: int = tls.read(READ_BUFFER_SIZE, listener.buffer)  # type: ignore[assignment]
+                count: int = tls.read(READ_BUFFER_SIZE - filled, buffer[filled:])  # type: ignore[assignment]
             except ssl.SSLWantReadError:
                 break
-            except ssl.SSLError:
-                self._flush()
-                self.close()
-                return
-            if not count:  # close_notify
-                self._end_client()
+            except ssl.SSLZeroReturnError:  # close_notify after we sent ours
+                ended = True
                 break
-            self._forward(listener.buffer[:count])
-        self._flush()  # tickets, key updates
+            except ssl.SSLError:  # a bad record: what came before it still goes on
+                broken = True
+                break
+            if not count:  # close_notify
+                ended = True
+                break
+            filled += count
+        if filled:
+            self._forward(buffer[:filled])
+        self._flush()  # tickets, key updates, alerts
+        if broken:
+            self.close()
+        elif ended:
+            self._end_client()
 
     def _flush(self) -> None:
         data = self._outgoing.read()
