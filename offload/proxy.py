@@ -253,9 +253,11 @@ class ClientSide(asyncio.BufferedProtocol):
         buffer; notice close_notify."""
         tls = self._tls
         assert tls is not None
-        listener = self.listener
+        incoming, listener = self._incoming, self.listener
         buffer, filled, ended, broken = listener.buffer, 0, False, False
-        while not self._client_ended:
+        # Reading only while there are bytes to decrypt spares the SSLWantReadError that
+        # ends the loop otherwise (raising it costs more than the check).
+        while (incoming.pending or tls.pending()) and not self._client_ended:
             if filled == READ_BUFFER_SIZE:
                 self._forward(buffer[:filled])
                 buffer, filled = listener.buffer, 0
