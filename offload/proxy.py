@@ -47,7 +47,7 @@ _CLIENT_CERT_REASONS = frozenset(
 
 def failure_reason(exc: BaseException) -> str:
     """Map a failed TLS handshake to its `handshake_failures_total` reason label."""
-    if isinstance(exc, TimeoutError | ConnectionAbortedError):
+    if isinstance(exc, TimeoutError):
         return "timeout"
     if isinstance(exc, ssl.SSLCertVerificationError) or (
         isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None) in _CLIENT_CERT_REASONS

@@ -12,7 +12,7 @@ from offload.proxy import failure_reason
 @pytest.mark.parametrize(
     ("exc", "reason"),
     [
-        (ConnectionAbortedError("SSL handshake is taking longer than 1 seconds"), "timeout"),
+        (ConnectionAbortedError(103, "aborted"), "tls_error"),
         (TimeoutError(), "timeout"),
         (ssl.SSLCertVerificationError(1, "certificate verify failed"), "client_cert"),
         (ConnectionResetError(104, "reset"), "tls_error"),
