@@ -298,3 +298,30 @@ def test_ipv6_listener(control: ProxyControl, pki: Pki, backends: tuple[Backend,
         client_context().wrap_socket(raw) as sock,
     ):
         assert echo_roundtrip(sock) == b"ping"
+
+
+def test_bytes_sent_while_the_backend_connects_all_arrive(pki: Pki, echo: EchoServer) -> None:
+    """A client that sends 1 MiB at once while the first backend attempt hangs: the proxy
+    holds what came (pausing the client past 64 KiB), and the backend it then reaches gets
+    every byte in order."""
+    payload = bytes(range(256)) * 4096
+    with _unanswered_backend() as silent, ProxyControl(workers=1) as proxy:
+        spec = listener(
+            pki.leaf("early.example.com"),
+            (silent, Backend("127.0.0.1", echo.port, 1)),
+            connect_timeout=0.5,
+        )
+        proxy.apply(snapshot(spec))
+        with tls_connect(spec.port, client_context()) as sock:
+            sock.settimeout(10)
+            sender = threading.Thread(target=sock.sendall, args=(payload,))
+            sender.start()
+            received = bytearray()
+            while len(received) < len(payload):
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    break
+                received += chunk
+            sender.join()
+        assert bytes(received) == payload
+        assert proxy.stats().get(spec.listener_id).bytes_in == len(payload)
