@@ -23,13 +23,7 @@ from aiosmtpd.controller import Controller
 from certwatch.config import Config
 from certwatch.service import DataPlane, Service
 from tests.certfactory import Issued
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support import free_port
 
 
 def make_service(data_dir: Path, data_plane: DataPlane | None = None, **sections: Any) -> Service:

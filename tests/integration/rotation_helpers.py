@@ -15,15 +15,9 @@ from offload.echo import EchoServer
 from offload.workers import ProxyControl
 from tests.certfactory import Issued, Pki, make_pki
 from tests.integration.offload.conftest import echo_roundtrip
+from tests.support import free_port
 
 NAMES = ("a.example.com", "b.example.com")
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def served_fingerprint(port: int, server_name: str, root_pem: str, payload: bytes = b"") -> str:

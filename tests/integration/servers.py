@@ -19,13 +19,7 @@ import uvicorn
 
 from certwatch.api import create_app
 from certwatch.service import Service
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support import free_port
 
 
 @contextmanager

@@ -15,11 +15,11 @@ from tests.certfactory import Pki, issue, make_pki
 from tests.integration.conftest_monitoring import (
     HttpReceiver,
     add_listener,
-    free_port,
     make_service,
     smtp_sink,
     upload,
 )
+from tests.support import free_port
 
 # apprise's e-mail plugin imports the deprecated `imghdr` module when first used.
 

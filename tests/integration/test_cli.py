@@ -14,7 +14,8 @@ from certwatch.cli import main
 from certwatch.service import Service
 from tests.certfactory import make_pki
 from tests.conftest import make_config
-from tests.integration.servers import ServeProcess, api_server, free_port
+from tests.integration.servers import ServeProcess, api_server
+from tests.support import free_port
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from offload.echo import EchoServer
 from offload.workers import ProxyControl
 from tests.certfactory import make_pki
 from tests.conftest import make_config
-from tests.integration.servers import echo_when_served, free_port
+from tests.integration.servers import echo_when_served
+from tests.support import free_port
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from certwatch.service import Service
 from offload.workers import ProxyControl
 from tests.certfactory import make_pki
 from tests.conftest import Api, make_config
-from tests.integration.servers import free_port
+from tests.support import free_port
 
 
 @pytest.fixture

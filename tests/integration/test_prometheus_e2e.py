@@ -15,8 +15,9 @@ import pytest
 from certwatch.service import Service
 from tests.certfactory import make_pki
 from tests.conftest import require
-from tests.integration.conftest_monitoring import add_listener, free_port, make_service, upload
+from tests.integration.conftest_monitoring import add_listener, make_service, upload
 from tests.integration.servers import api_server
+from tests.support import free_port
 
 RULES = Path(__file__).resolve().parents[2] / "alerts" / "certwatch.rules.yml"
 PROMETHEUS = shutil.which("prometheus")

@@ -16,8 +16,9 @@ import pytest
 from certwatch.client import ApiFailure, Client
 from offload.echo import EchoServer
 from tests.certfactory import Issued, make_pki
-from tests.integration.rotation_helpers import NAMES, free_port, served_fingerprint
+from tests.integration.rotation_helpers import NAMES, served_fingerprint
 from tests.integration.servers import ServeProcess
+from tests.support import free_port
 
 KILLS = 8
 

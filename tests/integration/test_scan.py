@@ -24,11 +24,11 @@ from offload.workers import ProxyControl
 from tests.certfactory import Pki, issue, make_pki
 from tests.integration.conftest_monitoring import (
     add_listener,
-    free_port,
     make_service,
     tls_server,
     upload,
 )
+from tests.support import free_port
 
 SPEC_METRICS = (
     "certwatch_certificate_not_after_timestamp_seconds",

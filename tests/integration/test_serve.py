@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.servers import ServeProcess, echo_when_served, free_port
+from tests.integration.servers import ServeProcess, echo_when_served
+from tests.support import free_port
 
 
 def test_demo_serves_tls_and_drains_on_sigterm(tmp_path: Path) -> None:

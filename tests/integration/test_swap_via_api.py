@@ -22,7 +22,7 @@ from tests.integration.offload.conftest import (
     leaf_fingerprint,
     tls_connect,
 )
-from tests.integration.servers import free_port
+from tests.support import free_port
 
 NAME = "swap.example.com"
 

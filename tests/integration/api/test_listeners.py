@@ -14,15 +14,9 @@ from certwatch.api import create_app
 from certwatch.service import Service
 from tests.certfactory import Issued, issue, make_pki
 from tests.conftest import Api, make_config
+from tests.support import free_port
 
 NOW = dt.datetime.now(dt.UTC)
-
-
-def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_cert(api: Api, leaf: Issued | None = None, name: str = "srv") -> str:

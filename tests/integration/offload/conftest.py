@@ -15,16 +15,10 @@ from offload.echo import EchoServer
 from offload.spec import Backend, CertChain, ListenerSpec, Snapshot
 from offload.workers import ProxyControl
 from tests.certfactory import Issued, Pki, make_pki
+from tests.support import free_port
 
 _revisions = itertools.count(1)
 _listener_ids = itertools.count(1)
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def chain(issued: Issued, *names: str) -> CertChain:

@@ -20,22 +20,12 @@ from tests.integration.offload.conftest import (
     chain,
     client_context,
     echo_roundtrip,
-    free_port,
     leaf_fingerprint,
     listener,
     snapshot,
     tls_connect,
 )
-
-
-def _eventually(check: object, timeout: float = 10.0) -> bool:
-    assert callable(check)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return bool(check())
+from tests.support import eventually, free_port
 
 
 def _refused(port: int) -> bool:
@@ -163,7 +153,9 @@ def test_killed_worker_is_restarted_with_the_current_snapshot(
         proxy.apply(snapshot(spec))
         [pid] = proxy.worker_pids()
         os.kill(pid, signal.SIGKILL)
-        assert _eventually(lambda: proxy.worker_pids() not in ([pid], []) and proxy.healthy())
+        assert eventually(
+            lambda: proxy.worker_pids() not in ([pid], []) and proxy.healthy(), timeout=10
+        )
         with tls_connect(spec.port, client_context()) as sock:
             assert echo_roundtrip(sock) == b"ping"
 
@@ -180,7 +172,7 @@ def test_stalled_worker_raises_apply_timeout(pki: Pki, backends: tuple[Backend, 
             assert not proxy.healthy()
         finally:
             os.kill(pid, signal.SIGCONT)
-        assert _eventually(proxy.healthy)
+        assert eventually(proxy.healthy, timeout=10)
         proxy.apply(snapshot(spec))
         with tls_connect(spec.port, client_context()) as sock:
             assert echo_roundtrip(sock) == b"ping"
@@ -198,7 +190,7 @@ def test_stop_refuses_new_clients_and_drains_open_ones(
     stopper = threading.Thread(target=proxy.stop, args=(10.0,))
     started = time.monotonic()
     stopper.start()
-    assert _eventually(lambda: _refused(spec.port))
+    assert eventually(lambda: _refused(spec.port), timeout=10)
     asked = time.monotonic()
     assert not proxy.healthy()
     assert time.monotonic() - asked < 1.0

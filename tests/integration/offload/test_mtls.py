@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from tests.integration.offload.conftest import (
     snapshot,
     tls_connect,
 )
+from tests.support import eventually
 
 
 @pytest.fixture(scope="module")
@@ -101,16 +101,9 @@ def test_client_without_or_with_foreign_certificate_is_refused(
     control.apply(snapshot(spec))
     for cert in (None, stranger):
         assert not _echoes(spec.port, pki, tmp_path, cert, version=version)
-    assert _wait_failures(control, spec.listener_id, "client_cert", 2)
-
-
-def _wait_failures(control: ProxyControl, listener_id: str, reason: str, count: int) -> bool:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if control.stats().get(listener_id).failure(reason) >= count:
-            return True
-        time.sleep(0.05)
-    return False
+    assert eventually(
+        lambda: control.stats().get(spec.listener_id).failure("client_cert") >= 2, timeout=5
+    )
 
 
 def test_switching_mtls_on_and_off_applies_to_new_connections(

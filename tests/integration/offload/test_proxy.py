@@ -7,7 +7,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -20,20 +20,11 @@ from tests.certfactory import Pki
 from tests.integration.offload.conftest import (
     client_context,
     echo_roundtrip,
-    free_port,
     listener,
     snapshot,
     tls_connect,
 )
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
+from tests.support import eventually, free_port
 
 
 def _closed_by_peer(sock: socket.socket, within: float) -> bool:
@@ -78,7 +69,9 @@ def test_silent_client_is_dropped_after_handshake_timeout(
         assert all(_still_open(raw) for raw in silent)
         assert all(_closed_by_peer(raw, within=5.0) for raw in silent)
         assert time.monotonic() - started >= 0.9
-    assert _eventually(lambda: control.stats().get(spec.listener_id).failure("timeout") == 4)
+    assert eventually(
+        lambda: control.stats().get(spec.listener_id).failure("timeout") == 4, timeout=5
+    )
 
 
 def test_idle_connection_is_closed_busy_one_is_not(
@@ -171,8 +164,9 @@ def test_only_silent_backend_closes_client_after_connect_timeout(
             assert _closed_by_peer(sock, within=5.0)
             waited = time.monotonic() - started
     assert 0.4 <= waited < 3.0
-    assert _eventually(
-        lambda: control.stats().get(spec.listener_id).failure("backend_unavailable") == 1
+    assert eventually(
+        lambda: control.stats().get(spec.listener_id).failure("backend_unavailable") == 1,
+        timeout=5,
     )
 
 
@@ -187,8 +181,9 @@ def test_no_backend_answers_closes_client_and_counts(control: ProxyControl, pki:
         with tls_connect(spec.port, client_context()) as sock:
             sock.settimeout(5)
             assert sock.recv(10) == b""
-    assert _eventually(
-        lambda: control.stats().get(spec.listener_id).failure("backend_unavailable") == 3
+    assert eventually(
+        lambda: control.stats().get(spec.listener_id).failure("backend_unavailable") == 3,
+        timeout=5,
     )
 
 
@@ -266,7 +261,7 @@ def test_stats_count_connections_bytes_and_failures(
     with socket.create_connection(("127.0.0.1", spec.port), timeout=5) as raw:
         raw.sendall(b"GET / HTTP/1.0\r\n\r\n")
         assert _closed_by_peer(raw, within=3.0)
-    assert _eventually(lambda: control.stats().get(spec.listener_id).active == 0)
+    assert eventually(lambda: control.stats().get(spec.listener_id).active == 0, timeout=5)
     counters = control.stats().get(spec.listener_id)
     assert counters.total == 4
     assert (counters.bytes_in, counters.bytes_out) == (11100, 11100)
