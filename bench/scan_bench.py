@@ -158,19 +158,10 @@ def probe_scan(data_dir: Path, certs: int, names: int) -> None:
         service = Service(Config(data_dir=str(data_dir)), data_plane=proxy)
 
         def upload(*dns: str) -> str:
-            issued = pki.leaf(*dns)
-            params = {
-                "CertificateName": dns[0],
-                "CertificateType": "Server",
-                "Certificate": issued.chain_pem,
-                "PrivateKey": issued.key_pem,
-            }
+            params = pki.leaf(*dns).upload_params(dns[0])
             return str(service.call("UploadCertificate", params)["CertificateId"])
 
-        service.call(
-            "UploadCertificate",
-            {"CertificateName": "root", "CertificateType": "Ca", "Certificate": pki.root_pem},
-        )
+        service.call("UploadCertificate", pki.root.upload_params("root", "Ca"))
         default = upload("default.bench.test")
         extra = [upload(*(f"n{j}.c{i}.bench.test" for j in range(names))) for i in range(certs)]
         lb = service.call("CreateLoadBalancer", {"LoadBalancerName": "bench"})["LoadBalancerId"]

@@ -54,22 +54,9 @@ def install(service: Service, port: int = DEMO_PORT) -> EchoServer:
     (demo_dir / "ca.pem").write_text(pki.root_pem)
     main = pki.leaf("demo.localhost", "localhost", "127.0.0.1", days=90)
     soon = pki.leaf("expiring.demo.localhost", days=5)
-    service.call(
-        "UploadCertificate",
-        {"CertificateName": "demo-root", "CertificateType": "Ca", "Certificate": pki.root_pem},
-        actor="demo",
-    )
+    service.call("UploadCertificate", pki.root.upload_params("demo-root", "Ca"), actor="demo")
     ids = [
-        service.call(
-            "UploadCertificate",
-            {
-                "CertificateName": name,
-                "CertificateType": "Server",
-                "Certificate": leaf.chain_pem,
-                "PrivateKey": leaf.key_pem,
-            },
-            actor="demo",
-        )["CertificateId"]
+        service.call("UploadCertificate", leaf.upload_params(name), actor="demo")["CertificateId"]
         for name, leaf in (("demo-main", main), ("demo-expiring", soon))
     ]
     lb = service.call("CreateLoadBalancer", {"LoadBalancerName": "demo"}, actor="demo")

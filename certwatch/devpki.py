@@ -63,6 +63,20 @@ class Issued:
             serialization.NoEncryption(),
         ).decode()
 
+    def upload_params(
+        self, name: str, cert_type: str = "Server", chain: bool = True
+    ) -> dict[str, str]:
+        """`UploadCertificate` parameters for this certificate: its chain (or the leaf alone),
+        and its key when it is a Server certificate."""
+        params = {
+            "CertificateName": name,
+            "CertificateType": cert_type,
+            "Certificate": self.chain_pem if chain else self.cert_pem,
+        }
+        if cert_type == "Server":
+            params["PrivateKey"] = self.key_pem
+        return params
+
     @property
     def fingerprint(self) -> str:
         """SHA-256 of the DER leaf, lower-case hex."""

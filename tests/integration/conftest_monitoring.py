@@ -34,13 +34,7 @@ def make_service(data_dir: Path, data_plane: DataPlane | None = None, **sections
 
 def upload(service: Service, issued: Issued, cert_type: str = "Server", chain: bool = True) -> str:
     """Upload a certificate (with its chain, and its key when Server); its id."""
-    params: dict[str, Any] = {
-        "CertificateName": f"test {cert_type}",
-        "CertificateType": cert_type,
-        "Certificate": issued.chain_pem if chain else issued.cert_pem,
-    }
-    if cert_type == "Server":
-        params["PrivateKey"] = issued.key_pem
+    params = issued.upload_params(f"test {cert_type}", cert_type, chain)
     return str(service.call("UploadCertificate", params)["CertificateId"])
 
 

@@ -15,18 +15,15 @@ from sqlmodel import Session, select
 
 from certwatch.models import Certificate
 from certwatch.service import Service
-from tests.certfactory import issue, make_pki
+from tests.certfactory import Issued, issue, make_pki
 from tests.conftest import Api
 
 NOW = dt.datetime.now(dt.UTC)
 
 
-def upload(api: Api, leaf: object, cert_type: str = "Server", name: str = "c") -> str:
+def upload(api: Api, leaf: Issued, cert_type: str = "Server", name: str = "c") -> str:
     """Upload an Issued (chain and key for Server) and return its id."""
-    params = {"CertificateName": name, "CertificateType": cert_type, "Certificate": leaf.chain_pem}  # type: ignore[attr-defined]
-    if cert_type == "Server":
-        params["PrivateKey"] = leaf.key_pem  # type: ignore[attr-defined]
-    return str(api.ok("UploadCertificate", **params)["CertificateId"])
+    return str(api.ok("UploadCertificate", **leaf.upload_params(name, cert_type))["CertificateId"])
 
 
 def test_upload_and_get_describe_every_field(api: Api) -> None:

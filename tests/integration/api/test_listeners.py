@@ -22,15 +22,7 @@ NOW = dt.datetime.now(dt.UTC)
 def server_cert(api: Api, leaf: Issued | None = None, name: str = "srv") -> str:
     """Upload a Server certificate (a fresh one by default); return its id."""
     leaf = leaf or issue(f"{name}.example.com")
-    return str(
-        api.ok(
-            "UploadCertificate",
-            CertificateName=name,
-            CertificateType="Server",
-            Certificate=leaf.chain_pem,
-            PrivateKey=leaf.key_pem,
-        )["CertificateId"]
-    )
+    return str(api.ok("UploadCertificate", **leaf.upload_params(name))["CertificateId"])
 
 
 def ca_cert(api: Api) -> str:
