@@ -1,9 +1,9 @@
 """Build a listener's SSL contexts from its spec, and report what a policy cannot enforce.
 
 Rules (see DESIGN.md, "Traps known in Python's ssl"):
-- After the SNI callback sets `sslobj.context`, verify mode and min/max version stay
-  those of the base context, so every per-certificate context gets the very same
-  policy, verify mode and CA store as the base one.
+- After SNI switches a handshake to another context (`SSL_set_SSL_CTX`), verify mode and
+  min/max version stay those of the base context, so every per-certificate context gets
+  the very same policy, verify mode and CA store as the base one.
 - Contexts are never modified once built: a change builds new ones and swaps the
   reference that new connections read.
 - TLS 1.0/1.1 need `@SECLEVEL=0` on OpenSSL 3, added only when the policy allows them.
@@ -17,6 +17,7 @@ import tempfile
 import warnings
 from collections.abc import Iterable
 
+from offload.connection import TlsContext
 from offload.sni import SniTable
 from offload.spec import TLS_VERSIONS, CertChain, ListenerSpec
 
@@ -120,29 +121,23 @@ def _memory_file(text: str) -> int:
     return fd
 
 
-def build_context(spec: ListenerSpec) -> ssl.SSLContext | None:
-    """The base context new handshakes start with (None for plain TCP listeners).
+def build_context(spec: ListenerSpec) -> TlsContext | None:
+    """What new handshakes start from (None for plain TCP listeners).
 
     Raises `ssl.SSLError`, `ValueError` or `OSError` when the material or policy is bad.
     """
     if spec.protocol == "TCP":
         return None
     base = _listener_context(spec, spec.default_cert)
-    if spec.additional_certs:
-        contexts = [_listener_context(spec, c) for c in spec.additional_certs]
-        # Indexes, not contexts, in the table: the base context must not reach itself.
-        table = SniTable(
-            [*((i, c.names) for i, c in enumerate(spec.additional_certs)),
-             (-1, spec.default_cert.names)]
-        )
-
-        def pick(sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
-            index = table.lookup(server_name)
-            if index is not None and index >= 0:
-                sslobj.context = contexts[index]
-
-        base.sni_callback = pick
-    return base
+    if not spec.additional_certs:
+        return TlsContext(base)
+    # Indexes, not contexts, in the table: -1 (the base context) stays on it.
+    table = SniTable(
+        [*((i, c.names) for i, c in enumerate(spec.additional_certs)),
+         (-1, spec.default_cert.names)]
+    )
+    contexts = [_listener_context(spec, c) for c in spec.additional_certs]
+    return TlsContext(base, contexts, table.lookup)
 
 
 def _offered(versions: list[str], ciphers: list[str]) -> list[dict[str, str]]:
