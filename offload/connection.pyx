@@ -119,7 +119,7 @@ cdef int _on_servername(SSL *tls, int *alert, void *arg) noexcept with gil:
     try:
         index = owner._lookup(name.decode("ascii") if name != NULL else None)
         if index is not None and index >= 0:
-            SSL_set_SSL_CTX(tls, owner._ctxs[index])
+            SSL_set_SSL_CTX(tls, certwatch_ssl_ctx(owner.additional[index]))
     except Exception:
         alert[0] = SSL_AD_INTERNAL_ERROR
         return SSL_TLSEXT_ERR_ALERT_FATAL
@@ -140,8 +140,6 @@ cdef class TlsContext:
     cdef readonly tuple additional
     cdef object _lookup
     cdef SSL_CTX *_base
-    cdef SSL_CTX **_ctxs
-    cdef object _keep
     cdef bint _sni
 
     def __cinit__(self, base, additional=(), lookup=None):
@@ -149,10 +147,8 @@ cdef class TlsContext:
         self.additional = tuple(additional)
         self._lookup = lookup
         self._base = _ctx_of(base)
-        self._keep = bytearray(sizeof(SSL_CTX *) * max(1, len(self.additional)))
-        self._ctxs = <SSL_CTX **><char *>self._keep
-        for i, context in enumerate(self.additional):
-            self._ctxs[i] = _ctx_of(context)
+        for context in self.additional:
+            _ctx_of(context)
         if self.additional:
             if lookup is None:
                 raise ValueError("additional contexts need a lookup")
