@@ -179,3 +179,29 @@ def test_plain_tcp_backend_eof_still_takes_the_clients_bytes(
             sock.sendall(b"late words")
             sock.shutdown(socket.SHUT_WR)
     assert record["received"] == b"late words"
+
+
+def test_a_corrupt_record_ends_both_sides_after_what_came_before(
+    control: ProxyControl, pki: Pki
+) -> None:
+    """Records before a corrupt one still reach the backend; then the client gets a fatal
+    alert and the backend EOF."""
+    connected = threading.Event()
+
+    def serve(conn: socket.socket, record: dict[str, bytes]) -> None:
+        connected.set()
+        record["received"] = _read_until_eof(conn)
+
+    with one_shot_backend(serve) as (backend, record):
+        spec = listener(pki.leaf("corrupt.example.com"), (backend,))
+        control.apply(snapshot(spec))
+        client = TlsClient(spec.port, ssl.TLSVersion.TLSv1_3)
+        try:
+            client.send(b"good")
+            assert connected.wait(5)
+            client.sock.sendall(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)  # fails to decrypt
+            with pytest.raises(ssl.SSLError, match="BAD_RECORD_MAC"):
+                client.read_to_end()
+        finally:
+            client.close()
+    assert record["received"] == b"good"
