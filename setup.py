@@ -1,11 +1,16 @@
-"""Build the compiled connection module (`offload/connection.pyx`, OpenSSL's libssl)."""
+"""Build the compiled offload modules (Cython, against OpenSSL's libssl/libcrypto)."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
+MODULES = ("connection", "tlscontext")
+
 setup(
     ext_modules=cythonize(
-        [Extension("offload.connection", ["offload/connection.pyx"], libraries=["ssl", "crypto"])],
+        [
+            Extension(f"offload.{name}", [f"offload/{name}.pyx"], libraries=["ssl", "crypto"])
+            for name in MODULES
+        ],
         language_level=3,
     )
 )

@@ -1,23 +1,9 @@
 """Type stub of the compiled `offload/connection.pyx`."""
 
 import asyncio
-import ssl
-from collections.abc import Callable, Sequence
 from typing import Any
 
 READ_BUFFER_SIZE: int
-
-class TlsContext:
-    """The SSL contexts a listener's handshakes start from (see connection.pyx)."""
-
-    base: ssl.SSLContext
-    additional: tuple[ssl.SSLContext, ...]
-    def __init__(
-        self,
-        base: ssl.SSLContext,
-        additional: Sequence[ssl.SSLContext] = (),
-        lookup: Callable[[str | None], int | None] | None = None,
-    ) -> None: ...
 
 # Not a subclass at run time: uvloop takes any object with the buffered protocol's methods.
 class ClientSide(asyncio.BufferedProtocol):

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""One spliced connection (client side, backend side) and the TLS context it starts from,
-compiled, with TLS driven through OpenSSL directly.
+"""One spliced connection, client side and backend side, compiled, with TLS driven through
+OpenSSL directly.
 
 Why compiled: at thousands of handshakes a second the proxy's CPU per connection is
 OpenSSL's and the kernel's work plus the cost of every event that reaches Python code.
@@ -32,134 +32,44 @@ Rules of a connection (all on one loop, no locks):
 """
 
 import asyncio
-import ssl
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.memoryview cimport PyMemoryView_GET_BUFFER
+
+from offload.openssl cimport (
+    BIO,
+    BIO_ctrl_pending,
+    BIO_new,
+    BIO_read,
+    BIO_s_mem,
+    BIO_set_mem_eof_return,
+    BIO_write,
+    ERR_clear_error,
+    ERR_GET_REASON,
+    ERR_peek_last_error,
+    SSL,
+    SSL_do_handshake,
+    SSL_ERROR_WANT_READ,
+    SSL_ERROR_ZERO_RETURN,
+    SSL_free,
+    SSL_get_error,
+    SSL_new,
+    SSL_pending,
+    SSL_R_CERTIFICATE_VERIFY_FAILED,
+    SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE,
+    SSL_read_ex,
+    SSL_set_accept_state,
+    SSL_set_bio,
+    SSL_shutdown,
+    SSL_write_ex,
+)
+from offload.tlscontext cimport TlsContext
 
 cdef enum:
     _READ_BUFFER_SIZE = 256 * 1024
     PENDING_LIMIT = 64 * 1024
 
 READ_BUFFER_SIZE = _READ_BUFFER_SIZE
-
-
-cdef extern from "openssl/ssl.h" nogil:
-    ctypedef struct SSL_CTX
-    ctypedef struct SSL
-    ctypedef struct BIO
-    ctypedef struct BIO_METHOD
-    const BIO_METHOD *BIO_s_mem()
-    BIO *BIO_new(const BIO_METHOD *method)
-    int BIO_write(BIO *b, const void *data, int dlen)
-    int BIO_read(BIO *b, void *data, int dlen)
-    size_t BIO_ctrl_pending(BIO *b)
-    long BIO_set_mem_eof_return(BIO *b, int v)
-    SSL *SSL_new(SSL_CTX *ctx)
-    void SSL_free(SSL *s)
-    void SSL_set_bio(SSL *s, BIO *rbio, BIO *wbio)
-    void SSL_set_accept_state(SSL *s)
-    int SSL_do_handshake(SSL *s)
-    int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
-    int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
-    int SSL_pending(const SSL *s)
-    int SSL_shutdown(SSL *s)
-    int SSL_get_error(const SSL *s, int ret)
-    const char *SSL_get_servername(const SSL *s, int type)
-    SSL_CTX *SSL_set_SSL_CTX(SSL *s, SSL_CTX *ctx)
-    unsigned long SSL_CTX_get_options(const SSL_CTX *ctx)
-    int SSL_CTX_get_verify_mode(const SSL_CTX *ctx)
-    long SSL_CTX_set_tlsext_servername_callback(SSL_CTX *ctx, int (*cb)(SSL *, int *, void *))
-    long SSL_CTX_set_tlsext_servername_arg(SSL_CTX *ctx, void *arg)
-    enum:
-        SSL_ERROR_WANT_READ
-        SSL_ERROR_ZERO_RETURN
-        TLSEXT_NAMETYPE_host_name
-        SSL_TLSEXT_ERR_OK
-        SSL_TLSEXT_ERR_ALERT_FATAL
-        SSL_AD_INTERNAL_ERROR
-        SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE
-        SSL_R_CERTIFICATE_VERIFY_FAILED
-
-
-cdef extern from "openssl/err.h" nogil:
-    unsigned long ERR_peek_last_error()
-    int ERR_GET_REASON(unsigned long e)
-    void ERR_clear_error()
-
-
-cdef extern from *:
-    """
-    /* CPython's ssl.SSLContext object: the SSL_CTX pointer follows the object header
-       (Modules/_ssl.c, PySSLContext). TlsContext checks it against the Python object. */
-    typedef struct { PyObject_HEAD SSL_CTX *ctx; } certwatch_PySSLContext;
-    #define certwatch_ssl_ctx(o) (((certwatch_PySSLContext *)(o))->ctx)
-    """
-    SSL_CTX *certwatch_ssl_ctx(object context)
-
-
-cdef SSL_CTX *_ctx_of(object context) except NULL:
-    """The SSL_CTX of an `ssl.SSLContext`, checked against what Python reports of it."""
-    if type(context) is not ssl.SSLContext:
-        raise TypeError(f"expected ssl.SSLContext, not {type(context).__name__}")
-    cdef SSL_CTX *ctx = certwatch_ssl_ctx(context)
-    if (
-        ctx == NULL
-        or SSL_CTX_get_options(ctx) != <unsigned long>context.options
-        or (SSL_CTX_get_verify_mode(ctx) != 0) != (context.verify_mode != ssl.CERT_NONE)
-    ):
-        raise RuntimeError("ssl.SSLContext layout is not the one this module was built for")
-    return ctx
-
-
-cdef int _on_servername(SSL *tls, int *alert, void *arg) noexcept with gil:
-    """SNI: switch to the context the listener's table names for the client's name."""
-    cdef TlsContext owner = <TlsContext>arg
-    cdef const char *name = SSL_get_servername(tls, TLSEXT_NAMETYPE_host_name)
-    try:
-        index = owner._lookup(name.decode("ascii") if name != NULL else None)
-        if index is not None and index >= 0:
-            SSL_set_SSL_CTX(tls, certwatch_ssl_ctx(owner.additional[index]))
-    except Exception:
-        alert[0] = SSL_AD_INTERNAL_ERROR
-        return SSL_TLSEXT_ERR_ALERT_FATAL
-    return SSL_TLSEXT_ERR_OK
-
-
-cdef class TlsContext:
-    """What a listener's handshakes start from: the base `ssl.SSLContext` (default
-    certificate, policy, client CA) and, by SNI, one context per additional certificate.
-
-    The `ssl.SSLContext` objects are built (and never modified afterwards) by
-    `offload.tls`; this keeps them alive and hands their SSL_CTX to each connection.
-    `lookup(server_name)` gives the index of the context to switch to, or None/-1 to
-    stay on the base one.
-    """
-
-    cdef readonly object base
-    cdef readonly tuple additional
-    cdef object _lookup
-    cdef SSL_CTX *_base
-    cdef bint _sni
-
-    def __cinit__(self, base, additional=(), lookup=None):
-        self.base = base
-        self.additional = tuple(additional)
-        self._lookup = lookup
-        self._base = _ctx_of(base)
-        for context in self.additional:
-            _ctx_of(context)
-        if self.additional:
-            if lookup is None:
-                raise ValueError("additional contexts need a lookup")
-            SSL_CTX_set_tlsext_servername_callback(self._base, _on_servername)
-            SSL_CTX_set_tlsext_servername_arg(self._base, <void *>self)
-            self._sni = True
-
-    def __dealloc__(self):
-        if self._sni:
-            SSL_CTX_set_tlsext_servername_callback(self._base, NULL)
-
 
 cdef str _failure():
     """The `handshake_failures_total` reason of a handshake OpenSSL gave up on."""

@@ -12,10 +12,11 @@ import asyncio
 import socket
 
 from offload.backends import BackendPicker
-from offload.connection import READ_BUFFER_SIZE, ClientSide, TlsContext
+from offload.connection import READ_BUFFER_SIZE, ClientSide
 from offload.deadlines import Deadlines
 from offload.spec import ListenerSpec
 from offload.stats import ListenerStats
+from offload.tlscontext import TlsContext
 
 BACKLOG = 1024
 

@@ -17,9 +17,9 @@ import tempfile
 import warnings
 from collections.abc import Iterable
 
-from offload.connection import TlsContext
 from offload.sni import SniTable
 from offload.spec import TLS_VERSIONS, CertChain, ListenerSpec
+from offload.tlscontext import TlsContext
 
 _VERSION = {
     "TLSv1.0": ssl.TLSVersion.TLSv1,

@@ -1,4 +1,4 @@
-"""`TlsContext` (offload/connection.pyx): what it accepts, and its SNI callback.
+"""`TlsContext` (offload/tlscontext.pyx): what it accepts, and its SNI callback.
 
 The SNI callback sits on the base context's SSL_CTX, so a handshake driven by Python's own
 `ssl` over memory BIOs (server side on the base `ssl.SSLContext`) goes through it too.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.connection import TlsContext
+from offload.tlscontext import TlsContext
 from tests.certfactory import Issued, Pki, make_pki
 
 
