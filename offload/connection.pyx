@@ -65,11 +65,13 @@ from offload.openssl cimport (
 )
 from offload.tlscontext cimport TlsContext
 
+
 cdef enum:
     _READ_BUFFER_SIZE = 256 * 1024
     PENDING_LIMIT = 64 * 1024
 
 READ_BUFFER_SIZE = _READ_BUFFER_SIZE
+
 
 cdef str _failure():
     """The `handshake_failures_total` reason of a handshake OpenSSL gave up on."""
