@@ -35,13 +35,7 @@ def test_unanswered_change_is_503_and_changes_nothing(served: tuple[Api, ProxyCo
     again, the refused listener is neither stored nor served and later changes work."""
     api, proxy = served
     leaf = make_pki().leaf("a.example.com")
-    cert = api.ok(
-        "UploadCertificate",
-        CertificateName="a",
-        CertificateType="Server",
-        Certificate=leaf.chain_pem,
-        PrivateKey=leaf.key_pem,
-    )["CertificateId"]
+    cert = api.ok("UploadCertificate", **leaf.upload_params("a"))["CertificateId"]
     lb = api.ok("CreateLoadBalancer", LoadBalancerName="lb")["LoadBalancerId"]
     sg = api.ok("CreateServerGroup", ServerGroupName="g")["ServerGroupId"]
     (pid,) = proxy.worker_pids()

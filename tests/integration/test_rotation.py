@@ -273,13 +273,7 @@ def test_additional_certificate_is_rotated_by_its_names(env: Env) -> None:
 
 def _add_additional(env: Env, issued: Issued) -> str:
     """Upload `issued` and serve it as an additional certificate of the listener."""
-    cert_id: str = env.call(
-        "UploadCertificate",
-        CertificateName="extra",
-        CertificateType="Server",
-        Certificate=issued.chain_pem,
-        PrivateKey=issued.key_pem,
-    )["CertificateId"]
+    cert_id: str = env.call("UploadCertificate", **issued.upload_params("extra"))["CertificateId"]
     env.call(
         "AssociateAdditionalCertificatesWithListener",
         ListenerId=env.listener_id,

@@ -54,13 +54,7 @@ def _setup(client: Client, pki: Any, echo_port: int) -> dict[str, list[str]]:
     plans: dict[str, list[str]] = {}
     for _ in range(2):
         first: Issued = pki.leaf(*NAMES, days=20)
-        cert = client.call(
-            "UploadCertificate",
-            CertificateName="first",
-            CertificateType="Server",
-            Certificate=first.chain_pem,
-            PrivateKey=first.key_pem,
-        )["CertificateId"]
+        cert = client.call("UploadCertificate", **first.upload_params("first"))["CertificateId"]
         listener = client.call(
             "CreateListener",
             LoadBalancerId=lb,

@@ -110,13 +110,7 @@ def test_proxy_node_serves_what_the_api_node_configures(tmp_path: Path) -> None:
                 assert answer.status_code == 200, answer.text
                 return dict(answer.json())
 
-            cert = call(
-                "UploadCertificate",
-                CertificateName="e",
-                CertificateType="Server",
-                Certificate=leaf.chain_pem,
-                PrivateKey=leaf.key_pem,
-            )["CertificateId"]
+            cert = call("UploadCertificate", **leaf.upload_params("e"))["CertificateId"]
             lb = call("CreateLoadBalancer", LoadBalancerName="edge")["LoadBalancerId"]
             sg = call(
                 "CreateServerGroup",

@@ -44,13 +44,7 @@ def test_twenty_default_swaps_and_a_policy_change_under_load(api: Api) -> None:
     pki = make_pki()
     leaves = [pki.leaf(NAME, days=30 + i) for i in range(21)]
     ids = [
-        api.ok(
-            "UploadCertificate",
-            CertificateName=f"c{i}",
-            CertificateType="Server",
-            Certificate=leaf.chain_pem,
-            PrivateKey=leaf.key_pem,
-        )["CertificateId"]
+        api.ok("UploadCertificate", **leaf.upload_params(f"c{i}"))["CertificateId"]
         for i, leaf in enumerate(leaves)
     ]
     with EchoServer() as echo:

@@ -227,14 +227,7 @@ def test_delete_and_not_found(api: Api) -> None:
 def test_dry_run_checks_but_changes_nothing(api: Api) -> None:
     """DryRun answers DryRun=true for a good upload and the real error for a bad one; no change."""
     leaf = issue("a.example.com")
-    body = api.ok(
-        "UploadCertificate",
-        CertificateName="a",
-        CertificateType="Server",
-        Certificate=leaf.chain_pem,
-        PrivateKey=leaf.key_pem,
-        DryRun=True,
-    )
+    body = api.ok("UploadCertificate", **leaf.upload_params("a"), DryRun=True)
     assert body["DryRun"] is True and "CertificateId" not in body
     api.fails(
         "UploadCertificate",
