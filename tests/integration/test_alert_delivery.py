@@ -109,9 +109,17 @@ def test_retry_goes_only_to_the_url_that_failed(tmp_path: Path, pki: Pki) -> Non
     assert alerts[0]["Delivered"] and alerts[0]["Attempts"] == 2
 
 
-def test_restart_sends_nothing_twice(tmp_path: Path, pki: Pki) -> None:
-    """A new Service on the same store does not repeat an alert already delivered."""
-    with HttpReceiver() as hook:
+@pytest.mark.parametrize(
+    ("statuses", "sent_after_restart"),
+    [((), 0), ((500,), 1)],
+    ids=["delivered-is-not-repeated", "pending-is-delivered"],
+)
+def test_restart_keeps_what_was_delivered_and_what_was_not(
+    tmp_path: Path, pki: Pki, statuses: tuple[int, ...], sent_after_restart: int
+) -> None:
+    """A new Service on the same store does not repeat an alert already delivered, and
+    delivers one that failed before the restart."""
+    with HttpReceiver(statuses=statuses) as hook:
         first = make_service(tmp_path, alerts={"urls": [hook.url()]})
         expiring_listener(first, pki)
         first.call("ScanNow")
@@ -119,20 +127,7 @@ def test_restart_sends_nothing_twice(tmp_path: Path, pki: Pki) -> None:
         second = make_service(tmp_path, alerts={"urls": [hook.url()]})
         again = second.call("ScanNow")
         second.close()
-    assert again["AlertsSent"] == 0 and len(hook.delivered) == 1
-
-
-def test_restart_keeps_a_pending_alert(tmp_path: Path, pki: Pki) -> None:
-    """An alert that failed before a restart is delivered by the restarted service."""
-    with HttpReceiver(statuses=(500,)) as hook:
-        first = make_service(tmp_path, alerts={"urls": [hook.url()]})
-        expiring_listener(first, pki)
-        first.call("ScanNow")
-        first.close()
-        second = make_service(tmp_path, alerts={"urls": [hook.url()]})
-        again = second.call("ScanNow")
-        second.close()
-    assert again["AlertsSent"] == 1 and len(hook.delivered) == 1
+    assert again["AlertsSent"] == sent_after_restart and len(hook.delivered) == 1
 
 
 def test_replacing_the_certificate_drops_its_pending_alert(tmp_path: Path, pki: Pki) -> None:
