@@ -58,18 +58,24 @@ def test_token_required_when_set(tmp_path: Path) -> None:
         assert serve.stop() == 0
 
 
-def test_refuses_public_api_without_token(tmp_path: Path) -> None:
-    """Listening beyond loopback with no token is refused at start with a reason."""
+def _refused_start(tmp_path: Path, config_text: str) -> subprocess.CompletedProcess[str]:
+    """`certwatch serve` with this config, expected to stop before serving."""
     config = tmp_path / "c.toml"
-    config.write_text(
-        f'data_dir = "{tmp_path}"\n[api]\nlisten = "0.0.0.0:{free_port()}"\n[proxy]\nworkers = 0\n'
-    )
-    result = subprocess.run(
+    config.write_text(config_text)
+    return subprocess.run(
         [sys.executable, "-m", "certwatch.cli", "serve", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+    )
+
+
+def test_refuses_public_api_without_token(tmp_path: Path) -> None:
+    """Listening beyond loopback with no token is refused at start with a reason."""
+    result = _refused_start(
+        tmp_path,
+        f'data_dir = "{tmp_path}"\n[api]\nlisten = "0.0.0.0:{free_port()}"\n[proxy]\nworkers = 0\n',
     )
     assert result.returncode == 2
     assert "api.token" in result.stderr
@@ -77,15 +83,7 @@ def test_refuses_public_api_without_token(tmp_path: Path) -> None:
 
 def test_bad_config_is_named(tmp_path: Path) -> None:
     """A bad config value stops the start with the key named."""
-    config = tmp_path / "c.toml"
-    config.write_text('[scan]\ninterval = "often"\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "certwatch.cli", "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _refused_start(tmp_path, '[scan]\ninterval = "often"\n')
     assert result.returncode == 2 and "scan.interval" in result.stderr
 
 
