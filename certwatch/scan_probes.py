@@ -2,7 +2,7 @@
 
 Probes (per running TCPSSL listener): one handshake per DNS name its default and additional
 certificates serve (a wildcard `*.example.com` is probed as `probe.example.com`) and one without
-SNI. The configured leaf for a name is the one `offload.sni` selects, the proxy's own rule.
+SNI. The configured leaf for a name is the one `offload.sni.SniTable` selects, the proxy's own rule.
 
 External targets (`scan.targets`): `"host:port"` sends `host` as SNI when it is a DNS name (no
 SNI for an IP address); `"host:port/name"` sends `name`; `"host:port/"` sends no SNI. IPv6
@@ -16,7 +16,6 @@ leaves the metrics. A failed probe (refused, timeout, no certificate) is a resul
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, delete, select
@@ -25,7 +24,7 @@ from certwatch import x509
 from certwatch.models import Certificate, Listener, ProbeResult
 from certwatch.probe import ProbeOutcome, ProbeTarget, connect_host, probe_name, probe_sync
 from certwatch.store import transaction
-from offload import sni
+from offload.sni import SniTable
 
 if TYPE_CHECKING:
     from certwatch.scan import Inventory
@@ -36,13 +35,14 @@ def listener_targets(
     listener: Listener, default: Certificate, additional: list[Certificate]
 ) -> list[tuple[ProbeTarget, str]]:
     """Probe targets of one listener, each with the fingerprint SNI selection should serve."""
-    table = [(cert, x509.host_names(cert.sans, cert.common_name)) for cert in additional]
-    served = [x509.host_names(default.sans, default.common_name), *(n for _, n in table)]
+    names_by_cert = [(cert, x509.host_names(cert.sans, cert.common_name)) for cert in additional]
+    served = [x509.host_names(default.sans, default.common_name), *(n for _, n in names_by_cert)]
     names = [probe_name(name) for names_of_cert in served for name in names_of_cert]
+    table = SniTable(names_by_cert)
     host = connect_host(listener.address)
     targets = []
     for name in [*dict.fromkeys(names), None]:
-        expected = sni.select(table, name) or default
+        expected = table.lookup(name) or default
         target = ProbeTarget(listener.id, host, listener.port, name, listener.id)
         targets.append((target, expected.fingerprint))
     return targets
@@ -56,11 +56,7 @@ def parse_target(text: str) -> ProbeTarget:
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"scan target {text!r} is not host:port[/server-name]")
     if not slash:
-        try:
-            ipaddress.ip_address(host)
-            name = ""
-        except ValueError:
-            name = host
+        name = "" if x509.is_ip(host) else host
     return ProbeTarget(address, host, int(port), name or None)
 
 

@@ -231,13 +231,14 @@ def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
 
 def host_names(sans: Sequence[str], cn: str) -> tuple[str, ...]:
     """The DNS names among `sans` (IP entries dropped); without any, `cn` if it is a host name."""
-    names = tuple(name for name in sans if not _is_ip(name))
+    names = tuple(name for name in sans if not is_ip(name))
     if names:
         return names
-    return (cn,) if not _is_ip(cn) and _HOST.match(cn) and "." in cn.strip(".") else ()
+    return (cn,) if not is_ip(cn) and _HOST.match(cn) and "." in cn.strip(".") else ()
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
+    """True when `text` is an IPv4 or IPv6 address."""
     try:
         ipaddress.ip_address(text)
     except ValueError:

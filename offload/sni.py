@@ -26,7 +26,8 @@ def name_matches(pattern: str, host: str) -> bool:
 
 
 class SniTable(Generic[T]):
-    """Precomputed lookup of `select`: two dict probes per handshake."""
+    """Which certificate serves a client's SNI name: exact names first, then one-label
+    wildcards, the first listed certificate winning a tie; two dict probes per lookup."""
 
     __slots__ = ("_exact", "_wild")
 
@@ -54,7 +55,3 @@ class SniTable(Generic[T]):
             return self._wild.get(rest)
         return None
 
-
-def select(names_by_cert: Sequence[tuple[T, Iterable[str]]], server_name: str | None) -> T | None:
-    """The first certificate with an exact match, else the first wildcard match, else None."""
-    return SniTable(names_by_cert).lookup(server_name)

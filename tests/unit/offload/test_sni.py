@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from offload.sni import SniTable, name_matches, select
+from offload.sni import SniTable, name_matches
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ CERTS = [("wild", ["*.example.com"]), ("exact", ["www.example.com"]), ("other", 
 )
 def test_select(server_name: str | None, expected: str | None) -> None:
     """An exact match beats a wildcard listed earlier; no match or no SNI selects nothing."""
-    assert select(CERTS, server_name) == expected
+    assert SniTable(CERTS).lookup(server_name) == expected
 
 
 def test_first_certificate_wins_a_tie() -> None:
