@@ -20,7 +20,7 @@ from sqlalchemy import bindparam, insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, SQLModel, col, delete, update
 
-from certwatch import alerting, clock
+from certwatch import alerting, clock, notify
 from certwatch.ids import new_id
 from certwatch.models import Alert, Certificate, Listener
 from certwatch.renewal import StagedRenewal
@@ -159,7 +159,7 @@ def deliver(service: Service, outgoing: Sequence[Outgoing]) -> tuple[int, int]:
             if notifier.urls:
                 results = notifier.send_each(item.title, item.body, skip=item.delivered_to)
                 reached = item.delivered_to | {r.key for r in results if r.delivered}
-                error = "; ".join(f"{r.url}: {r.error}" for r in results if not r.delivered)
+                error = notify.failures(results)
             else:
                 notifier.send(item.title, item.body)
                 reached, error = item.delivered_to, ""

@@ -74,12 +74,16 @@ class Notifier:
             if url_key(url) not in skip
         ]
 
-    def send(self, title: str, body: str, notify_type: str = "warning") -> Delivery:
-        """Send to every URL; delivered only when every URL took it. No URL: log it."""
+    def send(self, title: str, body: str) -> Delivery:
+        """Send a warning to every URL; delivered only when every URL took it. No URL: log it."""
         if not self.urls:
             log.warning("ALERT %s\n%s", title, body)
             return Delivery("log", True)
-        results = self.send_each(title, body, notify_type)
-        failed = [r for r in results if not r.delivered]
-        error = "; ".join(f"{r.url}: {r.error}" for r in failed) or None
-        return Delivery(", ".join(r.url for r in results), not failed, error)
+        results = self.send_each(title, body)
+        error = failures(results)
+        return Delivery(", ".join(r.url for r in results), not error, error or None)
+
+
+def failures(results: Sequence[Delivery]) -> str:
+    """The URLs that did not take a message, each with its error ("" when all did)."""
+    return "; ".join(f"{r.url}: {r.error}" for r in results if not r.delivered)
