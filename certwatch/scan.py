@@ -70,6 +70,7 @@ class CertFacts:
     sans: tuple[str, ...]
     not_before: dt.datetime
     not_after: dt.datetime
+    fingerprint: str
 
 
 @dataclass
@@ -94,14 +95,15 @@ def read_inventory(session: Session, default_thresholds: list[int]) -> Inventory
     ).all()
     used = select(ListenerCertificate.certificate_id)
     certificates = {
-        cert_id: CertFacts(cert_id, common_name, tuple(sans), not_before, not_after)
-        for cert_id, common_name, sans, not_before, not_after in session.execute(
+        cert_id: CertFacts(cert_id, common_name, tuple(sans), not_before, not_after, fingerprint)
+        for cert_id, common_name, sans, not_before, not_after, fingerprint in session.execute(
             sa_select(
                 col(Certificate.id),
                 col(Certificate.common_name),
                 col(Certificate.sans),
                 col(Certificate.not_before),
                 col(Certificate.not_after),
+                col(Certificate.fingerprint),
             ).where(col(Certificate.id).in_(used))
         )
     }

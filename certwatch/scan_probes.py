@@ -18,21 +18,21 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from sqlmodel import Session, col, delete, select
+from sqlmodel import delete
 
 from certwatch import x509
-from certwatch.models import Certificate, Listener, ProbeResult
+from certwatch.models import Listener, ProbeResult
 from certwatch.probe import ProbeOutcome, ProbeTarget, connect_host, probe_name, probe_sync
 from certwatch.store import transaction
 from offload.sni import SniTable
 
 if TYPE_CHECKING:
-    from certwatch.scan import Inventory
+    from certwatch.scan import CertFacts, Inventory
     from certwatch.service import Service
 
 
 def listener_targets(
-    listener: Listener, default: Certificate, additional: list[Certificate]
+    listener: Listener, default: CertFacts, additional: list[CertFacts]
 ) -> list[tuple[ProbeTarget, str]]:
     """Probe targets of one listener, each with the fingerprint SNI selection should serve."""
     names_by_cert = [(cert, x509.host_names(cert.sans, cert.common_name)) for cert in additional]
@@ -80,7 +80,7 @@ def _probe_row(outcome: ProbeOutcome, expected: str | None, now: dt.datetime) ->
     )
 
 
-def _running_targets(session: Session, inventory: Inventory) -> list[tuple[ProbeTarget, str]]:
+def _running_targets(inventory: Inventory) -> list[tuple[ProbeTarget, str]]:
     running = [
         listener
         for listener in inventory.listeners.values()
@@ -88,30 +88,21 @@ def _running_targets(session: Session, inventory: Inventory) -> list[tuple[Probe
         and listener.protocol == "TCPSSL"
         and inventory.roles.get(listener.id, {}).get("default")
     ]
-    wanted = {
-        cert_id
-        for listener in running
-        for role in ("default", "additional")
-        for cert_id in inventory.roles[listener.id].get(role, [])
-    }
-    rows = {
-        row.id: row
-        for row in session.exec(select(Certificate).where(col(Certificate.id).in_(wanted)))
-    }
+    certs = inventory.certificates
     planned: list[tuple[ProbeTarget, str]] = []
     for listener in running:
         roles = inventory.roles[listener.id]
-        default = rows[roles["default"][0]]
+        default = certs[roles["default"][0]]
         planned.extend(
-            listener_targets(listener, default, [rows[i] for i in roles.get("additional", [])])
+            listener_targets(listener, default, [certs[i] for i in roles.get("additional", [])])
         )
     return planned
 
 
 def probe_everything(service: Service, inventory: Inventory, now: dt.datetime) -> list[ProbeResult]:
     """Probe every running TCPSSL listener and every external target; failures are rows."""
+    planned: list[tuple[ProbeTarget, str | None]] = [*_running_targets(inventory)]
     with transaction(service.engine) as session:
-        planned: list[tuple[ProbeTarget, str | None]] = [*_running_targets(session, inventory)]
         roots = service.trusted_roots(session)
     rows: list[ProbeResult] = []
     for text in service.config.scan.targets:
