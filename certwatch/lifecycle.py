@@ -40,8 +40,7 @@ class StagedRenewals:
         """The candidate that would replace `certificate` on `listener`, and when."""
         if certificate.type != "Server":
             return None
-        roots = self._service.trusted_roots(session)
-        verdicts = staged.judge(self._service, session, listener.id, certificate, roots, now)
+        verdicts = staged.judge(self._service, session, listener.id, certificate, now)
         winner = best(verdicts)
         if winner is None:
             return None

@@ -86,10 +86,9 @@ def _choose(
     now: dt.datetime,
 ) -> tuple[Certificate, str, StagedCertificate | None, str | None]:
     """(certificate to replace, its role, the staged one to rotate in or None, why none)."""
-    roots = service.trusted_roots(session)
     if staged_id is None:
         current, role = _incumbent(session, listener, replaced, None)
-        verdicts = staged.judge(service, session, listener.id, current, roots, now)
+        verdicts = staged.judge(service, session, listener.id, current, now)
         winner = best(verdicts)
         if winner is not None:
             return current, role, winner.item, None
@@ -101,6 +100,7 @@ def _choose(
     current, role = _incumbent(session, listener, replaced, cert)
     if cert.id == current.id:
         return current, role, None, f"{staged_id} is already in use"
+    roots = service.trusted_roots(session)
     reason = reject_reason(staged.offer(service, cert), staged.incumbent(current), roots, now)
     if reason is not None:
         staged.set_status(session, row, "Rejected", reason, now)

@@ -61,13 +61,6 @@ def pool(session: Session, listener_id: str) -> list[tuple[StagedCertificate, Ce
 
     Pending ones scoped to it or to no listener, and applied unscoped ones it never had.
     """
-    had = set(
-        session.exec(
-            select(RotationEvent.new_certificate_id).where(
-                RotationEvent.listener_id == listener_id, RotationEvent.result == "Applied"
-            )
-        ).all()
-    )
     rows = session.exec(
         select(StagedCertificate, Certificate)
         .join(Certificate, col(Certificate.id) == col(StagedCertificate.certificate_id))
@@ -80,6 +73,15 @@ def pool(session: Session, listener_id: str) -> list[tuple[StagedCertificate, Ce
         )
         .order_by(col(StagedCertificate.created_at), col(StagedCertificate.id))
     ).all()
+    if all(staged.status == "Pending" for staged, _ in rows):  # none to check against history
+        return list(rows)
+    had = set(
+        session.exec(
+            select(RotationEvent.new_certificate_id).where(
+                RotationEvent.listener_id == listener_id, RotationEvent.result == "Applied"
+            )
+        ).all()
+    )
     return [
         (staged, cert)
         for staged, cert in rows
@@ -88,19 +90,18 @@ def pool(session: Session, listener_id: str) -> list[tuple[StagedCertificate, Ce
 
 
 def judge(
-    service: Service,
-    session: Session,
-    listener_id: str,
-    current: Certificate,
-    roots: Sequence[cx509.Certificate],
-    now: dt.datetime,
+    service: Service, session: Session, listener_id: str, current: Certificate, now: dt.datetime
 ) -> list[Verdict[StagedCertificate]]:
-    """Every staged certificate of the listener's pool, judged against `current`."""
+    """Every staged certificate of the listener's pool, judged against `current` (the trusted
+    roots are read only when there is one to judge)."""
+    candidates = [(s, cert) for s, cert in pool(session, listener_id) if cert.id != current.id]
+    if not candidates:
+        return []
     target = incumbent(current)
+    roots = service.trusted_roots(session)
     return [
         Verdict(staged, cert.not_after, reject_reason(offer(service, cert), target, roots, now))
-        for staged, cert in pool(session, listener_id)
-        if cert.id != current.id
+        for staged, cert in candidates
     ]
 
 
@@ -156,8 +157,7 @@ def mark_applied(
     """`staged` replaced `replaced`: pending candidates for it that expire no later lose."""
     applied = session.get(Certificate, staged.certificate_id)
     assert applied is not None
-    roots = service.trusted_roots(session)
-    for verdict in judge(service, session, listener_id, replaced, roots, now):
+    for verdict in judge(service, session, listener_id, replaced, now):
         other = verdict.item
         beaten = verdict.reason is None and verdict.not_after <= applied.not_after
         if other.id != staged.id and other.status == "Pending" and beaten:
