@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, insert
 from sqlalchemy import select as sa_select
-from sqlmodel import Session, SQLModel, col, delete, update
+from sqlmodel import Session, SQLModel, col, delete, select, update
 
 from certwatch import alerting, clock, notify
 from certwatch.ids import new_id
 from certwatch.models import Alert, Certificate, Listener
-from certwatch.renewal import StagedRenewal
+from certwatch.renewal import RenewalLookup, StagedRenewal
 from certwatch.store import transaction
 
 if TYPE_CHECKING:
@@ -57,26 +57,47 @@ def renewal_text(found: StagedRenewal | None) -> str:
     )
 
 
-def _renewals(
-    service: Service, session: Session, cert: alerting.CertInUse, now: dt.datetime
-) -> dict[str, str]:
-    """Per listener serving `cert` (default or additional), its staged renewal, as text."""
-    lookup = service.renewal_lookup
-    out: dict[str, str] = {}
-    serving = [use.listener_id for use in cert.usages if use.role in ("default", "additional")]
-    row = session.get(Certificate, cert.certificate_id) if lookup and serving else None
-    if lookup is None or row is None:
+def _serving(cert: alerting.CertInUse) -> list[str]:
+    return [use.listener_id for use in cert.usages if use.role in ("default", "additional")]
+
+
+class _Renewals:
+    """Staged-renewal texts for the alerts of one plan. The certificate and listener rows
+    the lookups need are read in two queries, not one per alert and listener."""
+
+    def __init__(
+        self, lookup: RenewalLookup, session: Session, certs: Sequence[alerting.CertInUse]
+    ) -> None:
+        self._lookup = lookup
+        self._session = session
+        serving = {cert.certificate_id: _serving(cert) for cert in certs}
+        cert_ids = [cert_id for cert_id, listeners in serving.items() if listeners]
+        listener_ids = {lid for listeners in serving.values() for lid in listeners}
+        self._certificates = {
+            row.id: row
+            for row in session.exec(select(Certificate).where(col(Certificate.id).in_(cert_ids)))
+        }
+        self._listeners = {
+            row.id: row
+            for row in session.exec(select(Listener).where(col(Listener.id).in_(listener_ids)))
+        }
+
+    def __call__(self, cert: alerting.CertInUse, now: dt.datetime) -> dict[str, str]:
+        """Per listener serving `cert` (default or additional), its staged renewal, as text."""
+        out: dict[str, str] = {}
+        row = self._certificates.get(cert.certificate_id)
+        if row is None:
+            return out
+        for listener_id in _serving(cert):
+            listener = self._listeners.get(listener_id)
+            if listener is None:
+                continue
+            try:
+                out[listener_id] = renewal_text(self._lookup(self._session, row, listener, now))
+            except Exception:
+                log.exception("staged-renewal lookup failed for %s", cert.certificate_id)
+                out[listener_id] = "unknown (the staged-renewal lookup failed; see the log)"
         return out
-    for listener_id in serving:
-        listener = session.get(Listener, listener_id)
-        if listener is None:
-            continue
-        try:
-            out[listener_id] = renewal_text(lookup(session, row, listener, now))
-        except Exception:
-            log.exception("staged-renewal lookup failed for %s", cert.certificate_id)
-            out[listener_id] = "unknown (the staged-renewal lookup failed; see the log)"
-    return out
 
 
 def prepare(
@@ -99,11 +120,12 @@ def prepare(
         plan = alerting.plan_alerts(in_use, existing, now)
         fresh: list[dict[str, object]] = []
         retried: list[dict[str, object]] = []
+        lookup = service.renewal_lookup
+        renewals = _Renewals(lookup, session, [d.cert for d in plan.send]) if lookup else None
         for due in plan.send:
             title = alerting.title(due.cert, due.threshold)
-            body = alerting.body(
-                due.cert, due.threshold, now, _renewals(service, session, due.cert, now)
-            )
+            staged = renewals(due.cert, now) if renewals else {}
+            body = alerting.body(due.cert, due.threshold, now, staged)
             fields = {"listener_ids": alerting.listener_ids(due.cert), "title": title, "body": body}
             if due.alert_id is None:
                 alert_id = new_id("alr")
