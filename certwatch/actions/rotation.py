@@ -40,8 +40,8 @@ def stage_certificate(ctx: ActionContext, req: StageCertificateRequest) -> dict[
         get_listener(ctx.session, req.ListenerId)
     row = store_certificate(ctx, "staged", "Server", req.Certificate, req.PrivateKey)
     row.name = f"{row.common_name or row.id} (staged)"
-    chain = x509.parse_chain(row.chain_pem)
-    candidate = Offer(chain, x509.key_matches(chain[0], x509.parse_private_key(req.PrivateKey)))
+    # store_certificate refused a key that does not match: no need to parse and compare again.
+    candidate = Offer(x509.parse_chain(row.chain_pem), key_matches=True)
     reason = staged.first_verdict(
         candidate,
         staged.incumbents_for(ctx.session, req.ListenerId),
