@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from certwatch.client import ApiFailure, Client
+from certwatch.pem import split_pem
 
 Params = dict[str, Any]
 LIST_FIELDS = {
@@ -346,15 +347,10 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
 
 
 def _stage(a: argparse.Namespace) -> Params:
-    text = "".join(_read(path) for path in a.files)
-    marker = "PRIVATE KEY-----"
-    start = text.find("-----BEGIN ", max(text.find(marker) - 30, 0)) if marker in text else -1
-    if start < 0:
+    chain, key = split_pem("".join(_read(path) for path in a.files))
+    if not key:
         raise SystemExit("stage: no private key found in " + " ".join(a.files))
-    end = text.index("-----END", start)
-    end = text.index("-----", end + 8) + 5
-    key = text[start:end]
-    return {"Certificate": text[:start] + text[end:], "PrivateKey": key, "ListenerId": a.listener}
+    return {"Certificate": chain, "PrivateKey": key, "ListenerId": a.listener}
 
 
 def _render(value: Any) -> str:

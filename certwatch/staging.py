@@ -11,12 +11,12 @@ without its END line, or a pair with one half missing. Once read it is staged th
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from certwatch import clock, errors
 from certwatch.actions.rotation import FILE_ACTOR
+from certwatch.pem import complete, split_pem
 
 if TYPE_CHECKING:
     from certwatch.service import Service
@@ -24,28 +24,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SETTLE_SECONDS = 2.0
 PEM_SUFFIXES = (".pem", ".crt", ".cer")
-_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----\s*", re.DOTALL)
 
 
-def _complete(text: str) -> bool:
-    """Every BEGIN line has its END line."""
-    begins = text.count("-----BEGIN ")
-    return begins > 0 and begins == text.count("-----END ") == len(_BLOCK.findall(text))
-
-
-def split_pem(text: str) -> tuple[str, str]:
-    """(certificate blocks, private key block) of a PEM text; either may be empty."""
-    certs: list[str] = []
-    keys: list[str] = []
-    for match in _BLOCK.finditer(text):
-        label = match.group(1)
-        (keys if label.endswith("PRIVATE KEY") else certs).append(match.group(0).strip() + "\n")
-    return "".join(certs), "".join(keys[:1])
-
-
-def drops(directory: Path, now: float) -> list[list[Path]]:
-    """The complete, settled drops in `directory`: single PEM files and crt/key pairs."""
-    found: list[list[Path]] = []
+def drops(directory: Path, now: float) -> list[tuple[list[Path], str]]:
+    """The complete, settled drops in `directory` (single PEM files and crt/key pairs), each
+    with its text as read."""
+    found: list[tuple[list[Path], str]] = []
     for path in sorted(directory.iterdir()):
         if not path.is_file() or path.name.startswith(".") or path.suffix not in PEM_SUFFIXES:
             continue
@@ -56,11 +40,11 @@ def drops(directory: Path, now: float) -> list[list[Path]]:
             settled = all(now - p.stat().st_mtime >= SETTLE_SECONDS for p in group)
         except OSError:
             continue
-        if not settled or not all(_complete(t) for t in texts):
+        if not settled or not all(complete(t) for t in texts):
             continue
         if len(group) == 1 and path.suffix == ".crt" and not split_pem(texts[0])[1]:
             continue
-        found.append(group)
+        found.append((group, "".join(texts)))
     return found
 
 
@@ -81,8 +65,8 @@ def intake(service: Service) -> None:
     directory = service.config.staging_dir
     if not directory.is_dir():
         return
-    for group in drops(directory, clock.now().timestamp()):
-        chain, key = split_pem("".join(p.read_text(errors="replace") for p in group))
+    for group, text in drops(directory, clock.now().timestamp()):
+        chain, key = split_pem(text)
         names = " + ".join(p.name for p in group)
         try:
             if not key:

@@ -146,3 +146,28 @@ def test_bare_alerts_lists_alerts(url: str, capsys: pytest.CaptureFixture[str]) 
     code, out, _ = run(capsys, "--api", url, "alerts")
     assert code == 0
     assert out.split()[:3] == ["AlertId", "CertificateId", "Threshold"]
+
+
+def test_stage_takes_one_pem_or_a_crt_and_key(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stage` sends the certificates and the key of one PEM file, or of a CRT and a KEY file,
+    and refuses files without a key before calling the API."""
+    pki = make_pki()
+    one, pair = pki.leaf("one.example.com"), pki.leaf("pair.example.com")
+    (tmp_path / "one.pem").write_text(one.key_pem + one.chain_pem)
+    (tmp_path / "pair.crt").write_text(pair.chain_pem)
+    (tmp_path / "pair.key").write_text(pair.key_pem)
+    (tmp_path / "root.pem").write_text(pki.root_pem)
+    code, _, _ = run(
+        capsys, "--api", url, "certs", "upload", "root", "--cert", str(tmp_path / "root.pem"),
+        "--type", "Ca",
+    )
+    assert code == 0
+    for files in (["one.pem"], ["pair.crt", "pair.key"]):
+        code, out, _ = run(
+            capsys, "--api", url, "--json", "stage", *(str(tmp_path / f) for f in files)
+        )
+        assert code == 0 and json.loads(out)["Status"] == "Pending"
+    with pytest.raises(SystemExit, match="no private key"):
+        main(["--api", url, "stage", str(tmp_path / "pair.crt")])
