@@ -12,11 +12,11 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from certwatch import clock, rotation, staged, staging
 from certwatch.candidates import best
-from certwatch.models import Certificate, Listener
+from certwatch.models import Certificate, Listener, ListenerCertificate
 from certwatch.renewal import StagedRenewal
 from certwatch.rotation import recover
 from certwatch.store import transaction
@@ -62,13 +62,23 @@ def auto_rotate(service: Service) -> None:
     now = clock.now()
     horizon = now + dt.timedelta(days=service.config.rotation.before_days)
     with transaction(service.engine) as session:
-        due = [
-            (listener, current)
-            for listener in session.exec(select(Listener).where(Listener.status == "Running"))
-            for role in ("default", "additional")
-            for current in staged.in_use(session, listener.id, role)
-            if current.not_after <= horizon
-        ]
+        due = session.exec(
+            select(Listener, Certificate)
+            .join(ListenerCertificate, col(ListenerCertificate.listener_id) == col(Listener.id))
+            .join(Certificate, col(Certificate.id) == col(ListenerCertificate.certificate_id))
+            .where(
+                Listener.status == "Running",
+                col(ListenerCertificate.role).in_(["default", "additional"]),
+                Certificate.not_after <= horizon,
+            )
+            # Per listener: the default first ("default" > "additional"), then oldest link.
+            .order_by(
+                col(Listener.id),
+                col(ListenerCertificate.role).desc(),
+                col(ListenerCertificate.created_at),
+                col(Certificate.id),
+            )
+        ).all()
     lookup = StagedRenewals(service)
     for listener, current in due:
         try:
