@@ -55,6 +55,14 @@ def reject_reason(
     now: dt.datetime,
 ) -> str | None:
     """None when `offer` may replace `incumbent` at `now`, else why not (the first failed rule)."""
+    return offer_problem(offer, roots, now) or against(offer, incumbent)
+
+
+def offer_problem(
+    offer: Offer, roots: Sequence[cx509.Certificate], now: dt.datetime
+) -> str | None:
+    """The first failed rule that does not depend on the incumbent (key, validity, weak key,
+    chain), or None."""
     leaf = offer.chain[0]
     if not offer.key_matches:
         return "the private key does not match the certificate"
@@ -72,7 +80,12 @@ def reject_reason(
     chain_error = x509.verify_served_chain(list(offer.chain), roots, now, None)
     if chain_error is not None:
         return f"the chain does not verify to a trusted root: {chain_error}"
-    missing = uncovered(incumbent.names, x509.dns_names(leaf))
+    return None
+
+
+def against(offer: Offer, incumbent: Incumbent) -> str | None:
+    """The first failed rule against `incumbent` (names covered, expires later), or None."""
+    missing = uncovered(incumbent.names, x509.dns_names(offer.chain[0]))
     if missing:
         return f"does not cover {', '.join(missing)} (names of the current certificate)"
     if offer.not_after <= incumbent.not_after:

@@ -16,7 +16,15 @@ from cryptography import x509 as cx509
 from sqlmodel import Session, col, or_, select
 
 from certwatch import x509
-from certwatch.candidates import Incumbent, Offer, Verdict, reject_reason, uncovered
+from certwatch.candidates import (
+    Incumbent,
+    Offer,
+    Verdict,
+    against,
+    offer_problem,
+    reject_reason,
+    uncovered,
+)
 from certwatch.models import (
     Certificate,
     Listener,
@@ -115,10 +123,13 @@ def first_verdict(
 
     The reason shown is the one against the first incumbent whose names it covers, if any.
     """
+    problem = offer_problem(candidate, roots, now)
+    if problem is not None:  # whatever the incumbent
+        return problem
     if not incumbents:
-        return reject_reason(candidate, NOTHING_IN_USE, roots, now)
+        return against(candidate, NOTHING_IN_USE)
     targets = [incumbent(row) for row in incumbents]
-    reasons = [reject_reason(candidate, target, roots, now) for target in targets]
+    reasons = [against(candidate, target) for target in targets]
     if None in reasons:
         return None
     names = x509.dns_names(candidate.chain[0])
@@ -128,14 +139,24 @@ def first_verdict(
 
 def incumbents_for(session: Session, listener_id: str | None) -> list[Certificate]:
     """The Server certificates a staged certificate could replace: one listener's, or all."""
-    query = select(Listener.id).order_by(col(Listener.created_at), col(Listener.id))
-    ids = [listener_id] if listener_id else list(session.exec(query).all())
-    return [
-        row
-        for lid in ids
-        for role in ("default", "additional")
-        for row in in_use(session, lid, role)
-    ]
+    query = (
+        select(Certificate)
+        .join(ListenerCertificate, col(ListenerCertificate.certificate_id) == col(Certificate.id))
+        .join(Listener, col(Listener.id) == col(ListenerCertificate.listener_id))
+        .where(col(ListenerCertificate.role).in_(["default", "additional"]))
+        # Listeners oldest first; in each, the default ("default" > "additional"), then the
+        # additional ones, oldest link first.
+        .order_by(
+            col(Listener.created_at),
+            col(Listener.id),
+            col(ListenerCertificate.role).desc(),
+            col(ListenerCertificate.created_at),
+            col(Certificate.id),
+        )
+    )
+    if listener_id:
+        query = query.where(ListenerCertificate.listener_id == listener_id)
+    return list(session.exec(query).all())
 
 
 def set_status(
