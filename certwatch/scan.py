@@ -114,7 +114,9 @@ def read_inventory(session: Session, default_thresholds: list[int]) -> Inventory
             ChainEntry.position,
             ChainEntry.common_name,
             ChainEntry.not_after,
-        ).order_by(col(ChainEntry.position))
+        )
+        .where(col(ChainEntry.certificate_id).in_(used))
+        .order_by(col(ChainEntry.position))
     ):
         chains.setdefault(cert_id, []).append(alerting.ChainLink(position, common_name, not_after))
     roles: dict[str, dict[str, list[str]]] = {}
