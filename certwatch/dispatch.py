@@ -7,6 +7,7 @@ given back) the previous snapshot, so a failed call changes nothing anywhere.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -18,7 +19,7 @@ from certwatch import clock, errors
 from certwatch.actions.registry import ActionContext, Request
 from certwatch.cluster import announce
 from certwatch.models import IdempotencyRecord
-from certwatch.snapshot import build_snapshot, bump_revision
+from certwatch.snapshot import bump_revision
 from certwatch.store import transaction
 from offload.errors import ApplyError, OffloadError
 
@@ -61,7 +62,7 @@ def dispatch(
         previous = service.applied_snapshot
         revision = bump_revision(session)
         announce(session, revision)
-        snapshot = build_snapshot(session, service.keybox, revision, service.config.proxy)
+        snapshot = service.snapshots.build(session, revision)
         _apply(service, snapshot)
         _remember(session, action, req, token, result, ctx)
         try:
@@ -141,7 +142,7 @@ def _apply(service: Service, snapshot: Any) -> None:
         plane.apply(snapshot)
     except ApplyError as exc:
         _restore(service, previous)
-        if "Address already in use" in str(exc):
+        if errno.EADDRINUSE in exc.errnos.values():
             raise errors.PortInUse(f"the proxy cannot bind: {exc}") from exc
         raise errors.BadRequest(
             f"the proxy refused the change: {exc}", code="InvalidListener"

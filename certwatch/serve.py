@@ -25,7 +25,7 @@ from certwatch.cluster import follow, is_postgres
 from certwatch.config import Config, ConfigError, load_config
 from certwatch.scheduler import start_scheduler
 from certwatch.service import Service
-from offload.stats import OffloadCollector
+from offload.export import OffloadCollector
 from offload.workers import ProxyControl
 
 log = logging.getLogger(__name__)

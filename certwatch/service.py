@@ -19,7 +19,7 @@ from certwatch.dispatch import dispatch
 from certwatch.metrics import Monitoring
 from certwatch.models import Certificate
 from certwatch.renewal import RenewalLookup
-from certwatch.snapshot import build_snapshot, current_revision
+from certwatch.snapshot import SnapshotBuilder, current_revision
 from certwatch.store import KeyBox, make_engine, migrate, ping, transaction
 from offload.spec import Snapshot
 
@@ -47,6 +47,7 @@ class Service:
         self.data_plane = data_plane
         self.write_lock = threading.RLock()
         self.applied_snapshot: Snapshot | None = None
+        self.snapshots = SnapshotBuilder(self.keybox, config.proxy)
         self.registry = CollectorRegistry()
         self.before_scan: list[Callable[[Service], None]] = []
         self.renewal_lookup: RenewalLookup | None = None
@@ -93,7 +94,7 @@ class Service:
             revision = current_revision(session)
             if self.applied_snapshot is not None and self.applied_snapshot.revision == revision:
                 return
-            snapshot = build_snapshot(session, self.keybox, revision, self.config.proxy)
+            snapshot = self.snapshots.build(session, revision)
             self.data_plane.apply(snapshot)
             self.applied_snapshot = snapshot
 

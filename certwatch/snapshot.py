@@ -1,9 +1,20 @@
-"""Build the data plane's desired state (`offload.spec.Snapshot`) from the store."""
+"""Build the data plane's desired state (`offload.spec.Snapshot`) from the store.
+
+A change's cost follows the change, not the inventory: `SnapshotBuilder` reads the few
+columns that decide each running listener's spec (its row, its certificate links, its
+server group's servers) and rebuilds only the specs whose inputs differ from last time;
+unchanged listeners keep the very same `ListenerSpec` object, so the proxy's diff skips
+them at once. Certificates never change once stored, so each one's served chain and
+decrypted key are read once.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from certwatch import x509
@@ -12,6 +23,10 @@ from certwatch.config import ProxyConfig
 from certwatch.models import Certificate, Listener, ListenerCertificate, ServerGroup, StateRevision
 from certwatch.store import KeyBox
 from offload.spec import Backend, CertChain, ListenerSpec, Snapshot
+
+# SQLite allows 999 bound parameters in one statement by default.
+_IN_CHUNK = 500
+_NO_CERT = CertChain("", "")
 
 
 def current_revision(session: Session) -> int:
@@ -29,58 +44,133 @@ def bump_revision(session: Session) -> int:
     return row.revision
 
 
-def build_snapshot(session: Session, keybox: KeyBox, revision: int, proxy: ProxyConfig) -> Snapshot:
-    """Every running listener with its certificates, keys, policy and backends, and the
-    proxy's timeouts from `proxy`."""
-    listeners = session.exec(
-        select(Listener).where(Listener.status == "Running").order_by(col(Listener.id))
-    ).all()
-    links = session.exec(
-        select(ListenerCertificate, Certificate)
-        .join(Certificate, col(Certificate.id) == col(ListenerCertificate.certificate_id))
-        .order_by(col(ListenerCertificate.created_at), col(ListenerCertificate.certificate_id))
-    ).all()
-    by_role: dict[tuple[str, str], list[Certificate]] = defaultdict(list)
-    for link, cert in links:
-        by_role[(link.listener_id, link.role)].append(cert)
-    keys: dict[str, str] = {}
+class _Row(NamedTuple):
+    """The listener columns a spec depends on."""
 
-    def chain(cert: Certificate) -> CertChain:
-        if cert.id not in keys:
-            keys[cert.id] = keybox.open(cert.key_encrypted) if cert.key_encrypted else ""
-        return CertChain(
-            chain_pem=cert.chain_pem,
-            key_pem=keys[cert.id],
-            names=x509.host_names(cert.sans, cert.common_name),
-        )
+    id: str
+    address: str
+    port: int
+    protocol: str
+    server_group_id: str
+    security_policy_id: str
+    ca_enabled: bool
+    idle_timeout: int
 
-    specs = []
-    for listener in listeners:
-        group = session.get(ServerGroup, listener.server_group_id)
-        policy = resolve_policy(session, listener.security_policy_id)
-        defaults = by_role[(listener.id, "default")]
-        if listener.protocol == "TCPSSL" and not defaults:
-            continue
-        cas = by_role[(listener.id, "ca")]
-        specs.append(
-            ListenerSpec(
-                listener_id=listener.id,
-                address=listener.address,
-                port=listener.port,
-                protocol=listener.protocol,
-                default_cert=chain(defaults[0]) if defaults else CertChain("", ""),
-                additional_certs=tuple(chain(c) for c in by_role[(listener.id, "additional")]),
-                ca_pem="".join(c.chain_pem for c in cas) if listener.ca_enabled and cas else None,
-                tls_versions=policy.tls_versions,
-                ciphers=policy.tls12_ciphers,
-                backends=tuple(
-                    Backend(s["ServerIp"], s["Port"], s["Weight"])
-                    for s in (group.servers if group else [])
-                    if s["Weight"] > 0
-                ),
-                idle_timeout=float(listener.idle_timeout),
-                handshake_timeout=proxy.handshake_timeout,
-                connect_timeout=proxy.connect_timeout,
+
+class _Inputs(NamedTuple):
+    """Everything one listener's spec is built from; equal inputs, equal spec."""
+
+    row: _Row
+    backends: tuple[Backend, ...]
+    defaults: tuple[str, ...]
+    additional: tuple[str, ...]
+    cas: tuple[str, ...]
+
+    def certificate_ids(self) -> tuple[str, ...]:
+        """The certificates the spec serves or trusts."""
+        return (*self.defaults[:1], *self.additional, *(self.cas if self.row.ca_enabled else ()))
+
+    def servable(self) -> bool:
+        """A TLS listener without a default certificate cannot be served."""
+        return self.row.protocol != "TCPSSL" or bool(self.defaults)
+
+
+class SnapshotBuilder:
+    """Snapshots of every running listener, reusing the specs whose inputs did not change."""
+
+    def __init__(self, keybox: KeyBox, proxy: ProxyConfig) -> None:
+        self._keybox = keybox
+        self._proxy = proxy
+        self._specs: dict[str, tuple[_Inputs, ListenerSpec]] = {}
+        self._chains: dict[str, CertChain] = {}
+
+    def build(self, session: Session, revision: int) -> Snapshot:
+        """The snapshot at `revision` of the store as `session` sees it."""
+        listeners = session.execute(
+            sa_select(
+                *(col(getattr(Listener, name)) for name in _Row._fields)
+            ).where(col(Listener.status) == "Running")
+        ).all()
+        links: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for lid, role, cid in session.exec(
+            select(
+                ListenerCertificate.listener_id, ListenerCertificate.role,
+                ListenerCertificate.certificate_id,
+            ).order_by(
+                col(ListenerCertificate.created_at), col(ListenerCertificate.certificate_id)
             )
+        ):
+            links[lid][role].append(cid)
+        servers = {
+            gid: _backends(group_servers)
+            for gid, group_servers in session.execute(
+                sa_select(col(ServerGroup.id), col(ServerGroup.servers))
+            )
+        }
+        inputs: dict[str, _Inputs] = {}
+        for columns in listeners:
+            row = _Row(*columns)
+            roles = links.get(row.id, {})
+            inputs[row.id] = _Inputs(
+                row, servers.get(row.server_group_id, ()), tuple(roles.get("default", ())),
+                tuple(roles.get("additional", ())), tuple(roles.get("ca", ())),
+            )
+        stale = [
+            lid for lid, given in inputs.items()
+            if lid not in self._specs or self._specs[lid][0] != given
+        ]
+        self._load_chains(session, (cid for lid in stale for cid in inputs[lid].certificate_ids()))
+        for lid in stale:
+            self._specs[lid] = (inputs[lid], self._spec(session, inputs[lid]))
+        for lid in [lid for lid in self._specs if lid not in inputs]:
+            del self._specs[lid]
+        in_use = {cid for given in inputs.values() for cid in given.certificate_ids()}
+        for cid in [cid for cid in self._chains if cid not in in_use]:
+            del self._chains[cid]
+        specs = [spec for lid, (given, spec) in sorted(self._specs.items()) if given.servable()]
+        return Snapshot(revision, tuple(specs))
+
+    def _load_chains(self, session: Session, ids: Iterable[str]) -> None:
+        """Read and decrypt, once, the certificates not read before."""
+        missing = sorted({cid for cid in ids if cid not in self._chains})
+        for start in range(0, len(missing), _IN_CHUNK):
+            chunk = missing[start : start + _IN_CHUNK]
+            for cid, pem, sealed, sans, cn in session.execute(
+                sa_select(
+                    col(Certificate.id), col(Certificate.chain_pem),
+                    col(Certificate.key_encrypted), col(Certificate.sans),
+                    col(Certificate.common_name),
+                ).where(col(Certificate.id).in_(chunk))
+            ):
+                self._chains[cid] = CertChain(
+                    chain_pem=pem,
+                    key_pem=self._keybox.open(sealed) if sealed else "",
+                    names=x509.host_names(sans, cn),
+                )
+
+    def _spec(self, session: Session, given: _Inputs) -> ListenerSpec:
+        row, chains = given.row, self._chains
+        policy = resolve_policy(session, row.security_policy_id)
+        cas = given.cas if row.ca_enabled else ()
+        return ListenerSpec(
+            listener_id=row.id,
+            address=row.address,
+            port=row.port,
+            protocol=row.protocol,
+            default_cert=chains[given.defaults[0]] if given.defaults else _NO_CERT,
+            additional_certs=tuple(chains[c] for c in given.additional),
+            ca_pem="".join(chains[c].chain_pem for c in cas) if cas else None,
+            tls_versions=policy.tls_versions,
+            ciphers=policy.tls12_ciphers,
+            backends=given.backends,
+            idle_timeout=float(row.idle_timeout),
+            handshake_timeout=self._proxy.handshake_timeout,
+            connect_timeout=self._proxy.connect_timeout,
         )
-    return Snapshot(revision=revision, listeners=tuple(specs))
+
+
+def _backends(servers: list[dict[str, Any]]) -> tuple[Backend, ...]:
+    return tuple(
+        Backend(s["ServerIp"], s["Port"], s["Weight"]) for s in servers if s["Weight"] > 0
+    )
+

@@ -1,4 +1,5 @@
-"""Per-listener counters kept by each worker, summed by the parent and exported to Prometheus.
+"""Per-listener counters kept by each worker and summed by the parent (`offload.export`
+turns them into Prometheus families).
 
 Workers mutate `ListenerStats` in place (plain int attributes, no locks: one thread);
 `ProxyStats` is the picklable, immutable sum handed to the control plane.
@@ -7,22 +8,8 @@ Workers mutate `ListenerStats` in place (plain int attributes, no locks: one thr
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
-
-from offload.errors import OffloadError
-
-if TYPE_CHECKING:
-    from offload.workers import ProxyControl
 
 HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FAILURE_REASONS = ("timeout", "tls_error", "client_cert", "backend_unavailable")
@@ -106,75 +93,12 @@ class ProxyStats:
             merged[lid] = merged[lid] + counters if lid in merged else counters
         return ProxyStats(merged)
 
+    def retired(self) -> ProxyStats:
+        """These counters once their worker is gone: totals kept, no connection open."""
+        return ProxyStats(
+            {lid: dataclasses.replace(c, active=0) for lid, c in self.listeners.items()}
+        )
+
     def get(self, listener_id: str) -> ListenerCounters:
         """The counters of one listener (zeros when never seen)."""
         return self.listeners.get(listener_id, ListenerCounters())
-
-
-class _Families:
-    """The five SPEC §6 families, empty until filled."""
-
-    def __init__(self) -> None:
-        self.active = GaugeMetricFamily(
-            "certwatch_offload_connections_active", "Open client connections.",
-            labels=["listener_id"],
-        )
-        self.total = CounterMetricFamily(
-            "certwatch_offload_connections", "Accepted client connections.",
-            labels=["listener_id"],
-        )
-        self.failures = CounterMetricFamily(
-            "certwatch_offload_handshake_failures",
-            "Client connections that failed: TLS handshake or no backend reachable.",
-            labels=["listener_id", "reason"],
-        )
-        self.traffic = CounterMetricFamily(
-            "certwatch_offload_bytes", "Application bytes relayed (in = from clients).",
-            labels=["listener_id", "direction"],
-        )
-        self.duration = HistogramMetricFamily(
-            "certwatch_offload_handshake_duration_seconds",
-            "Time from accept to completed TLS handshake.",
-            labels=["listener_id"],
-        )
-
-    def add(self, lid: str, c: ListenerCounters) -> None:
-        self.active.add_metric([lid], c.active)
-        self.total.add_metric([lid], c.total)
-        for reason, count in zip(FAILURE_REASONS, c.failures, strict=True):
-            self.failures.add_metric([lid, reason], count)
-        self.traffic.add_metric([lid, "in"], c.bytes_in)
-        self.traffic.add_metric([lid, "out"], c.bytes_out)
-        cumulative, buckets = 0, []
-        for bound, count in zip([*HANDSHAKE_BUCKETS, float("inf")], c.buckets, strict=True):
-            cumulative += count
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-        self.duration.add_metric([lid], buckets, c.handshake_sum)
-
-    def __iter__(self) -> Iterator[Metric]:
-        return iter((self.active, self.total, self.failures, self.traffic, self.duration))
-
-
-class OffloadCollector(Collector):
-    """Exports the `certwatch_offload_*` families of SPEC §6 from `ProxyControl.stats()`.
-
-    A proxy that is not running (not started, stopped) exports the families without samples.
-    """
-
-    def __init__(self, control: ProxyControl) -> None:
-        self._control = control
-
-    def describe(self) -> Iterator[Metric]:
-        """The families, without asking the workers (used at registration)."""
-        return iter(_Families())
-
-    def collect(self) -> Iterator[Metric]:
-        """One scrape: ask every worker, yield the five families."""
-        families = _Families()
-        try:
-            stats = self._control.stats().listeners
-        except OffloadError:
-            stats = {}
-        for lid, counters in sorted(stats.items()):
-            families.add(lid, counters)
-        yield from families

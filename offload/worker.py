@@ -1,31 +1,36 @@
-"""A worker process: one uvloop loop serving every listener of the latest snapshot.
+"""A worker process: one uvloop loop serving every listener the parent asks for.
 
-The parent talks over a `multiprocessing` pipe, read with `loop.add_reader` so the
-loop never blocks on it. Requests are `(kind, seq, *args)`; every reply is `(seq, payload)`:
+The parent talks over a Unix socket in frames (`offload.channel`), read by the event loop
+so it never blocks on them; only end-of-file means the parent is gone. Requests are
+`(kind, seq, *args)`; every reply is `(seq, payload)`:
 
-- `("apply", seq, Snapshot)` → `{listener_id: "address:port: reason"}` of failures
+- `("apply", seq, Change)` → `{listener_id: Failure}` (offload.errors) of what failed
 - `("stats", seq)` → `ProxyStats`
 - `("ping", seq)` → `None`
 - `("stop", seq, drain_timeout)` → `None` once listening stopped; the process exits
-  when open connections are done or the drain timeout passes.
+  when open connections are done, the drain timeout passes or the parent goes away.
 
-Apply diffs by listener id. A listener is recorded as applied only when everything
-about it succeeded; on failure its previous state keeps serving untouched, so the
-next snapshot retries it.
+A change names only the listeners that changed (`offload.delta`). A listener is recorded
+as applied only when everything about it succeeded; on failure its previous state keeps
+serving untouched, and every later change retries it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
+import socket
 import ssl
-from multiprocessing.connection import Connection
 
 import uvloop
 
+from offload.channel import READ_SIZE, FrameReader, encode, unpack
 from offload.deadlines import Deadlines
+from offload.delta import Change, Materials
+from offload.errors import Failure
 from offload.proxy import Listener, bind
-from offload.spec import ListenerSpec, Snapshot
+from offload.spec import ListenerSpec
 from offload.stats import ListenerStats, ProxyStats
 from offload.tls import build_context
 
@@ -46,34 +51,65 @@ def _reason(exc: BaseException) -> str:
 
 
 class Worker:
-    """The listeners of one process and the diff that updates them."""
+    """The listeners of one process and the changes that update them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.deadlines = Deadlines(loop)
         self.listeners: dict[str, Listener] = {}
         self.stats: dict[str, ListenerStats] = {}
+        self.materials = Materials()
+        self.revision = 0
+        # What the parent wants served; a listener that failed keeps its previous state
+        # running (in `listeners`) and is retried with every later change.
+        self.wanted: dict[str, ListenerSpec] = {}
+        self.failed: set[str] = set()
+        self._at: dict[tuple[str, int], set[str]] = {}
 
-    async def apply(self, snapshot: Snapshot) -> dict[str, str]:
-        """Bring the listeners to `snapshot`; returns failures by listener id."""
-        wanted = {spec.listener_id: spec for spec in snapshot.listeners}
-        for lid in [lid for lid in self.listeners if lid not in wanted]:
-            self.listeners.pop(lid).close()
-        failures: dict[str, str] = {}
-        seen: dict[tuple[str, int], str] = {}
-        for spec in snapshot.listeners:
-            where = (spec.address, spec.port)
-            if where in seen:
-                failures[spec.listener_id] = (
-                    f"{spec.address}:{spec.port}: address already used by {seen[where]}"
-                )
-                continue
-            seen[where] = spec.listener_id
+    async def apply(self, change: Change) -> dict[str, Failure]:
+        """Bring the listeners to `change`; returns failures by listener id."""
+        specs = self.materials.receive(change)
+        removed = set(self.wanted) - {s.listener_id for s in specs} if change.full else set()
+        for lid in [*change.removed, *removed]:
+            self._unwant(lid)
+            self.failed.discard(lid)
+            if lid in self.listeners:
+                self.listeners.pop(lid).close()
+        for spec in specs:
+            self._unwant(spec.listener_id)
+            self.wanted[spec.listener_id] = spec
+            self._at.setdefault((spec.address, spec.port), set()).add(spec.listener_id)
+        touched = [*(s.listener_id for s in specs), *sorted(self.failed)]
+        failures: dict[str, Failure] = {}
+        for lid in dict.fromkeys(touched):
+            spec = self.wanted[lid]
+            holder = self._holder(spec)
             try:
+                if holder is not None:
+                    raise OSError(errno.EADDRINUSE, f"address already used by {holder}")
                 await self._apply_one(spec)
             except Exception as exc:
-                failures[spec.listener_id] = f"{spec.address}:{spec.port}: {_reason(exc)}"
+                number = exc.errno if isinstance(exc, OSError) else None
+                failures[lid] = Failure(f"{spec.address}:{spec.port}: {_reason(exc)}", number)
+                self.failed.add(lid)
+            else:
+                self.failed.discard(lid)
+        self.revision = change.revision
         return failures
+
+    def _unwant(self, lid: str) -> None:
+        old = self.wanted.pop(lid, None)
+        if old is not None:
+            self._at[(old.address, old.port)].discard(lid)
+
+    def _holder(self, spec: ListenerSpec) -> str | None:
+        """Another wanted listener already serving `spec`'s address, which keeps it."""
+        for other in self._at.get((spec.address, spec.port), ()):
+            running = self.listeners.get(other)
+            if other != spec.listener_id and running is not None and (
+                running.spec.address, running.spec.port) == (spec.address, spec.port):
+                return other
+        return None
 
     async def _apply_one(self, spec: ListenerSpec) -> None:
         current = self.listeners.get(spec.listener_id)
@@ -113,20 +149,25 @@ class Worker:
 
 
 class _Channel:
-    """Reads requests from the parent without blocking the loop; runs them in order."""
+    """Reads frames from the parent without blocking the loop; answers requests in order."""
 
-    def __init__(self, conn: Connection, worker: Worker) -> None:
-        self._conn = conn
+    def __init__(self, sock: socket.socket, worker: Worker) -> None:
+        self._sock = sock
         self._worker = worker
         self._queue: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
+        self.parent_gone = asyncio.Event()
 
-    def on_readable(self) -> None:
+    async def read(self) -> None:
+        """Queue every request the parent sends; at end-of-file, a stop without drain."""
+        loop, frames = self._worker.loop, FrameReader()
         try:
-            while self._conn.poll():
-                self._queue.put_nowait(self._conn.recv())
-        except (EOFError, OSError):
-            self._worker.loop.remove_reader(self._conn.fileno())
-            self._queue.put_nowait(("stop", None, 0.0))
+            while data := await loop.sock_recv(self._sock, READ_SIZE):
+                for message in frames.feed(data):
+                    self._queue.put_nowait(message)  # type: ignore[arg-type]
+        except OSError:
+            pass
+        self.parent_gone.set()
+        self._queue.put_nowait(("stop", None, 0.0))
 
     async def serve(self) -> None:
         """Answer requests until told to stop; an unexpected error ends the process."""
@@ -134,57 +175,58 @@ class _Channel:
         while True:
             kind, seq, *args = await self._queue.get()
             if kind == "apply":
-                snapshot = args[0]
-                assert isinstance(snapshot, Snapshot)
-                self._reply(seq, await worker.apply(snapshot))
+                change = unpack(args[0])  # type: ignore[arg-type]
+                if not isinstance(change, Change):
+                    raise TypeError(f"apply takes a Change, not {type(change).__name__}")
+                await self._reply(seq, await worker.apply(change))
             elif kind == "stats":
-                self._reply(seq, worker.snapshot_stats())
+                await self._reply(seq, worker.snapshot_stats())
             elif kind == "ping":
-                self._reply(seq, None)
+                await self._reply(seq, None)
             elif kind == "stop":
                 worker.stop_listening()
-                self._reply(seq, None)
+                await self._reply(seq, None)
                 await self._drain(float(args[0]))  # type: ignore[arg-type]
                 return
 
     async def _drain(self, seconds: float) -> None:
-        """Return when no connection is open any more, or after `seconds`."""
+        """Return when no connection is open any more, after `seconds`, or when the parent
+        goes away (a second signal: nothing outlives the parent)."""
         loop = self._worker.loop
         deadline = loop.time() + seconds
-        drained: asyncio.Future[None] = loop.create_future()
+        while self._worker.active() and loop.time() < deadline and not self.parent_gone.is_set():
+            try:
+                await asyncio.wait_for(self.parent_gone.wait(), 0.05)
+            except TimeoutError:
+                pass
 
-        def check() -> None:
-            if not self._worker.active() or loop.time() >= deadline:
-                drained.set_result(None)
-            else:
-                loop.call_later(0.05, check)
-
-        check()
-        await drained
-
-    def _reply(self, seq: object, payload: object) -> None:
+    async def _reply(self, seq: object, payload: object) -> None:
         if seq is None:
             return
         try:
-            self._conn.send((seq, payload))
+            await self._worker.loop.sock_sendall(self._sock, encode((seq, payload)))
         except OSError:
-            pass
+            self.parent_gone.set()
 
 
-async def _main(conn: Connection) -> None:
+async def _main(sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
-    channel = _Channel(conn, Worker(loop))
-    loop.add_reader(conn.fileno(), channel.on_readable)
-    conn.send((0, "ready"))
-    await channel.serve()
+    sock.setblocking(False)
+    channel = _Channel(sock, Worker(loop))
+    reader = loop.create_task(channel.read())
+    await loop.sock_sendall(sock, encode((0, "ready")))
+    try:
+        await channel.serve()
+    finally:
+        reader.cancel()
 
 
-def run(conn: Connection) -> None:
+def run(sock: socket.socket) -> None:
     """Process entry point: serve until the parent says stop or goes away.
 
     SIGINT and SIGTERM sent to the whole process group (Ctrl+C, a service manager) are left to
-    the parent, which drains the workers over the pipe; a worker whose parent is gone exits.
+    the parent, which drains the workers over the socket; a worker whose parent is gone exits.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    uvloop.run(_main(conn))
+    uvloop.run(_main(sock))

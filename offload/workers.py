@@ -1,85 +1,116 @@
 """`ProxyControl`: the parent's handle on N worker processes serving the snapshot.
 
-Every public method is thread-safe: one lock serialises all pipe traffic, so the
+Every public method is thread-safe: one lock serialises all socket traffic, so the
 control plane may call `apply`, `stats` and `healthy` from any thread. A supervisor
-thread restarts a worker that died and hands it the current snapshot.
+thread replaces a worker that died and hands it the whole current state once; after
+that, every worker is sent only what changed (`offload.delta`).
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import socket
 import threading
 import time
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import TracebackType
 
 from offload import worker
-from offload.errors import ApplyError, ApplyTimeout, OffloadError, WorkerExited
+from offload.channel import READ_SIZE, FrameReader, encode, pack
+from offload.delta import Change, DeltaEncoder
+from offload.errors import ApplyError, ApplyTimeout, Failure, OffloadError, WorkerExited
 from offload.spec import Snapshot
 from offload.stats import ProxyStats
 
 log = logging.getLogger(__name__)
 _CTX = multiprocessing.get_context("spawn")
 SPAWN_TIMEOUT = 15.0
+# A new worker builds every context of the whole state: allow for that on top.
+FULL_STATE_SECONDS_PER_CERTIFICATE = 0.005
 
 
 class _Handle:
-    """One worker process and its pipe; used only with `ProxyControl._lock` held."""
+    """One worker process and its socket; used only with `ProxyControl._lock` held."""
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.process: BaseProcess | None = None
-        self.conn: Connection | None = None
+        self.sock: socket.socket | None = None
+        self._frames = FrameReader()
         self._seq = 0
+        self.last_stats = ProxyStats()
 
     def spawn(self, timeout: float) -> None:
-        parent, child = _CTX.Pipe()
+        parent, child = socket.socketpair()
         process = _CTX.Process(
             target=worker.run, args=(child,), name=f"offload-worker-{self.index}", daemon=True
         )
-        process.start()
-        child.close()
-        self.process, self.conn = process, parent
+        try:
+            process.start()
+        finally:
+            child.close()
+        self.process, self.sock = process, parent
+        self._frames = FrameReader()
         self._seq = 0
+        self.last_stats = ProxyStats()
         self.wait(0, timeout)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
 
-    def send(self, kind: str, *args: object) -> int:
-        assert self.conn is not None
+    def send(self, kind: str, *args: object, timeout: float) -> int:
+        """Write one request; its sequence number."""
+        if self.sock is None:
+            raise WorkerExited(f"worker {self.index} was not started")
         self._seq += 1
+        frame = encode((kind, self._seq, *args))
         try:
-            self.conn.send((kind, self._seq, *args))
+            self.sock.settimeout(timeout)
+            self.sock.sendall(frame)
+        except TimeoutError as exc:
+            # Part of a frame may be written: the stream is unusable, so the worker goes.
+            self.kill()
+            raise ApplyTimeout(f"worker {self.index} took no request within {timeout:g} s") from exc
         except OSError as exc:
-            raise WorkerExited(str(exc)) from exc
+            raise WorkerExited(f"worker {self.index}: {exc}") from exc
         return self._seq
+
+    def ask(self, kind: str, *args: object, timeout: float) -> object:
+        """Send one request and wait for its answer."""
+        return self.wait(self.send(kind, *args, timeout=timeout), timeout)
 
     def wait(self, seq: int, timeout: float) -> object:
         """The reply to request `seq`; older replies (after a timeout) are dropped."""
-        assert self.conn is not None
+        if self.sock is None:
+            raise WorkerExited(f"worker {self.index} was not started")
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
-            try:
-                ready = remaining > 0 and self.conn.poll(remaining)
-                if ready:
-                    got, payload = self.conn.recv()
-            except (EOFError, OSError) as exc:
-                raise WorkerExited(str(exc)) from exc
-            if not ready:
+            if remaining <= 0:
                 raise ApplyTimeout(f"worker {self.index} did not answer within {timeout:g} s")
-            if got == seq:
-                return payload
+            try:
+                self.sock.settimeout(remaining)
+                data = self.sock.recv(READ_SIZE)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                raise WorkerExited(f"worker {self.index}: {exc}") from exc
+            if not data:
+                raise WorkerExited(f"worker {self.index} closed its socket")
+            for reply in self._frames.feed(data):
+                if not isinstance(reply, tuple) or len(reply) != 2:
+                    raise OffloadError(f"worker {self.index} sent {reply!r}")
+                if reply[0] == seq:
+                    return reply[1]
 
     def kill(self) -> None:
         if self.process is not None:
             self.process.kill()
             self.process.join(5)
-        if self.conn is not None:
-            self.conn.close()
+        if self.sock is not None:
+            self.sock.close()
 
 
 class ProxyControl:
@@ -92,6 +123,8 @@ class ProxyControl:
         self._handles = [_Handle(i) for i in range(workers)]
         self._lock = threading.RLock()
         self._snapshot = Snapshot(revision=0)
+        self._encoder = DeltaEncoder()
+        self._retired = ProxyStats()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
 
@@ -123,7 +156,8 @@ class ProxyControl:
             self._supervisor.start()
 
     def apply(self, snapshot: Snapshot) -> None:
-        """Hand `snapshot` to every worker and wait until all acknowledge it.
+        """Hand `snapshot` to every worker (as the change from the last one) and wait until
+        all acknowledge it.
 
         Raises ApplyError naming every listener some worker could not apply (the
         rest is applied and serving), or ApplyTimeout when a worker does not answer.
@@ -131,35 +165,39 @@ class ProxyControl:
         with self._lock:
             self._require_started()
             self._snapshot = snapshot
-            failures: dict[str, str] = {}
+            change = pack(self._encoder.change(snapshot))
+            failures: dict[str, Failure] = {}
             pending: list[tuple[_Handle, int]] = []
             for handle in self._handles:
                 try:
-                    pending.append((handle, handle.send("apply", snapshot)))
-                except WorkerExited:
-                    failures.update(self._restart(handle))
+                    seq = handle.send("apply", change, timeout=self._ack_timeout)
+                    pending.append((handle, seq))
+                except WorkerExited as exc:
+                    failures.update(self._restart(handle, f"it could not be sent a change: {exc}"))
             for handle, seq in pending:
                 try:
                     result = handle.wait(seq, self._ack_timeout)
-                except WorkerExited:
-                    result = self._restart(handle)
-                assert isinstance(result, dict)
-                failures.update(result)
+                except WorkerExited as exc:
+                    result = self._restart(handle, f"it exited while applying a change: {exc}")
+                failures.update(_failures(result))
             if failures:
                 raise ApplyError(failures)
 
     def stats(self) -> ProxyStats:
-        """Counters of every listener, summed over the workers."""
+        """Counters of every listener, summed over the workers; a replaced worker's counts
+        are kept, so no counter goes backwards."""
         self._require_started()
         with self._lock:
             self._require_started()
-            total = ProxyStats()
+            total = self._retired
             for handle in self._handles:
                 try:
-                    part = handle.wait(handle.send("stats"), self._ack_timeout)
-                except WorkerExited:
-                    continue
-                assert isinstance(part, ProxyStats)
+                    part = handle.ask("stats", timeout=self._ack_timeout)
+                except (WorkerExited, ApplyTimeout):
+                    part = handle.last_stats
+                if not isinstance(part, ProxyStats):
+                    raise OffloadError(f"worker {handle.index} answered stats with {part!r}")
+                handle.last_stats = part
                 total = total + part
             return total
 
@@ -172,7 +210,7 @@ class ProxyControl:
                 return False
             for handle in self._handles:
                 try:
-                    handle.wait(handle.send("ping"), self._ack_timeout)
+                    handle.ask("ping", timeout=self._ack_timeout)
                 except (WorkerExited, ApplyTimeout):
                     return False
             return True
@@ -186,7 +224,7 @@ class ProxyControl:
             for handle in self._handles:
                 if handle.alive():
                     try:
-                        handle.wait(handle.send("stop", drain_timeout), self._ack_timeout)
+                        handle.ask("stop", drain_timeout, timeout=self._ack_timeout)
                     except (WorkerExited, ApplyTimeout):
                         handle.kill()
         # Drain without the lock: other threads see `_stopping` and return at once.
@@ -202,13 +240,20 @@ class ProxyControl:
         if self._supervisor is None or self._stopping.is_set():
             raise OffloadError("proxy control is not running (start() first, not after stop())")
 
-    def _restart(self, handle: _Handle) -> dict[str, str]:
-        """Replace a dead worker and give it the current snapshot; returns its failures."""
+    def _restart(self, handle: _Handle, why: str) -> dict[str, Failure]:
+        """Replace a worker and give it the whole current state; returns its failures."""
+        log.warning("replacing offload worker %d: %s", handle.index, why)
+        self._retired = self._retired + handle.last_stats.retired()
         handle.kill()
+        full = self._encoder.full()
         handle.spawn(max(self._ack_timeout, SPAWN_TIMEOUT))
-        result = handle.wait(handle.send("apply", self._snapshot), self._ack_timeout)
-        assert isinstance(result, dict)
-        return result
+        return _failures(handle.ask("apply", pack(full), timeout=self._full_state_timeout(full)))
+
+    def _full_state_timeout(self, full: Change) -> float:
+        certificates = len(full.materials)
+        return max(self._ack_timeout, SPAWN_TIMEOUT) + certificates * (
+            FULL_STATE_SECONDS_PER_CERTIFICATE
+        )
 
     def _supervise(self) -> None:
         while not self._stopping.is_set():
@@ -223,14 +268,14 @@ class ProxyControl:
         with self._lock:
             if self._stopping.is_set() or handle.alive():
                 return True
-            log.warning("offload worker %d died; restarting it", handle.index)
+            code = handle.process.exitcode if handle.process is not None else None
             try:
-                failures = self._restart(handle)
+                failures = self._restart(handle, f"it died (exit code {code})")
             except (OffloadError, OSError) as exc:
                 log.error("offload worker %d failed to restart: %s", handle.index, exc)
                 return False
-        for lid, reason in failures.items():
-            log.error("restarted worker %d: listener %s on %s", handle.index, lid, reason)
+        for lid, failure in failures.items():
+            log.error("restarted worker %d: listener %s on %s", handle.index, lid, failure.reason)
         return True
 
     def __enter__(self) -> ProxyControl:
@@ -244,3 +289,10 @@ class ProxyControl:
         tb: TracebackType | None,
     ) -> None:
         self.stop(drain_timeout=0.0)
+
+
+def _failures(result: object) -> dict[str, Failure]:
+    """A worker's answer to `apply`, checked."""
+    if not isinstance(result, dict) or not all(isinstance(f, Failure) for f in result.values()):
+        raise OffloadError(f"a worker answered apply with {result!r}")
+    return result

@@ -19,7 +19,7 @@ from certwatch.scan_probes import parse_target
 from certwatch.scheduler import ScanScheduler, scheduled_scan
 from certwatch.service import Service
 from offload.echo import EchoServer
-from offload.stats import OffloadCollector
+from offload.export import OffloadCollector
 from offload.workers import ProxyControl
 from tests.certfactory import Pki, issue, make_pki
 from tests.integration.conftest_monitoring import (

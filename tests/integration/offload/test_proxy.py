@@ -13,8 +13,8 @@ from contextlib import ExitStack, contextmanager
 from prometheus_client import CollectorRegistry, generate_latest
 
 from offload.echo import EchoServer
+from offload.export import OffloadCollector
 from offload.spec import Backend
-from offload.stats import OffloadCollector
 from offload.workers import ProxyControl
 from tests.certfactory import Pki
 from tests.integration.offload.conftest import (

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from offload.stats import HANDSHAKE_BUCKETS, ListenerStats, OffloadCollector, ProxyStats
+from offload.export import OffloadCollector
+from offload.stats import HANDSHAKE_BUCKETS, ListenerStats, ProxyStats
 from offload.workers import ProxyControl
 
 

@@ -1,0 +1,158 @@
+"""What a worker is sent: the listeners that changed, and certificate material sent once.
+
+The parent's `DeltaEncoder` remembers what every worker has been told and turns each new
+`Snapshot` into a `Change`: listeners added or changed (with their certificates as keys),
+listeners removed, the material of keys no worker has yet, and the keys no listener uses
+any more. So a change costs what it changes, not what the inventory holds. A new worker
+gets `full()`: the whole current state, once. `Materials` is the worker's side: it turns the
+wire form back into the very `ListenerSpec`s the parent holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from offload.spec import CertChain, ListenerSpec, Snapshot
+
+_NO_CERT = CertChain("", "")
+
+
+@dataclass(frozen=True)
+class WireListener:
+    """A listener spec without its certificates, which travel as material keys."""
+
+    spec: ListenerSpec
+    default_key: str
+    additional_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One step from what a worker serves to `revision`.
+
+    `full`: the listeners are the whole state (every other one is removed).
+    """
+
+    revision: int
+    listeners: tuple[WireListener, ...] = ()
+    removed: tuple[str, ...] = ()
+    materials: dict[str, CertChain] = field(default_factory=dict)
+    forget: tuple[str, ...] = ()
+    full: bool = False
+
+
+def material_key(chain: CertChain) -> str:
+    """The name a chain and key travel under: SHA-256 of both (the same material, one key)."""
+    digest = hashlib.sha256(chain.chain_pem.encode())
+    digest.update(b"\0")
+    digest.update(chain.key_pem.encode())
+    return digest.hexdigest()
+
+
+def _chains(spec: ListenerSpec) -> Iterator[CertChain]:
+    yield spec.default_cert
+    yield from spec.additional_certs
+
+
+class DeltaEncoder:
+    """The parent's memory of what the workers hold, and the changes that move it on."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, ListenerSpec] = {}
+        self._revision = 0
+        self._keys: dict[CertChain, str] = {}
+        self._material: dict[str, CertChain] = {}
+        self._uses: Counter[str] = Counter()
+
+    def change(self, snapshot: Snapshot) -> Change:
+        """The step from the last snapshot to `snapshot`; afterwards `snapshot` is current."""
+        wanted = {spec.listener_id: spec for spec in snapshot.listeners}
+        removed = tuple(lid for lid in self._specs if lid not in wanted)
+        changed = [
+            spec for lid, spec in wanted.items()
+            if (old := self._specs.get(lid)) is not spec and old != spec
+        ]
+        new: dict[str, CertChain] = {}
+        for spec in changed:
+            for chain in _chains(spec):
+                key = self._key(chain)
+                if key not in self._material:
+                    self._material[key] = new[key] = chain
+                self._uses[key] += 1
+        released = [self._specs[lid] for lid in removed]
+        released += [self._specs[s.listener_id] for s in changed if s.listener_id in self._specs]
+        forget = self._release(released)
+        for lid in removed:
+            del self._specs[lid]
+        self._specs.update((spec.listener_id, spec) for spec in changed)
+        self._revision = snapshot.revision
+        return Change(
+            snapshot.revision, self._wire(changed), removed, new, tuple(forget)
+        )
+
+    def full(self) -> Change:
+        """The whole current state, for a worker that has nothing yet."""
+        return Change(
+            self._revision, self._wire(self._specs.values()), materials=dict(self._material),
+            full=True,
+        )
+
+    def _key(self, chain: CertChain) -> str:
+        key = self._keys.get(chain)
+        if key is None:
+            key = self._keys[chain] = material_key(chain)
+        return key
+
+    def _release(self, specs: Iterable[ListenerSpec]) -> list[str]:
+        """Drop one use of each certificate of `specs`; forget and return the keys now unused."""
+        unused = []
+        for spec in specs:
+            for chain in _chains(spec):
+                key = self._keys[chain]
+                self._uses[key] -= 1
+                if self._uses[key] == 0:
+                    unused.append(key)
+                    del self._uses[key]
+                    del self._keys[self._material.pop(key)]
+        return unused
+
+    def _wire(self, specs: Iterable[ListenerSpec]) -> tuple[WireListener, ...]:
+        return tuple(
+            WireListener(
+                dataclasses.replace(spec, default_cert=_NO_CERT, additional_certs=()),
+                self._keys[spec.default_cert],
+                tuple(self._keys[c] for c in spec.additional_certs),
+            )
+            for spec in specs
+        )
+
+
+class Materials:
+    """A worker's certificate material by key, and the specs rebuilt from wire listeners."""
+
+    def __init__(self) -> None:
+        self._chains: dict[str, CertChain] = {}
+
+    def __len__(self) -> int:
+        return len(self._chains)
+
+    def receive(self, change: Change) -> list[ListenerSpec]:
+        """Take the change's new material; return its listeners as whole specs."""
+        if change.full:
+            self._chains.clear()
+        self._chains.update(change.materials)
+        specs = [
+            dataclasses.replace(
+                wire.spec,
+                default_cert=self._chains[wire.default_key],
+                additional_certs=tuple(self._chains[k] for k in wire.additional_keys),
+            )
+            for wire in change.listeners
+        ]
+        for key in change.forget:
+            self._chains.pop(key, None)
+        return specs
