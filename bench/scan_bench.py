@@ -30,7 +30,10 @@ from prometheus_client import generate_latest
 from sqlalchemy import insert
 
 from certwatch.config import Config
-from certwatch.models import (
+from certwatch.scan.run import ScanReport, run_scan
+from certwatch.service import Service
+from certwatch.store.db import transaction
+from certwatch.store.models import (
     Certificate,
     ChainEntry,
     Listener,
@@ -38,9 +41,6 @@ from certwatch.models import (
     LoadBalancer,
     ServerGroup,
 )
-from certwatch.scan import ScanReport, run_scan
-from certwatch.service import Service
-from certwatch.store import transaction
 from offload.echo import EchoServer
 from offload.workers import ProxyControl
 from tests.certfactory import make_pki

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from certwatch.client import ApiFailure, Client
-from certwatch.pem import split_pem
+from certwatch.pki.pem import split_pem
 
 Params = dict[str, Any]
 LIST_FIELDS = {

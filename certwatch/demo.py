@@ -10,10 +10,10 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from certwatch.devpki import make_pki
-from certwatch.models import Listener, ServerGroup
+from certwatch.pki.devpki import make_pki
 from certwatch.service import Service
-from certwatch.store import transaction
+from certwatch.store.db import transaction
+from certwatch.store.models import Listener, ServerGroup
 from offload.echo import EchoServer
 
 log = logging.getLogger(__name__)

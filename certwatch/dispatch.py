@@ -17,10 +17,10 @@ from sqlmodel import Session
 
 from certwatch import clock, errors
 from certwatch.actions.registry import ActionContext, Request
-from certwatch.cluster import announce
-from certwatch.models import IdempotencyRecord
-from certwatch.snapshot import bump_revision
-from certwatch.store import transaction
+from certwatch.changes.snapshot import bump_revision
+from certwatch.store.cluster import announce
+from certwatch.store.db import transaction
+from certwatch.store.models import IdempotencyRecord
 from offload.errors import ApplyError, OffloadError
 
 if TYPE_CHECKING:

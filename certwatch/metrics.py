@@ -24,8 +24,9 @@ from sqlalchemy import Engine, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from certwatch.alerting import EXPIRED
-from certwatch.models import (
+from certwatch.alerts.notify import Notifier
+from certwatch.alerts.rules import EXPIRED
+from certwatch.store.models import (
     Alert,
     Certificate,
     ChainEntry,
@@ -34,7 +35,6 @@ from certwatch.models import (
     ProbeResult,
     ScanRun,
 )
-from certwatch.notify import Notifier
 
 SCAN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 

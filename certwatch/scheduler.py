@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from certwatch import clock
-from certwatch.scan import ScanReport, run_scan
+from certwatch.scan.run import ScanReport, run_scan
 
 if TYPE_CHECKING:
     from certwatch.service import Service

@@ -21,10 +21,10 @@ import uvicorn
 from certwatch import demo as demo_mode
 from certwatch import logs
 from certwatch.api import create_app
-from certwatch.cluster import follow, is_postgres
 from certwatch.config import Config, ConfigError, load_config
 from certwatch.scheduler import start_scheduler
 from certwatch.service import Service
+from certwatch.store.cluster import follow, is_postgres
 from offload.export import OffloadCollector
 from offload.workers import ProxyControl
 

@@ -10,17 +10,18 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry
 from sqlmodel import Session, select
 
-from certwatch import lifecycle, x509
 from certwatch.actions import ACTIONS
 from certwatch.actions.registry import Request
-from certwatch.cluster import Leadership
+from certwatch.alerts.renewal import RenewalLookup
+from certwatch.changes.snapshot import SnapshotBuilder, current_revision
 from certwatch.config import Config
 from certwatch.dispatch import dispatch
 from certwatch.metrics import Monitoring
-from certwatch.models import Certificate
-from certwatch.renewal import RenewalLookup
-from certwatch.snapshot import SnapshotBuilder, current_revision
-from certwatch.store import KeyBox, make_engine, migrate, ping, transaction
+from certwatch.pki import x509
+from certwatch.rotation import auto as lifecycle
+from certwatch.store.cluster import Leadership
+from certwatch.store.db import KeyBox, make_engine, migrate, ping, transaction
+from certwatch.store.models import Certificate
 from offload.spec import Snapshot
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from certwatch import errors
 from certwatch.actions.registry import ActionContext, ChangeRequest, IpAddress, action
 from certwatch.ids import new_id
-from certwatch.models import LoadBalancer, ServerGroup
+from certwatch.store.models import LoadBalancer, ServerGroup
 
 MAX_SERVERS = 200
 

@@ -11,11 +11,12 @@ from pydantic import Field
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from certwatch import errors, x509
+from certwatch import errors
 from certwatch.actions.registry import ActionContext, ChangeRequest, Request, action
 from certwatch.clock import rfc3339
 from certwatch.ids import new_id
-from certwatch.models import Certificate, ChainEntry, ListenerCertificate, StagedCertificate
+from certwatch.pki import x509
+from certwatch.store.models import Certificate, ChainEntry, ListenerCertificate, StagedCertificate
 
 CertType = Literal["Server", "Ca", "Client"]
 

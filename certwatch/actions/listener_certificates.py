@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 from sqlmodel import col, select
 
-from certwatch import errors, x509
+from certwatch import errors
 from certwatch.actions.certificates import get_certificate_row
 from certwatch.actions.listeners import (
     MAX_PER_CALL,
@@ -18,7 +18,8 @@ from certwatch.actions.listeners import (
 )
 from certwatch.actions.registry import ActionContext, ChangeRequest, Request, action
 from certwatch.clock import rfc3339
-from certwatch.models import Listener, ListenerCertificate
+from certwatch.pki import x509
+from certwatch.store.models import Listener, ListenerCertificate
 
 MAX_ADDITIONAL_PER_INSTANCE = 25
 

@@ -9,15 +9,17 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from sqlmodel import Session, col, select
 
-from certwatch import errors, history, x509
+from certwatch import errors
 from certwatch.actions.balancers import get_load_balancer, get_server_group
 from certwatch.actions.certificates import get_certificate_row
 from certwatch.actions.policies import resolve_policy
 from certwatch.actions.registry import ActionContext, ChangeRequest, IpAddress, Request, action
 from certwatch.clock import rfc3339
 from certwatch.ids import new_id
-from certwatch.models import Certificate, Listener, ListenerCertificate
-from certwatch.policies import DEFAULT_POLICY
+from certwatch.inventory.policies import DEFAULT_POLICY
+from certwatch.pki import x509
+from certwatch.store import history
+from certwatch.store.models import Certificate, Listener, ListenerCertificate
 
 MAX_PER_CALL = 15
 Thresholds = list[int] | None

@@ -6,10 +6,10 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from certwatch import scan
 from certwatch.actions.registry import ActionContext, Request, action
 from certwatch.clock import rfc3339
-from certwatch.models import Alert
+from certwatch.scan import run as scan
+from certwatch.store.models import Alert
 
 
 class ScanNowRequest(Request):

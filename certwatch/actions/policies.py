@@ -10,8 +10,8 @@ from sqlmodel import Session, col, select
 from certwatch import errors
 from certwatch.actions.registry import ActionContext, ChangeRequest, Request, action
 from certwatch.ids import new_id
-from certwatch.models import SecurityPolicy
-from certwatch.policies import MAX_CIPHERS, SYSTEM_POLICIES, Policy, check_custom
+from certwatch.inventory.policies import MAX_CIPHERS, SYSTEM_POLICIES, Policy, check_custom
+from certwatch.store.models import SecurityPolicy
 from offload.tls import unenforceable
 
 

@@ -12,14 +12,17 @@ from typing import Any, Literal
 from pydantic import Field
 from sqlmodel import col, select
 
-from certwatch import history, rotation, staged, x509
 from certwatch.actions.certificates import store_certificate
 from certwatch.actions.listeners import get_listener
 from certwatch.actions.registry import ActionContext, ChangeRequest, Request, action
-from certwatch.candidates import Offer
 from certwatch.clock import rfc3339
 from certwatch.ids import new_id
-from certwatch.models import Certificate, StagedCertificate
+from certwatch.pki import x509
+from certwatch.rotation import rotate as rotation
+from certwatch.rotation import staged
+from certwatch.rotation.candidates import Offer
+from certwatch.store import history
+from certwatch.store.models import Certificate, StagedCertificate
 
 StagedStatus = Literal["Pending", "Applied", "Rejected", "Superseded"]
 FILE_ACTOR = "staging"

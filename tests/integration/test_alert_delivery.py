@@ -170,7 +170,7 @@ def test_without_urls_alerts_go_to_the_log(
     """With no alert URL, the alert is logged and counts as delivered."""
     service = make_service(tmp_path)
     expiring_listener(service, pki, days=0.5)
-    with caplog.at_level(logging.WARNING, logger="certwatch.notify"):
+    with caplog.at_level(logging.WARNING, logger="certwatch.alerts.notify"):
         result = service.call("ScanNow")
     alerts = service.call("ListAlerts")["Alerts"]
     service.close()

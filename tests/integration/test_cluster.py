@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from certwatch.cluster import follow
 from certwatch.service import Service
+from certwatch.store.cluster import follow
 from offload.echo import EchoServer
 from offload.workers import ProxyControl
 from tests.certfactory import make_pki

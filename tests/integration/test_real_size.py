@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from certwatch.devpki import Issued, Pki, make_pki
+from certwatch.pki.devpki import Issued, Pki, make_pki
 from offload.echo import EchoServer
 from offload.spec import Backend, CertChain, ListenerSpec, Snapshot
 from offload.workers import ProxyControl

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from certwatch import clock, errors, history
-from certwatch.lifecycle import StagedRenewals, recover
-from certwatch.models import Alert, Certificate, Listener, StagedCertificate
-from certwatch.scan import run_scan
-from certwatch.store import transaction
+from certwatch import clock, errors
+from certwatch.rotation.auto import StagedRenewals, recover
+from certwatch.scan.run import run_scan
+from certwatch.store import history
+from certwatch.store.db import transaction
+from certwatch.store.models import Alert, Certificate, Listener, StagedCertificate
 from tests.certfactory import Issued, Pki, make_pki
 from tests.integration.rotation_helpers import NAMES, Env, make_env, served_fingerprint
 

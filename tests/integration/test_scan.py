@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from certwatch.api import create_app
-from certwatch.models import Certificate, ProbeResult, ScanRun
-from certwatch.scan import run_scan
-from certwatch.scan_probes import parse_target
+from certwatch.scan.probes import parse_target
+from certwatch.scan.run import run_scan
 from certwatch.scheduler import ScanScheduler, scheduled_scan
 from certwatch.service import Service
+from certwatch.store.models import Certificate, ProbeResult, ScanRun
 from offload.echo import EchoServer
 from offload.export import OffloadCollector
 from offload.workers import ProxyControl

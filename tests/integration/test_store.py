@@ -14,7 +14,7 @@ from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 from certwatch.service import Service
-from certwatch.store import MIGRATIONS, KeyBox, make_engine, migrate
+from certwatch.store.db import MIGRATIONS, KeyBox, make_engine, migrate
 from tests.certfactory import issue
 from tests.conftest import make_config
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from certwatch.alerting import (
+from certwatch.alerts.rules import (
     EXPIRED,
     AlertRecord,
     CertInUse,

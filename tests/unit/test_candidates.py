@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from certwatch.candidates import Incumbent, Offer, Verdict, best, reject_reason
+from certwatch.rotation.candidates import Incumbent, Offer, Verdict, best, reject_reason
 from tests.certfactory import Issued, Pki, make_pki
 
 NOW = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)  # after the test PKI's start

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from certwatch.liveness import probe_names
-from certwatch.models import Certificate
+from certwatch.rotation.liveness import probe_names
+from certwatch.store.models import Certificate
 from tests.certfactory import make_pki
 
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from certwatch import x509 as cx
+from certwatch.pki import x509 as cx
 from tests.certfactory import Issued, Pki, issue, make_pki
 
 NOW = dt.datetime(2026, 11, 27, 0, 0, tzinfo=dt.UTC)

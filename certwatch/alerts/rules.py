@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from certwatch.clock import rfc3339
-from certwatch.x509 import days_remaining
+from certwatch.pki.x509 import days_remaining
 
 EXPIRED = "expired"
 _DAY = dt.timedelta(days=1)

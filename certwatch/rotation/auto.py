@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, select
 
-from certwatch import clock, rotation, staged, staging
-from certwatch.candidates import best
-from certwatch.models import Certificate, Listener, ListenerCertificate
-from certwatch.renewal import StagedRenewal
-from certwatch.rotation import recover
-from certwatch.store import transaction
+from certwatch import clock
+from certwatch.alerts.renewal import StagedRenewal
+from certwatch.rotation import intake as staging
+from certwatch.rotation import rotate as rotation
+from certwatch.rotation import staged
+from certwatch.rotation.candidates import best
+from certwatch.rotation.rotate import recover
+from certwatch.store.db import transaction
+from certwatch.store.models import Certificate, Listener, ListenerCertificate
 
 if TYPE_CHECKING:
     from certwatch.service import Service

@@ -15,8 +15,8 @@ from typing import Generic, TypeVar
 
 from cryptography import x509 as cx509
 
-from certwatch import x509
 from certwatch.clock import rfc3339
+from certwatch.pki import x509
 from offload.sni import name_matches
 
 T = TypeVar("T")

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
-from certwatch.truststore import load_bundle, system_roots, verify_served_chain
+from certwatch.pki.truststore import load_bundle, system_roots, verify_served_chain
 
 __all__ = [
     "CertInfo",

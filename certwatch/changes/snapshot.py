@@ -17,11 +17,17 @@ from typing import Any, NamedTuple
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from certwatch import x509
 from certwatch.actions.policies import resolve_policy
 from certwatch.config import ProxyConfig
-from certwatch.models import Certificate, Listener, ListenerCertificate, ServerGroup, StateRevision
-from certwatch.store import KeyBox
+from certwatch.pki import x509
+from certwatch.store.db import KeyBox
+from certwatch.store.models import (
+    Certificate,
+    Listener,
+    ListenerCertificate,
+    ServerGroup,
+    StateRevision,
+)
 from offload.spec import Backend, CertChain, ListenerSpec, Snapshot
 
 # SQLite allows 999 bound parameters in one statement by default.

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from sqlmodel import Session
 
-from certwatch.models import Certificate, Listener
+from certwatch.store.models import Certificate, Listener
 
 
 @dataclass(frozen=True)

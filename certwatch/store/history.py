@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 from certwatch.clock import rfc3339
 from certwatch.ids import new_id
-from certwatch.models import RotationEvent
+from certwatch.store.models import RotationEvent
 
 
 def record(

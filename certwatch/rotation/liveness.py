@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session
 
-from certwatch import clock, staged, x509
-from certwatch.models import Certificate, Listener
-from certwatch.probe import ProbeOutcome, ProbeTarget, connect_host, probe_name, probe_sync
+from certwatch import clock
+from certwatch.pki import x509
+from certwatch.rotation import staged
+from certwatch.scan.probe import ProbeOutcome, ProbeTarget, connect_host, probe_name, probe_sync
+from certwatch.store.models import Certificate, Listener
 from offload.sni import SniTable
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from cryptography import x509 as cx509
 from sqlmodel import Session, col, or_, select
 
-from certwatch import x509
-from certwatch.candidates import (
+from certwatch.pki import x509
+from certwatch.rotation.candidates import (
     Incumbent,
     Offer,
     Verdict,
@@ -25,7 +25,7 @@ from certwatch.candidates import (
     reject_reason,
     uncovered,
 )
-from certwatch.models import (
+from certwatch.store.models import (
     Certificate,
     Listener,
     ListenerCertificate,

@@ -13,10 +13,11 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from certwatch import clock, errors, staged
-from certwatch.liveness import live_check
-from certwatch.models import Certificate, RotationEvent, StagedCertificate
-from certwatch.store import transaction
+from certwatch import clock, errors
+from certwatch.rotation import staged
+from certwatch.rotation.liveness import live_check
+from certwatch.store.db import transaction
+from certwatch.store.models import Certificate, RotationEvent, StagedCertificate
 
 if TYPE_CHECKING:
     from certwatch.service import Service

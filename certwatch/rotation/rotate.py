@@ -24,12 +24,15 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, select
 
-from certwatch import clock, errors, history, staged, x509
+from certwatch import clock, errors
 from certwatch.actions.listeners import get_listener
-from certwatch.candidates import best, reject_reason, uncovered
-from certwatch.models import Certificate, Listener, RotationEvent, StagedCertificate
-from certwatch.store import transaction
-from certwatch.swaps import SWAP_ACTOR, Outcome, check_and_settle, count, settle, swap
+from certwatch.pki import x509
+from certwatch.rotation import staged
+from certwatch.rotation.candidates import best, reject_reason, uncovered
+from certwatch.rotation.swaps import SWAP_ACTOR, Outcome, check_and_settle, count, settle, swap
+from certwatch.store import history
+from certwatch.store.db import transaction
+from certwatch.store.models import Certificate, Listener, RotationEvent, StagedCertificate
 
 if TYPE_CHECKING:
     from certwatch.service import Service

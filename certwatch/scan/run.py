@@ -19,16 +19,20 @@ from sqlalchemy import delete
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from certwatch import alert_delivery, alerting, clock, scan_probes, x509
+from certwatch import clock
+from certwatch.alerts import delivery as alert_delivery
+from certwatch.alerts import rules as alerting
 from certwatch.ids import new_id
-from certwatch.models import (
+from certwatch.pki import x509
+from certwatch.scan import probes as scan_probes
+from certwatch.store.db import transaction
+from certwatch.store.models import (
     Certificate,
     ChainEntry,
     Listener,
     ListenerCertificate,
     ScanRun,
 )
-from certwatch.store import transaction
 
 if TYPE_CHECKING:
     from certwatch.service import Service

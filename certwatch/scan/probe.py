@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509 as cx509
 
-from certwatch import x509
+from certwatch.pki import x509
 
 WILDCARD_LABEL = "probe"
 _WILDCARD_ADDRESSES = {"0.0.0.0": "127.0.0.1", "::": "::1"}

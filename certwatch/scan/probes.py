@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import delete
 
-from certwatch import x509
-from certwatch.models import Listener, ProbeResult
-from certwatch.probe import ProbeOutcome, ProbeTarget, connect_host, probe_name, probe_sync
-from certwatch.store import transaction
+from certwatch.pki import x509
+from certwatch.scan.probe import ProbeOutcome, ProbeTarget, connect_host, probe_name, probe_sync
+from certwatch.store.db import transaction
+from certwatch.store.models import Listener, ProbeResult
 from offload.sni import SniTable
 
 if TYPE_CHECKING:
-    from certwatch.scan import CertFacts, Inventory
+    from certwatch.scan.run import CertFacts, Inventory
     from certwatch.service import Service
 
 

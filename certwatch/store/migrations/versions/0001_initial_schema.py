@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import certwatch.models
+import certwatch.store.models
 
 revision = "0001"
 down_revision = None
@@ -28,8 +28,8 @@ def upgrade() -> None:
         sa.Column("listener_ids", sa.JSON(), nullable=False),
         sa.Column("title", sa.Text(), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
-        sa.Column("created_at", certwatch.models.UtcDateTime(), nullable=False),
-        sa.Column("sent_at", certwatch.models.UtcDateTime(), nullable=True),
+        sa.Column("created_at", certwatch.store.models.UtcDateTime(), nullable=False),
+        sa.Column("sent_at", certwatch.store.models.UtcDateTime(), nullable=True),
         sa.Column("delivered", sa.Boolean(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
@@ -53,14 +53,14 @@ def upgrade() -> None:
         sa.Column("sans", sa.JSON(), nullable=False),
         sa.Column("issuer", sa.String(), nullable=False),
         sa.Column("serial_number", sa.String(), nullable=False),
-        sa.Column("not_before", certwatch.models.UtcDateTime(), nullable=False),
-        sa.Column("not_after", certwatch.models.UtcDateTime(), nullable=False),
+        sa.Column("not_before", certwatch.store.models.UtcDateTime(), nullable=False),
+        sa.Column("not_after", certwatch.store.models.UtcDateTime(), nullable=False),
         sa.Column("key_algorithm", sa.String(), nullable=False),
         sa.Column("key_size", sa.Integer(), nullable=False),
         sa.Column("signature_algorithm", sa.String(), nullable=False),
         sa.Column("chain_length", sa.Integer(), nullable=False),
         sa.Column("warnings", sa.JSON(), nullable=False),
-        sa.Column("created_at", certwatch.models.UtcDateTime(), nullable=False),
+        sa.Column("created_at", certwatch.store.models.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("certificates", schema=None) as batch_op:
@@ -76,14 +76,14 @@ def upgrade() -> None:
         sa.Column("action", sa.String(), nullable=False),
         sa.Column("params_digest", sa.String(), nullable=False),
         sa.Column("response", sa.JSON(), nullable=False),
-        sa.Column("created_at", certwatch.models.UtcDateTime(), nullable=False),
+        sa.Column("created_at", certwatch.store.models.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("token", "action"),
     )
     op.create_table(
         "load_balancers",
         sa.Column("id", sa.String(), nullable=False),
         sa.Column("name", sa.String(), nullable=False),
-        sa.Column("created_at", certwatch.models.UtcDateTime(), nullable=False),
+        sa.Column("created_at", certwatch.store.models.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
@@ -93,11 +93,11 @@ def upgrade() -> None:
         sa.Column("listener_id", sa.String(), nullable=True),
         sa.Column("success", sa.Boolean(), nullable=False),
         sa.Column("served_fingerprint", sa.String(), nullable=True),
-        sa.Column("served_not_after", certwatch.models.UtcDateTime(), nullable=True),
+        sa.Column("served_not_after", certwatch.store.models.UtcDateTime(), nullable=True),
         sa.Column("chain_complete", sa.Boolean(), nullable=False),
         sa.Column("matches_configured", sa.Boolean(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
-        sa.Column("probed_at", certwatch.models.UtcDateTime(), nullable=False),
+        sa.Column("probed_at", certwatch.store.models.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("target", "server_name"),
     )
     op.create_table(
@@ -105,7 +105,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(), nullable=False),
         sa.Column("listener_id", sa.String(), nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
-        sa.Column("time", certwatch.models.UtcDateTime(), nullable=False),
+        sa.Column("time", certwatch.store.models.UtcDateTime(), nullable=False),
         sa.Column("actor", sa.String(), nullable=False),
         sa.Column("old_certificate_id", sa.String(), nullable=True),
         sa.Column("new_certificate_id", sa.String(), nullable=True),
@@ -124,8 +124,8 @@ def upgrade() -> None:
     op.create_table(
         "scan_runs",
         sa.Column("id", sa.String(), nullable=False),
-        sa.Column("started_at", certwatch.models.UtcDateTime(), nullable=False),
-        sa.Column("finished_at", certwatch.models.UtcDateTime(), nullable=True),
+        sa.Column("started_at", certwatch.store.models.UtcDateTime(), nullable=False),
+        sa.Column("finished_at", certwatch.store.models.UtcDateTime(), nullable=True),
         sa.Column("success", sa.Boolean(), nullable=False),
         sa.Column("counts", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
@@ -139,7 +139,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(), nullable=False),
         sa.Column("tls_versions", sa.JSON(), nullable=False),
         sa.Column("ciphers", sa.JSON(), nullable=False),
-        sa.Column("created_at", certwatch.models.UtcDateTime(), nullable=False),
+        sa.Column("created_at", certwatch.store.models.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
@@ -147,7 +147,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(), nullable=False),
         sa.Column("name", sa.String(), nullable=False),
         sa.Column("servers", sa.JSON(), nullable=False),
-        sa.Column("created_at", certwatch.models.UtcDateTime(), nullable=False),
+        sa.Column("created_at", certwatch.store.models.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
@@ -162,8 +162,8 @@ def upgrade() -> None:
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("common_name", sa.String(), nullable=False),
         sa.Column("fingerprint", sa.String(), nullable=False),
-        sa.Column("not_before", certwatch.models.UtcDateTime(), nullable=False),
-        sa.Column("not_after", certwatch.models.UtcDateTime(), nullable=False),
+        sa.Column("not_before", certwatch.store.models.UtcDateTime(), nullable=False),
+        sa.Column("not_after", certwatch.store.models.UtcDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["certificate_id"],
             ["certificates.id"],
@@ -184,7 +184,7 @@ def upgrade() -> None:
         sa.Column("description", sa.String(), nullable=True),
         sa.Column("alert_thresholds_days", sa.JSON(), nullable=True),
         sa.Column("status", sa.String(), nullable=False),
-        sa.Column("created_at", certwatch.models.UtcDateTime(), nullable=False),
+        sa.Column("created_at", certwatch.store.models.UtcDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["load_balancer_id"],
             ["load_balancers.id"],
@@ -209,8 +209,8 @@ def upgrade() -> None:
         sa.Column("status", sa.String(), nullable=False),
         sa.Column("reason", sa.String(), nullable=True),
         sa.Column("source", sa.String(), nullable=False),
-        sa.Column("created_at", certwatch.models.UtcDateTime(), nullable=False),
-        sa.Column("updated_at", certwatch.models.UtcDateTime(), nullable=False),
+        sa.Column("created_at", certwatch.store.models.UtcDateTime(), nullable=False),
+        sa.Column("updated_at", certwatch.store.models.UtcDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["certificate_id"],
             ["certificates.id"],
@@ -231,7 +231,7 @@ def upgrade() -> None:
         sa.Column("listener_id", sa.String(), nullable=False),
         sa.Column("certificate_id", sa.String(), nullable=False),
         sa.Column("role", sa.String(), nullable=False),
-        sa.Column("created_at", certwatch.models.UtcDateTime(), nullable=False),
+        sa.Column("created_at", certwatch.store.models.UtcDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["certificate_id"],
             ["certificates.id"],

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from certwatch import clock, errors
 from certwatch.actions.rotation import FILE_ACTOR
-from certwatch.pem import complete, split_pem
+from certwatch.pki.pem import complete, split_pem
 
 if TYPE_CHECKING:
     from certwatch.service import Service

@@ -20,11 +20,13 @@ from sqlalchemy import bindparam, insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, SQLModel, col, delete, select, update
 
-from certwatch import alerting, clock, notify
+from certwatch import clock
+from certwatch.alerts import notify
+from certwatch.alerts import rules as alerting
+from certwatch.alerts.renewal import RenewalLookup, StagedRenewal
 from certwatch.ids import new_id
-from certwatch.models import Alert, Certificate, Listener
-from certwatch.renewal import RenewalLookup, StagedRenewal
-from certwatch.store import transaction
+from certwatch.store.db import transaction
+from certwatch.store.models import Alert, Certificate, Listener
 
 if TYPE_CHECKING:
     from certwatch.service import Service

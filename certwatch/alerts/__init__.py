@@ -1,0 +1,1 @@
+"""Alerts: which are due (pure rules), their delivery through apprise, the renewal port."""

@@ -1,0 +1,1 @@
+"""The inventory's rules (certificates, listeners, balancers, policies), called by every path."""

@@ -1,0 +1,1 @@
+"""Certificates as data: parsing, the chain rule, PEM, trust stores, a PKI for tests and demos."""

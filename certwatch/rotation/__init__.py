@@ -1,0 +1,1 @@
+"""Rotation: candidates, staging, the swap, the live check, directory intake, auto-rotation."""

@@ -1,0 +1,1 @@
+"""The store: engine and migrations, tables, history, several nodes on one database."""
