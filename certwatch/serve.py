@@ -128,6 +128,9 @@ def run(
                 server.run()
             scheduler.stop()
         service.close()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     finally:
         if proxy is not None:
             proxy.stop(config.proxy.drain_timeout)

@@ -14,6 +14,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Engine, event, text
 from sqlmodel import Session, create_engine
 
+from certwatch.private_files import create_private, make_private_dirs, refuse_shared
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -80,16 +82,24 @@ class KeyBox:
 
     @classmethod
     def from_file(cls, path: Path) -> KeyBox:
-        """Load the key file, creating it with mode 0600 on first start."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Load the key file, creating it with mode 0600 on first start; one that its group or
+        others may read or write is refused (UnsafeFileMode)."""
+        make_private_dirs(path.parent)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = create_private(path)
         except FileExistsError:
-            return cls(path.read_bytes().strip())
+            return cls._read(path)
         with os.fdopen(fd, "wb") as handle:
             key = Fernet.generate_key()
             handle.write(key)
         return cls(key)
+
+    @classmethod
+    def _read(cls, path: Path) -> KeyBox:
+        """The key of an existing key file, unless its group or others may read or write it."""
+        with path.open("rb") as handle:
+            refuse_shared(handle.fileno(), f"secrets.key_file {path}")
+            return cls(handle.read().strip())
 
     def seal(self, plain: str) -> bytes:
         """Encrypt a PEM key."""

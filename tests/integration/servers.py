@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -115,6 +115,13 @@ class ServeProcess:
         if sig is not None and self.process.poll() is None:
             self.process.send_signal(sig)
         return self.process.wait(limit)
+
+    def kill_group(self) -> None:
+        """SIGKILL its process group (started with `new_session`), workers too, if any is left."""
+        assert self.process is not None
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
 
     def output(self) -> str:
         """What the service logged."""
