@@ -1,4 +1,4 @@
-"""Nothing secret left readable: the secrets key."""
+"""Nothing secret left readable: the secrets key, the SQLite files."""
 
 from __future__ import annotations
 
@@ -76,3 +76,18 @@ def test_serve_refuses_a_shared_secrets_key_in_one_line(umask: int, tmp_path: Pa
     assert lines[0].endswith(
         f"secrets.key_file {key_file} is mode 0644: readable by others; chmod 600 it"
     )
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o277], indirect=True, ids=["umask022", "umask277"])
+def test_store_files_are_private(umask: int, tmp_path: Path) -> None:
+    """A new data_dir is 0700 and the secrets key, SQLite file, WAL and SHM in it are 0600
+    after the service has written, whatever the umask."""
+    data_dir = tmp_path / "new" / "data"
+    service = Service(Config(data_dir=str(data_dir)))
+    try:
+        service.call("CreateLoadBalancer", {"LoadBalancerName": "lb"})
+        files = ["secrets.key", "certwatch.db", "certwatch.db-wal", "certwatch.db-shm"]
+        assert {name: _mode(data_dir / name) for name in files} == dict.fromkeys(files, 0o600)
+    finally:
+        service.close()
+    assert _mode(data_dir) == _mode(data_dir.parent) == 0o700
