@@ -40,6 +40,21 @@ def create_private(path: Path) -> int:
     return fd
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Put `data` at `path` 0600 through a temporary file renamed over it (all or nothing)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        with os.fdopen(create_private(temporary), "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
 def refuse_shared(fd: int, name: str) -> None:
     """Raise UnsafeFileMode when the open file `fd` (called `name`) is readable or writable by
     its group or others."""
