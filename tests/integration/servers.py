@@ -54,6 +54,7 @@ class ServeProcess:
         workers: int = 1,
         api_toml: str = "",
         data_dir: Path | None = None,
+        drain_timeout: float = 5,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -61,7 +62,7 @@ class ServeProcess:
         self.config.write_text(
             f'data_dir = "{data_dir or tmp_path / "data"}"\n'
             f'[api]\nlisten = "127.0.0.1:{self.port}"\n{api_toml}'
-            f"[proxy]\nworkers = {workers}\ndrain_timeout = 5\n" + toml
+            f"[proxy]\nworkers = {workers}\ndrain_timeout = {drain_timeout}\n" + toml
         )
         self.log = tmp_path / "serve.log"
         self.process: subprocess.Popen[bytes] | None = None
