@@ -1,7 +1,8 @@
 """`certwatch serve` and `certwatch proxy`: run a node in the foreground until SIGTERM.
 
 SIGTERM or SIGINT: stop taking API calls and new proxy connections, let open ones finish
-for up to `proxy.drain_timeout`, exit 0. A second signal exits at once.
+for up to `proxy.drain_timeout`, exit 0. A second signal kills the proxy workers (they would
+go on draining) and exits at once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Generator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import FrameType
 
 import uvicorn
@@ -60,6 +61,15 @@ def check_api_exposure(config: Config) -> str | None:
     return None
 
 
+def _kill_workers(proxy: ProxyControl | None) -> None:
+    """SIGKILL every proxy worker: left alone, they would go on draining after the exit."""
+    if proxy is None:
+        return
+    for pid in proxy.worker_pids():
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def run(
     mode: str, config_path: str | None, demo_port: int | None = None, log_format: str = "text"
 ) -> int:
@@ -79,10 +89,13 @@ def run(
         return 2
     stop = threading.Event()
     server: _Server | None = None
+    workers = config.proxy_workers if mode == "serve" else max(config.proxy_workers, 1)
+    proxy = ProxyControl(workers, ack_timeout=config.proxy.ack_timeout) if workers else None
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if stop.is_set():
-            log.warning("second signal: exiting at once")
+            log.warning("second signal: killing the proxy workers and exiting at once")
+            _kill_workers(proxy)
             os._exit(128 + signum)
         log.info("signal %d: draining", signum)
         stop.set()
@@ -91,8 +104,6 @@ def run(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    workers = config.proxy_workers if mode == "serve" else max(config.proxy_workers, 1)
-    proxy = ProxyControl(workers, ack_timeout=config.proxy.ack_timeout) if workers else None
     if proxy is not None:
         proxy.start()
     echo = None
@@ -128,6 +139,9 @@ def run(
                 server.run()
             scheduler.stop()
         service.close()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     finally:
         if proxy is not None:
             proxy.stop(config.proxy.drain_timeout)

@@ -42,9 +42,9 @@ class Service:
 
     def __init__(self, config: Config, data_plane: DataPlane | None = None) -> None:
         self.config = config
+        self.keybox = KeyBox.from_file(config.key_file)
         self.engine = make_engine(config.store_url)
         migrate(self.engine)
-        self.keybox = KeyBox.from_file(config.key_file)
         self.data_plane = data_plane
         self.write_lock = threading.RLock()
         self.applied_snapshot: Snapshot | None = None

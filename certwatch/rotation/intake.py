@@ -5,18 +5,23 @@ A drop is a PEM file (`.pem`, `.crt`, `.cer`) holding the chain and the key, or 
 left alone while half-written: modified within the last `SETTLE_SECONDS`, a PEM block
 without its END line, or a pair with one half missing. Once read it is staged through
 `StageCertificate` and moved (never deleted) to `processed/` or `rejected/` beside it, with a
-`<file>.reason` saying what happened.
+`<file>.reason` saying what happened. What is kept there is 0600 in a 0700 folder and holds
+no private key: the key is stored encrypted once staged (and of no use when rejected), so the
+moved file keeps only its certificate blocks (a pair's `.key` is left empty) and its `.reason`
+says the key was removed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from certwatch import clock, errors
 from certwatch.actions.rotation import FILE_ACTOR
 from certwatch.pki.pem import complete, split_pem
+from certwatch.private_files import DIR_MODE, FILE_MODE, write_private
 
 if TYPE_CHECKING:
     from certwatch.service import Service
@@ -24,12 +29,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SETTLE_SECONDS = 2.0
 PEM_SUFFIXES = (".pem", ".crt", ".cer")
+KEY_REMOVED = {
+    "processed": "private key removed from this copy (stored encrypted when staged)",
+    "rejected": "private key removed from this copy (not kept)",
+}
 
 
-def drops(directory: Path, now: float) -> list[tuple[list[Path], str]]:
+def drops(directory: Path, now: float) -> list[tuple[list[Path], list[str]]]:
     """The complete, settled drops in `directory` (single PEM files and crt/key pairs), each
-    with its text as read."""
-    found: list[tuple[list[Path], str]] = []
+    with the text of each file as read."""
+    found: list[tuple[list[Path], list[str]]] = []
     for path in sorted(directory.iterdir()):
         if not path.is_file() or path.name.startswith(".") or path.suffix not in PEM_SUFFIXES:
             continue
@@ -44,20 +53,33 @@ def drops(directory: Path, now: float) -> list[tuple[list[Path], str]]:
             continue
         if len(group) == 1 and path.suffix == ".crt" and not split_pem(texts[0])[1]:
             continue
-        found.append((group, "".join(texts)))
+        found.append((group, texts))
     return found
 
 
-def _move(paths: list[Path], verdict: str, reason: str) -> None:
+def _move(paths: list[Path], texts: list[str], verdict: str, reason: str) -> None:
     target = paths[0].parent / verdict
-    target.mkdir(exist_ok=True)
+    target.mkdir(mode=DIR_MODE, exist_ok=True)
+    os.chmod(target, DIR_MODE)
     stamp = clock.now().strftime("%Y%m%dT%H%M%S%f")
-    for path in paths:
+    for path, text in zip(paths, texts, strict=True):
         dest = target / path.name
         if dest.exists():
             dest = target / f"{path.stem}-{stamp}{path.suffix}"
         path.rename(dest)
-        dest.with_name(dest.name + ".reason").write_text(reason + "\n")
+        os.chmod(dest, FILE_MODE)
+        lines = [reason, *_remove_keys(dest, text, verdict)]
+        write_private(dest.with_name(dest.name + ".reason"), "\n".join(lines).encode() + b"\n")
+
+
+def _remove_keys(path: Path, text: str, verdict: str) -> list[str]:
+    """Rewrite the moved file `path` (read as `text`) with its certificate blocks only when it
+    holds a private key; the line for its `.reason` saying so, if it did."""
+    certificates, key = split_pem(text)
+    if not key:
+        return []
+    write_private(path, certificates.encode())
+    return [KEY_REMOVED[verdict]]
 
 
 def intake(service: Service) -> None:
@@ -65,8 +87,8 @@ def intake(service: Service) -> None:
     directory = service.config.staging_dir
     if not directory.is_dir():
         return
-    for group, text in drops(directory, clock.now().timestamp()):
-        chain, key = split_pem(text)
+    for group, texts in drops(directory, clock.now().timestamp()):
+        chain, key = split_pem("".join(texts))
         names = " + ".join(p.name for p in group)
         try:
             if not key:
@@ -75,12 +97,12 @@ def intake(service: Service) -> None:
                 "StageCertificate", {"Certificate": chain, "PrivateKey": key}, actor=FILE_ACTOR
             )
         except errors.ApiError as exc:
-            _move(group, "rejected", f"{exc.code}: {exc.message}")
+            _move(group, texts, "rejected", f"{exc.code}: {exc.message}")
             log.warning("staging %s rejected: %s", names, exc.message)
             continue
         staged_id, status = answer["StagedCertificateId"], answer["Status"]
         if status == "Rejected":
-            _move(group, "rejected", f"Rejected ({staged_id}): {answer['Reason']}")
+            _move(group, texts, "rejected", f"Rejected ({staged_id}): {answer['Reason']}")
         else:
-            _move(group, "processed", f"{status}: staged as {staged_id}")
+            _move(group, texts, "processed", f"{status}: staged as {staged_id}")
         log.info("staged %s as %s: %s", names, staged_id, status)

@@ -12,7 +12,10 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Engine, event, text
+from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
+
+from certwatch.private_files import create_private, make_private_dirs, refuse_shared
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -20,9 +23,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def make_engine(url: str, **connect_args: Any) -> Engine:
     """An engine for SQLite (WAL, foreign keys, busy timeout) or PostgreSQL (psycopg 3)."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
+        path = make_url(url).database
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _create_sqlite_file(Path(path))
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30, **connect_args}
         )
@@ -39,6 +42,16 @@ def make_engine(url: str, **connect_args: Any) -> Engine:
     if url.startswith("postgresql://"):
         url = url.replace("postgresql://", "postgresql+psycopg://", 1)
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def _create_sqlite_file(path: Path) -> None:
+    """Create the database file 0600 (in a 0700 folder if that is new) before SQLite opens it;
+    SQLite gives its -wal and -shm files the database file's mode."""
+    make_private_dirs(path.parent)
+    try:
+        os.close(create_private(path))
+    except FileExistsError:
+        pass
 
 
 def migrate(engine: Engine) -> None:
@@ -80,16 +93,24 @@ class KeyBox:
 
     @classmethod
     def from_file(cls, path: Path) -> KeyBox:
-        """Load the key file, creating it with mode 0600 on first start."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Load the key file, creating it with mode 0600 on first start; one that its group or
+        others may read or write is refused (UnsafeFileMode)."""
+        make_private_dirs(path.parent)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = create_private(path)
         except FileExistsError:
-            return cls(path.read_bytes().strip())
+            return cls._read(path)
         with os.fdopen(fd, "wb") as handle:
             key = Fernet.generate_key()
             handle.write(key)
         return cls(key)
+
+    @classmethod
+    def _read(cls, path: Path) -> KeyBox:
+        """The key of an existing key file, unless its group or others may read or write it."""
+        with path.open("rb") as handle:
+            refuse_shared(handle.fileno(), f"secrets.key_file {path}")
+            return cls(handle.read().strip())
 
     def seal(self, plain: str) -> bytes:
         """Encrypt a PEM key."""

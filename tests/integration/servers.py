@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -54,6 +54,7 @@ class ServeProcess:
         workers: int = 1,
         api_toml: str = "",
         data_dir: Path | None = None,
+        drain_timeout: float = 5,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -61,7 +62,7 @@ class ServeProcess:
         self.config.write_text(
             f'data_dir = "{data_dir or tmp_path / "data"}"\n'
             f'[api]\nlisten = "127.0.0.1:{self.port}"\n{api_toml}'
-            f"[proxy]\nworkers = {workers}\ndrain_timeout = 5\n" + toml
+            f"[proxy]\nworkers = {workers}\ndrain_timeout = {drain_timeout}\n" + toml
         )
         self.log = tmp_path / "serve.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -115,6 +116,13 @@ class ServeProcess:
         if sig is not None and self.process.poll() is None:
             self.process.send_signal(sig)
         return self.process.wait(limit)
+
+    def kill_group(self) -> None:
+        """SIGKILL its process group (started with `new_session`), workers too, if any is left."""
+        assert self.process is not None
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
 
     def output(self) -> str:
         """What the service logged."""

@@ -8,12 +8,13 @@ import ssl
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import httpx
 
 from tests.integration.servers import ServeProcess, echo_when_served
-from tests.support import free_port
+from tests.support import eventually, free_port
 
 
 def test_demo_serves_tls_and_drains_on_sigterm(tmp_path: Path) -> None:
@@ -141,3 +142,63 @@ def test_group_sigterm_drains_instead_of_killing_workers(tmp_path: Path) -> None
     os.killpg(serve.process.pid, signal.SIGTERM)
     assert serve.stop(sig=None) == 0
     assert "restarting" not in serve.output()
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: state, parent pid, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """The multiprocessing 'spawn' children (proxy workers) of `parent`, read from /proc."""
+    pids = []
+    for pid in (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()):
+        with suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if int(_proc_stat(pid)[1]) == parent and b"--multiprocessing-fork" in cmdline:
+                pids.append(pid)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (a killed zombie waiting to be reaped does not)."""
+    try:
+        return _proc_stat(pid)[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def _refused(port: int) -> bool:
+    """Whether a connection to 127.0.0.1:port is refused."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_second_sigterm_kills_the_draining_workers(tmp_path: Path) -> None:
+    """A second SIGTERM while a worker drains an open TLS connection (long drain_timeout)
+    exits at once and no worker outlives it: none is alive, the listener port refuses."""
+    serve = ServeProcess(tmp_path, workers=2, drain_timeout=120)
+    port = free_port()
+    serve.start("--demo", "--demo-port", str(port), new_session=True)
+    assert serve.process is not None
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "data" / "demo" / "ca.pem"))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="demo.localhost") as tls:
+                tls.sendall(b"ping")
+                assert tls.recv(16) == b"ping"
+                workers = _worker_pids(serve.process.pid)
+                assert len(workers) == 2
+                serve.process.send_signal(signal.SIGTERM)
+                assert eventually(lambda: _refused(port), 10), "the workers did not stop listening"
+                time.sleep(0.5)
+                assert any(_alive(pid) for pid in workers), "a worker should be draining"
+                serve.process.send_signal(signal.SIGTERM)
+                assert serve.stop(sig=None, limit=5) == 128 + signal.SIGTERM
+                assert eventually(lambda: not any(_alive(pid) for pid in workers), 5)
+                assert _refused(port)
+    finally:
+        serve.kill_group()
