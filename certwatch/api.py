@@ -63,6 +63,11 @@ async def _read_body(request: Request) -> dict[str, Any]:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.InvalidJson(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise errors.InvalidJson(
+            "the body nests arrays or objects too deeply to be parsed; "
+            "an action's parameters need only a few levels"
+        ) from exc
     if not isinstance(payload, dict):
         raise errors.InvalidJson("the body must be a JSON object of the action's parameters")
     return payload
