@@ -31,10 +31,15 @@ IpAddress = Annotated[str, AfterValidator(_ip_address)]
 """An IPv4 or IPv6 address, normalised."""
 
 
-class Request(BaseModel):
-    """Base of every action's parameters: PascalCase names, unknown fields refused."""
+PARAMETERS = ConfigDict(strict=True, extra="forbid")
+"""How every action parameter is read: no type coercion (`true` is not a port, `"no"` is not a
+boolean, `5` is not a string), and unknown fields refused."""
 
-    model_config = ConfigDict(extra="forbid")
+
+class Request(BaseModel):
+    """Base of every action's parameters: PascalCase names, strict types, unknown fields refused."""
+
+    model_config = PARAMETERS
 
 
 class ChangeRequest(Request):

@@ -3,16 +3,23 @@ addresses and ports, slow and vanishing clients, authorization, 405 and the Open
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin
 
 import httpx
 import pytest
+import sqlmodel
+from pydantic import BaseModel
 from sqlalchemy import select
-from sqlmodel import SQLModel
+from sqlmodel import Session, SQLModel
 
+from certwatch.actions import ACTIONS
+from certwatch.models import Listener
 from certwatch.service import Service
+from tests.certfactory import issue
 from tests.integration.servers import api_server
+from tests.support import free_port
 
 DEEP = 100_000
 
@@ -52,3 +59,131 @@ def test_json_nested_100000_deep_is_invalid_json(
     assert response.json()["Code"] == "InvalidJson"
     assert "too deeply" in response.json()["Message"]
     assert stored(service) == before
+
+
+def call(http: httpx.Client, action: str, **params: Any) -> dict[str, Any]:
+    """POST an action and require success; its answer."""
+    response = http.post(f"/v1/{action}", json=params)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def refused(http: httpx.Client, action: str, code: str, status: int = 400, **params: Any) -> str:
+    """POST an action and require the given error; its Message."""
+    response = http.post(f"/v1/{action}", json=params)
+    assert (response.status_code, response.json().get("Code")) == (status, code), response.text
+    return str(response.json()["Message"])
+
+
+def listener_params(http: httpx.Client, port: int, backend_port: int = 9) -> dict[str, Any]:
+    """CreateListener parameters for a new load balancer, server group and certificate."""
+    upload = issue("edge.example.com").upload_params("edge")
+    return {
+        "LoadBalancerId": call(http, "CreateLoadBalancer", LoadBalancerName="lb")["LoadBalancerId"],
+        "ServerGroupId": call(
+            http,
+            "CreateServerGroup",
+            ServerGroupName="sg",
+            Servers=[{"ServerIp": "127.0.0.1", "Port": backend_port, "Weight": 100}],
+        )["ServerGroupId"],
+        "CertificateIds": [call(http, "UploadCertificate", **upload)["CertificateId"]],
+        "ListenerPort": port,
+    }
+
+
+SERVER = {"ServerIp": "127.0.0.1", "Port": 8080, "Weight": 100}
+LENIENT = [
+    ("CreateLoadBalancer", {"LoadBalancerName": "lb"}, "DryRun", "no", False),
+    ("CreateLoadBalancer", {"LoadBalancerName": "lb"}, "DryRun", 0, False),
+    ("CreateLoadBalancer", {}, "LoadBalancerName", 5, "lb"),
+    ("CreateLoadBalancer", {"LoadBalancerName": "lb"}, "ClientToken", 12345, "t-12345"),
+    ("CreateServerGroup", {"ServerGroupName": "sg"}, "Servers", "127.0.0.1:8080", [SERVER]),
+    ("CreateServerGroup", {"ServerGroupName": "sg"}, "Servers", [{**SERVER, "Port": True}], []),
+    ("CreateServerGroup", {"ServerGroupName": "sg"}, "Servers", [{**SERVER, "Port": "80"}], []),
+    (
+        "CreateSecurityPolicy",
+        {"Ciphers": ["ECDHE-ECDSA-AES128-GCM-SHA256"], "SecurityPolicyName": "p"},
+        "TlsVersions",
+        "TLSv1.2",
+        ["TLSv1.2"],
+    ),
+    ("ListCertificates", {}, "MaxResults", "10", 10),
+    ("ListCertificates", {}, "MaxResults", 10.0, 10),
+    ("ListCertificates", {}, "CertificateType", ["Server"], "Server"),
+]
+
+
+@pytest.mark.parametrize(("action", "params", "field", "bad", "good"), LENIENT)
+def test_a_parameter_of_the_wrong_json_type_is_refused(
+    service: Service,
+    http: httpx.Client,
+    action: str,
+    params: dict[str, Any],
+    field: str,
+    bad: Any,
+    good: Any,
+) -> None:
+    """A value of the wrong JSON type (bool for int, string for bool or int, int for string,
+    string for list, float for int) is 400 InvalidParameter naming it, and changes nothing; the
+    right type (lists, nested objects and literals included) is then accepted."""
+    before = stored(service)
+    message = refused(http, action, "InvalidParameter", **params, **{field: bad})
+    assert field in message
+    assert stored(service) == before
+    call(http, action, **params, **{field: good})
+
+
+def test_listener_port_true_and_dry_run_no_are_refused(
+    service: Service, http: httpx.Client
+) -> None:
+    """`"ListenerPort": true` creates no listener on port 1 and `"DryRun": "no"` changes nothing:
+    both are 400 InvalidParameter; the same call with real types creates the listener."""
+    params = listener_params(http, free_port())
+    before = stored(service)
+    for field, bad in (("ListenerPort", True), ("DryRun", "no"), ("CaEnabled", "false")):
+        message = refused(http, "CreateListener", "InvalidParameter", **{**params, field: bad})
+        assert f"{field}: Input should be a valid" in message
+    assert stored(service) == before
+    call(http, "CreateListener", **params, DryRun=False, ListenerProtocol="TCPSSL")
+    with Session(service.engine) as session:
+        assert [row.port for row in session.exec(sqlmodel.select(Listener))] == [
+            params["ListenerPort"]
+        ]
+
+
+def _wrong_type(annotation: Any) -> Any:
+    """A JSON value of another type than the field's, one a lenient parser would have coerced."""
+    union = get_origin(annotation) in (Union, types.UnionType)
+    options = get_args(annotation) if union else (annotation,)
+    kind = get_origin(options[0]) or options[0]
+    return {bool: "no", int: True, str: 5, list: "x", Literal: True}[kind]
+
+
+@pytest.mark.parametrize("action", sorted(a for a in ACTIONS if ACTIONS[a].request.model_fields))
+def test_every_parameter_of_every_action_has_a_strict_type(
+    service: Service, http: httpx.Client, action: str
+) -> None:
+    """Each parameter of the action, sent alone with a value of the wrong JSON type, is
+    400 InvalidParameter naming its type problem, and nothing changes."""
+    before = stored(service)
+    for field, info in ACTIONS[action].request.model_fields.items():
+        message = refused(http, action, "InvalidParameter", **{field: _wrong_type(info.annotation)})
+        assert f"{field}: Input should be" in message
+    assert stored(service) == before
+
+
+def _models(annotation: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for arg in get_args(annotation):
+        yield from _models(arg)
+
+
+def test_every_parameter_object_is_strict() -> None:
+    """Every request model and every object nested in one validates strictly, unknown fields
+    refused."""
+    for action in ACTIONS.values():
+        for field in action.request.model_fields.values():
+            for model in (action.request, *_models(field.annotation)):
+                assert model.model_config.get("strict") is True, model
+                assert model.model_config.get("extra") == "forbid", model
