@@ -3,8 +3,10 @@ addresses and ports, slow and vanishing clients, authorization, 405 and the Open
 
 from __future__ import annotations
 
+import socket
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import httpx
@@ -17,11 +19,16 @@ from sqlmodel import Session, SQLModel
 from certwatch.actions import ACTIONS
 from certwatch.models import Listener
 from certwatch.service import Service
-from tests.certfactory import issue
-from tests.integration.servers import api_server
+from offload.echo import EchoServer
+from offload.workers import ProxyControl
+from tests.certfactory import Issued, issue, make_pki
+from tests.conftest import make_config
+from tests.integration.offload.conftest import client_context, echo_roundtrip, tls_connect
+from tests.integration.servers import api_server, echo_when_served
 from tests.support import free_port
 
 DEEP = 100_000
+NAME = "edge.example.com"
 
 
 @pytest.fixture
@@ -75,9 +82,11 @@ def refused(http: httpx.Client, action: str, code: str, status: int = 400, **par
     return str(response.json()["Message"])
 
 
-def listener_params(http: httpx.Client, port: int, backend_port: int = 9) -> dict[str, Any]:
+def listener_params(
+    http: httpx.Client, port: int, backend_port: int = 9, leaf: Issued | None = None
+) -> dict[str, Any]:
     """CreateListener parameters for a new load balancer, server group and certificate."""
-    upload = issue("edge.example.com").upload_params("edge")
+    upload = (leaf or issue(NAME)).upload_params("edge")
     return {
         "LoadBalancerId": call(http, "CreateLoadBalancer", LoadBalancerName="lb")["LoadBalancerId"],
         "ServerGroupId": call(
@@ -187,3 +196,104 @@ def test_every_parameter_object_is_strict() -> None:
             for model in (action.request, *_models(field.annotation)):
                 assert model.model_config.get("strict") is True, model
                 assert model.model_config.get("extra") == "forbid", model
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("224.0.0.1", "multicast"),
+        ("239.255.255.250", "multicast"),
+        ("ff02::1", "multicast"),
+        ("::ffff:224.0.0.1", "multicast"),
+        ("255.255.255.255", "broadcast"),
+        ("240.0.0.1", "reserved"),
+        ("4000::1", "reserved"),
+    ],
+)
+def test_a_listener_address_no_connection_can_reach_is_refused(
+    service: Service, http: httpx.Client, address: str, why: str
+) -> None:
+    """A multicast, broadcast or reserved ListenerAddress (or ServerIp) is 400 InvalidParameter
+    saying which, and creates nothing."""
+    params = listener_params(http, free_port())
+    before = stored(service)
+    message = refused(http, "CreateListener", "InvalidParameter", **params, ListenerAddress=address)
+    assert f"ListenerAddress: Value error, {address} is" in message
+    assert why in message
+    server = {"ServerIp": address, "Port": 8080}
+    message = refused(
+        http, "CreateServerGroup", "InvalidParameter", ServerGroupName="g", Servers=[server]
+    )
+    assert why in message
+    assert stored(service) == before
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "127.0.0.1", "::1"])
+def test_every_address_and_loopback_are_still_listener_addresses(
+    http: httpx.Client, address: str
+) -> None:
+    """The unspecified addresses (0.0.0.0, ::: every address) and loopback still make a
+    running listener."""
+    lid = call(
+        http, "CreateListener", **listener_params(http, free_port()), ListenerAddress=address
+    )["ListenerId"]
+    got = call(http, "GetListenerAttribute", ListenerId=lid)
+    assert (got["ListenerAddress"], got["ListenerStatus"]) == (address, "Running")
+
+
+@pytest.mark.parametrize(
+    ("holder_address", "options"),
+    [
+        ("127.0.0.1", ()),
+        ("127.0.0.1", (socket.SO_REUSEADDR,)),
+        ("127.0.0.1", (socket.SO_REUSEADDR, socket.SO_REUSEPORT)),
+        ("0.0.0.0", (socket.SO_REUSEADDR, socket.SO_REUSEPORT)),
+    ],
+    ids=["plain", "reuseaddr", "reuseaddr-reuseport", "any-reuseport"],
+)
+def test_a_port_another_program_listens_on_is_still_port_in_use(
+    service: Service, http: httpx.Client, holder_address: str, options: tuple[int, ...]
+) -> None:
+    """The port check binds like the proxy, yet a port another program listens on (whatever
+    its socket options, SO_REUSEPORT too) is still 400 PortInUse and creates nothing."""
+    params = listener_params(http, 0)
+    before = stored(service)
+    with socket.socket() as holder:
+        for option in options:
+            holder.setsockopt(socket.SOL_SOCKET, option, 1)
+        holder.bind((holder_address, 0))
+        holder.listen()
+        params["ListenerPort"] = holder.getsockname()[1]
+        assert "another program" in refused(http, "CreateListener", "PortInUse", **params)
+    assert stored(service) == before
+
+
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[httpx.Client]:
+    """An HTTP client of the API of a service whose data plane is a real one-worker proxy."""
+    with ProxyControl(1) as proxy:
+        service = Service(make_config(tmp_path), data_plane=proxy)
+        try:
+            with api_server(service) as url, httpx.Client(base_url=url, timeout=30) as client:
+                yield client
+        finally:
+            service.close()
+
+
+def test_a_listener_recreated_on_a_deleted_listeners_port_serves(proxied: httpx.Client) -> None:
+    """Create, delete and re-create a listener on the same port while a connection of the
+    deleted one is still open: the re-creation is 200, not PortInUse, and the new listener
+    serves."""
+    pki = make_pki()
+    port = free_port()
+    with EchoServer() as echo:
+        params = listener_params(proxied, port, echo.port, pki.leaf(NAME))
+        first = call(proxied, "CreateListener", **params)["ListenerId"]
+        with tls_connect(port, client_context(pki.root_pem), NAME) as early:
+            assert echo_roundtrip(early) == b"ping"
+            call(proxied, "DeleteListener", ListenerId=first)
+            second = call(proxied, "CreateListener", **params)["ListenerId"]
+            assert echo_when_served(port, pki.root_pem, NAME, b"again") == b"again"
+            assert echo_roundtrip(early, b"still") == b"still"
+    listed = call(proxied, "ListListeners")["Listeners"]
+    assert [(x["ListenerId"], x["ListenerPort"]) for x in listed] == [(second, port)]
