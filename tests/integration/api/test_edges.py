@@ -297,3 +297,24 @@ def test_a_listener_recreated_on_a_deleted_listeners_port_serves(proxied: httpx.
             assert echo_roundtrip(early, b"still") == b"still"
     listed = call(proxied, "ListListeners")["Listeners"]
     assert [(x["ListenerId"], x["ListenerPort"]) for x in listed] == [(second, port)]
+
+
+def test_a_port_this_nodes_proxy_still_serves_is_left_to_the_proxy(
+    tmp_path: Path, proxied: httpx.Client
+) -> None:
+    """A listener deleted through another node of the same store is still served by this
+    node's proxy; re-creating it here on its port is 200 (the proxy moves the port over), not
+    a PortInUse from this node's own socket."""
+    pki = make_pki()
+    port = free_port()
+    other = Service(make_config(tmp_path))
+    try:
+        with EchoServer() as echo:
+            params = listener_params(proxied, port, echo.port, pki.leaf(NAME))
+            first = call(proxied, "CreateListener", **params)["ListenerId"]
+            other.call("DeleteListener", {"ListenerId": first})
+            assert echo_when_served(port, pki.root_pem, NAME, b"old") == b"old"
+            call(proxied, "CreateListener", **params)
+            assert echo_when_served(port, pki.root_pem, NAME, b"new") == b"new"
+    finally:
+        other.close()
