@@ -318,3 +318,108 @@ def test_a_port_this_nodes_proxy_still_serves_is_left_to_the_proxy(
             assert echo_when_served(port, pki.root_pem, NAME, b"new") == b"new"
     finally:
         other.close()
+
+
+@pytest.fixture
+def guarded(tmp_path: Path) -> Iterator[httpx.Client]:
+    """An HTTP client of the API of a service with `api.token` "s3cret"."""
+    service = Service(make_config(tmp_path, api={"token": "s3cret"}))
+    try:
+        with api_server(service) as url, httpx.Client(base_url=url, timeout=10) as client:
+            yield client
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "authorization", "status", "code"),
+    [
+        ("POST", "/v1/ListListeners", None, 401, "Unauthorized"),
+        ("POST", "/v1/ListListeners", "Bearer wrong", 401, "Unauthorized"),
+        ("POST", "/v1/ListListeners", "Basic s3cret", 401, "Unauthorized"),
+        ("POST", "/v1/ListListeners", "s3cret", 401, "Unauthorized"),
+        ("POST", "/v1/NoSuchAction", None, 401, "Unauthorized"),
+        ("GET", "/v1/ListListeners", None, 401, "Unauthorized"),
+        ("GET", "/v1/X", None, 401, "Unauthorized"),
+        ("DELETE", "/v1/X", "Bearer wrong", 401, "Unauthorized"),
+        ("POST", "/v1/ListListeners", "Bearer s3cret", 200, None),
+        ("POST", "/v1/ListListeners", "bearer s3cret", 200, None),
+        ("POST", "/v1/ListListeners", "BEARER s3cret", 200, None),
+        ("POST", "/v1/ListListeners", "Bearer  s3cret", 200, None),
+        ("POST", "/v1/NoSuchAction", "bearer s3cret", 404, "InvalidAction"),
+        ("GET", "/v1/ListListeners", "Bearer s3cret", 405, "MethodNotAllowed"),
+        ("GET", "/v1/X", "Bearer s3cret", 405, "MethodNotAllowed"),
+        ("GET", "/healthz", None, 200, None),
+    ],
+)
+def test_the_token_is_checked_first_and_its_scheme_is_case_insensitive(
+    guarded: httpx.Client,
+    method: str,
+    path: str,
+    authorization: str | None,
+    status: int,
+    code: str | None,
+) -> None:
+    """With a token set, every /v1/ call without it is 401 (with WWW-Authenticate) before an
+    unknown action or a wrong method is told; `bearer` in any case is the Bearer scheme."""
+    headers = {"Authorization": authorization} if authorization else {}
+    response = guarded.request(method, path, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.json().get("Code") == code
+    assert (response.headers.get("www-authenticate") == "Bearer") is (status == 401)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("path", ["/v1/ListListeners", "/v1/CreateListener", "/v1/X"])
+def test_a_wrong_method_is_405_with_allow_post(http: httpx.Client, method: str, path: str) -> None:
+    """Any method but POST on /v1/... is 405 MethodNotAllowed with `Allow: POST`."""
+    response = http.request(method, path)
+    assert (response.status_code, response.json()["Code"]) == (405, "MethodNotAllowed")
+    assert response.headers["allow"] == "POST"
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from [value] if key == "$ref" else _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def _resolve(document: dict[str, Any], ref: str) -> Any:
+    """The node a local JSON pointer (`#/a/b`) names in `document`; KeyError if none."""
+    assert ref.startswith("#/"), ref
+    node: Any = document
+    for part in ref[2:].split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def test_every_ref_of_the_openapi_document_resolves(http: httpx.Client) -> None:
+    """Every $ref in /openapi.json (nested models such as Server included) points at a schema
+    in the document itself."""
+    document = http.get("/openapi.json").json()
+    refs = set(_refs(document))
+    assert "#/components/schemas/Server" in refs
+    for ref in refs:
+        assert isinstance(_resolve(document, ref), dict), ref
+
+
+def test_every_action_operation_requires_its_request_body(http: httpx.Client) -> None:
+    """Every action's operation has `requestBody.required: true` and a JSON schema."""
+    paths = http.get("/openapi.json").json()["paths"]
+    actions = {path: item for path, item in paths.items() if path.startswith("/v1/")}
+    assert set(actions) == {f"/v1/{name}" for name in ACTIONS}
+    for path, item in actions.items():
+        body = item["post"]["requestBody"]
+        assert body["required"] is True, path
+        assert body["content"]["application/json"]["schema"], path
+
+
+def test_metrics_is_text_plain_in_the_openapi_document(http: httpx.Client) -> None:
+    """/metrics answers text/plain, and the OpenAPI document says so (not JSON)."""
+    document = http.get("/openapi.json").json()
+    content = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(content) == ["text/plain"]
+    assert http.get("/metrics").headers["content-type"].startswith("text/plain")
