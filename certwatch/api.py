@@ -20,6 +20,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from certwatch import errors
@@ -31,6 +32,8 @@ from certwatch.service import Service
 log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024
 SCHEMA_REF = "#/components/schemas/{model}"
+CLIENT_GONE = 499
+"""The status of a request whose client disconnected (logged, never sent: nobody to send to)."""
 
 
 def _error(
@@ -143,7 +146,7 @@ def create_app(service: Service) -> FastAPI:
         app.add_middleware(BearerToken, token=service.config.api.token)
 
     def register(action: Action[Any]) -> None:
-        async def endpoint(request: Request) -> JSONResponse:
+        async def endpoint(request: Request) -> Response:
             request_id = str(uuid.uuid4())
             try:
                 payload = await _read_body(request)
@@ -154,6 +157,9 @@ def create_app(service: Service) -> FastAPI:
                 result = await run_in_threadpool(dispatch, service, action, req)
             except errors.ApiError as exc:
                 return _error(request_id, exc)
+            except ClientDisconnect:
+                log.debug("%s: the client went away before sending its whole body", action.name)
+                return Response(status_code=CLIENT_GONE)
             return JSONResponse(
                 {"RequestId": request_id, **result}, headers={"X-Request-Id": request_id}
             )

@@ -3,7 +3,9 @@ addresses and ports, slow and vanishing clients, authorization, 405 and the Open
 
 from __future__ import annotations
 
+import logging
 import socket
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +27,7 @@ from tests.certfactory import Issued, issue, make_pki
 from tests.conftest import make_config
 from tests.integration.offload.conftest import client_context, echo_roundtrip, tls_connect
 from tests.integration.servers import api_server, echo_when_served
-from tests.support import free_port
+from tests.support import eventually, free_port
 
 DEEP = 100_000
 NAME = "edge.example.com"
@@ -423,3 +425,42 @@ def test_metrics_is_text_plain_in_the_openapi_document(http: httpx.Client) -> No
     content = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert list(content) == ["text/plain"]
     assert http.get("/metrics").headers["content-type"].startswith("text/plain")
+
+
+def _port(client: httpx.Client) -> int:
+    """The port of the API server a client talks to."""
+    return int(client.base_url.port or 0)
+
+
+def _handled(caplog: pytest.LogCaptureFixture) -> bool:
+    """Whether the server has logged the end of a request cut short (a debug line or an error)."""
+    return any("went away" in r.getMessage() or r.levelno >= logging.ERROR for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"Content-Length: 1000\r\n\r\n" + b'{"LoadBalancerName": ',
+        b"Content-Length: 100\r\n\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n" + b'5\r\n{"Loa\r\n',
+    ],
+    ids=["mid-body", "before-the-body", "mid-chunked-body"],
+)
+def test_a_client_that_disconnects_mid_body_logs_no_traceback(
+    service: Service, http: httpx.Client, caplog: pytest.LogCaptureFixture, sent: bytes
+) -> None:
+    """A client that sends part of a body and disconnects is a normal end of a request: one
+    debug line, no traceback, no error; nothing changes and the server goes on serving."""
+    caplog.set_level(logging.DEBUG)
+    before = stored(service)
+    with socket.create_connection(("127.0.0.1", _port(http)), timeout=5) as raw:
+        raw.sendall(b"POST /v1/CreateLoadBalancer HTTP/1.1\r\nHost: api\r\n" + sent)
+        time.sleep(0.2)
+    assert eventually(lambda: _handled(caplog), 5)
+    assert "Traceback" not in caplog.text
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
+    assert [r.getMessage() for r in caplog.records if "went away" in r.getMessage()] == [
+        "CreateLoadBalancer: the client went away before sending its whole body"
+    ]
+    assert stored(service) == before
+    call(http, "CreateLoadBalancer", LoadBalancerName="after")
