@@ -9,14 +9,19 @@ import hmac
 import json
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from certwatch import errors
 from certwatch.actions import ACTIONS
@@ -26,11 +31,71 @@ from certwatch.service import Service
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024
+SCHEMA_REF = "#/components/schemas/{model}"
+CLIENT_GONE = 499
+"""The status of a request whose client disconnected (logged, never sent: nobody to send to)."""
 
 
-def _error(request_id: str, exc: errors.ApiError) -> JSONResponse:
+def _error(
+    request_id: str, exc: errors.ApiError, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     body = {"RequestId": request_id, "Code": exc.code, "Message": exc.message}
-    return JSONResponse(body, status_code=exc.status, headers={"X-Request-Id": request_id})
+    headers = {**(headers or {}), "X-Request-Id": request_id}
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+def _bearer(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive,
+    RFC 7235), or None."""
+    scheme, _, credentials = authorization.partition(" ")
+    return credentials.strip(" ") if scheme.lower() == "bearer" else None
+
+
+class BearerToken:
+    """Every `/v1/` call needs `Authorization: Bearer <token>`, checked before routing, so an
+    unknown action or a wrong method is a 401 too when unauthenticated."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    def _authorized(self, scope: Scope) -> bool:
+        given = _bearer(Headers(scope=scope).get("authorization", ""))
+        return given is not None and hmac.compare_digest(given.encode(), self.token)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer 401 to an unauthorized `/v1/` call; pass everything else on."""
+        guarded = scope["type"] == "http" and scope["path"].startswith("/v1/")
+        if not guarded or self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        refusal = errors.Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
+        response = _error(str(uuid.uuid4()), refusal, {"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)
+
+
+class ApiApp(FastAPI):
+    """FastAPI whose OpenAPI document also holds the request models in `components/schemas`,
+    where the request bodies' `$ref`s point."""
+
+    def __init__(self, definitions: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.definitions = definitions
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document (built once by FastAPI), with the request models added."""
+        document = super().openapi()
+        document.setdefault("components", {}).setdefault("schemas", {}).update(self.definitions)
+        return document
+
+
+def _request_schemas() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Each action's request body schema (a `$ref`), and the definitions they refer to."""
+    mode: JsonSchemaMode = "validation"
+    models: list[type[BaseModel]] = list(dict.fromkeys(a.request for a in ACTIONS.values()))
+    refs, top = models_json_schema([(m, mode) for m in models], ref_template=SCHEMA_REF)
+    bodies = {name: refs[(a.request, mode)] for name, a in ACTIONS.items()}
+    return bodies, top.get("$defs", {})
 
 
 def _describe(exc: ValidationError) -> str:
@@ -63,6 +128,11 @@ async def _read_body(request: Request) -> dict[str, Any]:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.InvalidJson(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise errors.InvalidJson(
+            "the body nests arrays or objects too deeply to be parsed; "
+            "an action's parameters need only a few levels"
+        ) from exc
     if not isinstance(payload, dict):
         raise errors.InvalidJson("the body must be a JSON object of the action's parameters")
     return payload
@@ -70,21 +140,15 @@ async def _read_body(request: Request) -> dict[str, Any]:
 
 def create_app(service: Service) -> FastAPI:
     """The FastAPI application for one service."""
-    app = FastAPI(title="certwatch", version="0.1.0", docs_url=None, redoc_url=None)
-    token = service.config.api.token
-
-    def authorize(request: Request) -> None:
-        if not token:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise errors.Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
+    bodies, definitions = _request_schemas()
+    app = ApiApp(definitions, title="certwatch", version="0.1.0", docs_url=None, redoc_url=None)
+    if service.config.api.token:
+        app.add_middleware(BearerToken, token=service.config.api.token)
 
     def register(action: Action[Any]) -> None:
-        async def endpoint(request: Request) -> JSONResponse:
+        async def endpoint(request: Request) -> Response:
             request_id = str(uuid.uuid4())
             try:
-                authorize(request)
                 payload = await _read_body(request)
                 try:
                     req = action.request.model_validate(payload)
@@ -93,11 +157,14 @@ def create_app(service: Service) -> FastAPI:
                 result = await run_in_threadpool(dispatch, service, action, req)
             except errors.ApiError as exc:
                 return _error(request_id, exc)
+            except ClientDisconnect:
+                log.debug("%s: the client went away before sending its whole body", action.name)
+                return Response(status_code=CLIENT_GONE)
             return JSONResponse(
                 {"RequestId": request_id, **result}, headers={"X-Request-Id": request_id}
             )
 
-        schema = action.request.model_json_schema()
+        body = {"required": True, "content": {"application/json": {"schema": bodies[action.name]}}}
         app.add_api_route(
             f"/v1/{action.name}",
             endpoint,
@@ -105,7 +172,7 @@ def create_app(service: Service) -> FastAPI:
             name=action.name,
             summary=action.summary,
             tags=["changing" if action.changing else "reading"],
-            openapi_extra={"requestBody": {"content": {"application/json": {"schema": schema}}}},
+            openapi_extra={"requestBody": body},
         )
 
     for action in ACTIONS.values():
@@ -122,7 +189,7 @@ def create_app(service: Service) -> FastAPI:
         ok = all(parts.values())
         return JSONResponse({"Healthy": ok, **parts}, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
         return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -130,7 +197,7 @@ def create_app(service: Service) -> FastAPI:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HttpError")
         failure = errors.ApiError(str(exc.detail), code=code, status=exc.status_code)
-        return _error(str(uuid.uuid4()), failure)
+        return _error(str(uuid.uuid4()), failure, exc.headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

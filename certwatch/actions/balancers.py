@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from certwatch import errors
-from certwatch.actions.registry import ActionContext, ChangeRequest, IpAddress, action
+from certwatch.actions.registry import PARAMETERS, ActionContext, ChangeRequest, IpAddress, action
 from certwatch.ids import new_id
 from certwatch.store.models import LoadBalancer, ServerGroup
 
@@ -15,9 +15,9 @@ MAX_SERVERS = 200
 
 
 class Server(BaseModel):
-    """A backend server."""
+    """A backend server (a parameter object: strict like a request)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMETERS
 
     ServerIp: IpAddress
     Port: int = Field(ge=1, le=65535)

@@ -125,8 +125,24 @@ def _check_port_free(ctx: ActionContext, address: str, port: int) -> None:
         raise errors.PortInUse(
             f"{address}:{port} is already used by listener {taken.id} ({taken.address}:{port})"
         )
+    if not _served_by_proxy(ctx, port):
+        _check_bindable(address, port)
+
+
+def _served_by_proxy(ctx: ActionContext, port: int) -> bool:
+    """Whether this node's proxy has a socket on `port` (a listener it has not let go of yet,
+    e.g. deleted on another node); the proxy itself then decides when it applies the change."""
+    snapshot = ctx.service.applied_snapshot
+    return snapshot is not None and any(spec.port == port for spec in snapshot.listeners)
+
+
+def _check_bindable(address: str, port: int) -> None:
+    """Bind `address:port` as the proxy would (SO_REUSEADDR: connections still open or in
+    TIME_WAIT on the port do not count), but without SO_REUSEPORT, so that another program's
+    listening socket does."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((address, port))
         except OSError as exc:

@@ -20,21 +20,51 @@ if TYPE_CHECKING:
     from certwatch.service import Service
 
 
+BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def _not_unicast(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """What kind of address no TCP connection can use, or None (unspecified and loopback are
+    fine: 0.0.0.0 and :: are every address)."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        return _not_unicast(mapped)
+    if address.is_multicast:
+        return "a multicast address"
+    if address == BROADCAST:
+        return "the broadcast address"
+    if address.is_reserved and not (address.is_unspecified or address.is_loopback):
+        return "a reserved address"
+    return None
+
+
 def _ip_address(value: str) -> str:
     try:
-        return str(ipaddress.ip_address(value))
+        address = ipaddress.ip_address(value)
     except ValueError as exc:
         raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from exc
+    kind = _not_unicast(address)
+    if kind is not None:
+        raise ValueError(
+            f"{value} is {kind}: TCP needs a unicast address, so nothing could ever connect "
+            "there (use 0.0.0.0 or :: for every address)"
+        )
+    return str(address)
 
 
 IpAddress = Annotated[str, AfterValidator(_ip_address)]
-"""An IPv4 or IPv6 address, normalised."""
+"""An IPv4 or IPv6 unicast (or unspecified) address, normalised."""
+
+
+PARAMETERS = ConfigDict(strict=True, extra="forbid")
+"""How every action parameter is read: no type coercion (`true` is not a port, `"no"` is not a
+boolean, `5` is not a string), and unknown fields refused."""
 
 
 class Request(BaseModel):
-    """Base of every action's parameters: PascalCase names, unknown fields refused."""
+    """Base of every action's parameters: PascalCase names, strict types, unknown fields refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMETERS
 
 
 class ChangeRequest(Request):
