@@ -9,7 +9,7 @@ Store part: rows are inserted directly (fast); listeners are Stopped, so no prob
 expiry dates are spread over 0-120 days, so the FIRST scan also creates and delivers (to the
 log, no URL configured) about a quarter of the certificates' alerts; the second scan is the
 steady state. Probe part: one listener whose 10 additional certificates carry 100 DNS names
-each, served by the real offload proxy (2 workers), scanned through `run_scan`.
+each, served by the real offload proxy (2 workers), scanned through `Scanner.run`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Any
 from prometheus_client import generate_latest
 from sqlalchemy import insert
 
+from certwatch.app.service import Service
 from certwatch.config import Config
-from certwatch.scan.run import ScanReport, run_scan
-from certwatch.service import Service
+from certwatch.scan.run import ScanReport
 from certwatch.store.db import transaction
 from certwatch.store.models import (
     Certificate,
@@ -142,9 +142,9 @@ def store_scan(data_dir: Path, listeners: int, per_listener: int) -> None:
     """Scan 10,000 certificates in use (store only), twice: first (alerts) and steady."""
     service = Service(Config(data_dir=str(data_dir)))
     _fill(service, listeners, per_listener)
-    _timed("store scan, first (creates and logs the due alerts)", lambda: run_scan(service))
-    _timed("store scan, steady state", lambda: run_scan(service))
-    _peak("store scan, steady state", lambda: run_scan(service))
+    _timed("store scan, first (creates and logs the due alerts)", lambda: service.scanner.run())
+    _timed("store scan, steady state", lambda: service.scanner.run())
+    _peak("store scan, steady state", lambda: service.scanner.run())
     start = time.perf_counter()
     size = len(generate_latest(service.registry))
     print(f"/metrics scrape (store collector): {time.perf_counter() - start:.2f} s, {size} bytes")
@@ -185,8 +185,8 @@ def probe_scan(data_dir: Path, certs: int, names: int) -> None:
             "AssociateAdditionalCertificatesWithListener",
             {"ListenerId": listener, "AdditionalCertificateIds": extra},
         )
-        _timed(f"live scan, {certs * names + 2} probes", lambda: run_scan(service))
-        _peak("live scan", lambda: run_scan(service))
+        _timed(f"live scan, {certs * names + 2} probes", lambda: service.scanner.run())
+        _peak("live scan", lambda: service.scanner.run())
         service.close()
 
 

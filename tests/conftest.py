@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from certwatch.api import create_app
+from certwatch.api.http import create_app
+from certwatch.app.service import Service
 from certwatch.config import Config
-from certwatch.service import Service
 
 PG_URL = os.environ.get("CERTWATCH_TEST_PG_URL")
 REQUIRE_TOOLS = os.environ.get("CERTWATCH_TEST_REQUIRE_TOOLS") == "1"

@@ -14,9 +14,8 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from sqlalchemy import bindparam, insert
+from sqlalchemy import Engine, bindparam, insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, SQLModel, col, delete, select, update
 
@@ -27,9 +26,6 @@ from certwatch.alerts.renewal import RenewalLookup, StagedRenewal
 from certwatch.ids import new_id
 from certwatch.store.db import transaction
 from certwatch.store.models import Alert, Certificate, Listener
-
-if TYPE_CHECKING:
-    from certwatch.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +99,15 @@ class _Renewals:
 
 
 def prepare(
-    service: Service, in_use: Sequence[alerting.CertInUse], now: dt.datetime
+    engine: Engine,
+    lookup: RenewalLookup | None,
+    in_use: Sequence[alerting.CertInUse],
+    now: dt.datetime,
 ) -> list[Outgoing]:
-    """Apply the alert plan to the store; return the alerts to deliver."""
+    """Apply the alert plan to the store; return the alerts to deliver (`lookup` names each
+    certificate's staged renewal)."""
     outgoing = []
-    with transaction(service.engine) as session:
+    with transaction(engine) as session:
         rows = session.execute(
             sa_select(
                 col(Alert.id),
@@ -122,7 +122,6 @@ def prepare(
         plan = alerting.plan_alerts(in_use, existing, now)
         fresh: list[dict[str, object]] = []
         retried: list[dict[str, object]] = []
-        lookup = service.renewal_lookup
         renewals = _Renewals(lookup, session, [d.cert for d in plan.send]) if lookup else None
         for due in plan.send:
             title = alerting.title(due.cert, due.threshold)
@@ -171,14 +170,15 @@ _ATTEMPT = (
 )
 
 
-def deliver(service: Service, outgoing: Sequence[Outgoing]) -> tuple[int, int]:
+def deliver(
+    engine: Engine, notifier: notify.Notifier, outgoing: Sequence[Outgoing]
+) -> tuple[int, int]:
     """Send each alert to the URLs that lack it, commit the attempt, then the next alert.
 
     Returns (alerts now delivered everywhere, alerts some URL still lacks).
     """
-    notifier = service.monitoring.notifier
     sent = failed = 0
-    with service.engine.connect() as connection:
+    with engine.connect() as connection:
         for item in outgoing:
             if notifier.urls:
                 results = notifier.send_each(item.title, item.body, skip=item.delivered_to)
@@ -207,7 +207,11 @@ def deliver(service: Service, outgoing: Sequence[Outgoing]) -> tuple[int, int]:
 
 
 def run(
-    service: Service, in_use: Sequence[alerting.CertInUse], now: dt.datetime
+    engine: Engine,
+    notifier: notify.Notifier,
+    lookup: RenewalLookup | None,
+    in_use: Sequence[alerting.CertInUse],
+    now: dt.datetime,
 ) -> tuple[int, int]:
     """Plan, store and deliver the alerts due at `now`; (delivered, failed)."""
-    return deliver(service, prepare(service, in_use, now))
+    return deliver(engine, notifier, prepare(engine, lookup, in_use, now))

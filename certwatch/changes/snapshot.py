@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from certwatch.actions.policies import resolve_policy
 from certwatch.config import ProxyConfig
+from certwatch.inventory.policies import resolve_policy
 from certwatch.pki import x509
 from certwatch.store.db import KeyBox
 from certwatch.store.models import (

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlmodel import Session
+
+from certwatch import errors
+from certwatch.store.models import SecurityPolicy
+
 ECDHE_STRONG = (
     "ECDHE-ECDSA-AES128-GCM-SHA256",
     "ECDHE-ECDSA-AES256-GCM-SHA384",
@@ -105,3 +110,13 @@ def check_custom(name: str, versions: list[str], ciphers: list[str]) -> str | No
     if any(v != "TLSv1.3" for v in versions) and not any(c not in TLS13_SUITES for c in ciphers):
         return "TLS 1.2 or below is enabled but no cipher for it is listed"
     return None
+
+
+def resolve_policy(session: Session, policy_id: str) -> Policy:
+    """A system policy by name or a custom policy by id, or 404 SecurityPolicyNotFound."""
+    if policy_id in SYSTEM_POLICIES:
+        return SYSTEM_POLICIES[policy_id]
+    row = session.get(SecurityPolicy, policy_id)
+    if row is None:
+        raise errors.NotFound("SecurityPolicy", policy_id)
+    return Policy(row.id, row.name, False, tuple(row.tls_versions), tuple(row.ciphers))

@@ -1,41 +1,33 @@
-"""Wiring of the certificate lifecycle into a service: scan hooks, staged-renewal lookup, recovery.
+"""Automatic rotation, and the staged-renewal lookup that alerts name.
 
-`install(service)` (from `Service.__init__`) sets the lookup and adds three scan hooks, run
-by the leader before each scan (the first one at start, after the proxy serves the store):
-`recover` (settle rotations a crash left `InProgress`), the staging-directory intake, and
-automatic rotation.
+`auto_rotate` is a scan hook (run by the leader before each scan); `StagedRenewals`
+implements the alerts' `RenewalLookup` port. `app/service.py` wires both.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, select
 
 from certwatch import clock
 from certwatch.alerts.renewal import StagedRenewal
-from certwatch.rotation import intake as staging
-from certwatch.rotation import rotate as rotation
-from certwatch.rotation import staged
+from certwatch.node import Node
+from certwatch.rotation import rotate, staged
 from certwatch.rotation.candidates import best
-from certwatch.rotation.rotate import recover
 from certwatch.store.db import transaction
 from certwatch.store.models import Certificate, Listener, ListenerCertificate
 
-if TYPE_CHECKING:
-    from certwatch.service import Service
-
 log = logging.getLogger(__name__)
-__all__ = ["StagedRenewals", "auto_rotate", "install", "recover"]
+
 
 
 class StagedRenewals:
-    """`service.renewal_lookup`: the best staged replacement for a certificate in use."""
+    """The alerts' renewal lookup: the best staged replacement for a certificate in use."""
 
-    def __init__(self, service: Service) -> None:
-        self._service = service
+    def __init__(self, node: Node) -> None:
+        self._node = node
 
     def __call__(
         self, session: Session, certificate: Certificate, listener: Listener, now: dt.datetime
@@ -43,11 +35,11 @@ class StagedRenewals:
         """The candidate that would replace `certificate` on `listener`, and when."""
         if certificate.type != "Server":
             return None
-        verdicts = staged.judge(self._service, session, listener.id, certificate, now)
+        verdicts = staged.judge(self._node, session, listener.id, certificate, now)
         winner = best(verdicts)
         if winner is None:
             return None
-        config = self._service.config.rotation
+        config = self._node.config.rotation
         due = certificate.not_after - dt.timedelta(days=config.before_days)
         return StagedRenewal(
             staged_certificate_id=winner.item.id,
@@ -57,14 +49,14 @@ class StagedRenewals:
         )
 
 
-def auto_rotate(service: Service) -> None:
+def auto_rotate(node: Node) -> None:
     """Scan hook: on every running listener, rotate each default or additional certificate
     that is due (`rotation.before_days` or less left) when a staged candidate is ready."""
-    if not service.config.rotation.auto:
+    if not node.config.rotation.auto:
         return
     now = clock.now()
-    horizon = now + dt.timedelta(days=service.config.rotation.before_days)
-    with transaction(service.engine) as session:
+    horizon = now + dt.timedelta(days=node.config.rotation.before_days)
+    with transaction(node.engine) as session:
         due = session.exec(
             select(Listener, Certificate)
             .join(ListenerCertificate, col(ListenerCertificate.listener_id) == col(Listener.id))
@@ -82,20 +74,15 @@ def auto_rotate(service: Service) -> None:
                 col(Certificate.id),
             )
         ).all()
-    lookup = StagedRenewals(service)
+    lookup = StagedRenewals(node)
     for listener, current in due:
         try:
-            with transaction(service.engine) as session:
+            with transaction(node.engine) as session:
                 renewal = lookup(session, current, listener, now)
             if renewal is not None:
-                rotation.rotate(
-                    service, listener.id, renewal.staged_certificate_id, replaced=current.id
+                rotate.rotate(
+                    node, listener.id, renewal.staged_certificate_id, replaced=current.id
                 )
         except Exception:
             log.exception("automatic rotation of %s on %s failed", current.id, listener.id)
 
-
-def install(service: Service) -> None:
-    """Give the service its staged-renewal lookup and the recovery, intake and rotation hooks."""
-    service.renewal_lookup = StagedRenewals(service)
-    service.before_scan.extend([recover, staging.intake, auto_rotate])

@@ -3,7 +3,7 @@
 A drop is a PEM file (`.pem`, `.crt`, `.cer`) holding the chain and the key, or a
 `name.crt` + `name.key` pair. Other names (e.g. `*.tmp`, dot files) are ignored. A drop is
 left alone while half-written: modified within the last `SETTLE_SECONDS`, a PEM block
-without its END line, or a pair with one half missing. Once read it is staged through
+without its END line, or a pair with one half missing. Once read it is staged by the rules of
 `StageCertificate` and moved (never deleted) to `processed/` or `rejected/` beside it, with a
 `<file>.reason` saying what happened. What is kept there is 0600 in a 0700 folder and holds
 no private key: the key is stored encrypted once staged (and of no use when rejected), so the
@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from certwatch import clock, errors
-from certwatch.actions.rotation import FILE_ACTOR
+from certwatch.node import Node
 from certwatch.pki.pem import complete, split_pem
 from certwatch.private_files import DIR_MODE, FILE_MODE, write_private
-
-if TYPE_CHECKING:
-    from certwatch.service import Service
+from certwatch.rotation.staged import FILE_ACTOR, stage
+from certwatch.store.models import StagedStatus
 
 log = logging.getLogger(__name__)
 SETTLE_SECONDS = 2.0
@@ -82,27 +81,31 @@ def _remove_keys(path: Path, text: str, verdict: str) -> list[str]:
     return [KEY_REMOVED[verdict]]
 
 
-def intake(service: Service) -> None:
-    """Scan hook: stage every complete drop in the staging directory and move it aside."""
-    directory = service.config.staging_dir
+def intake(node: Node) -> None:
+    """Scan hook: stage every complete drop in the staging directory and move it aside; a
+    drop that cannot be staged goes to `rejected/` with its reason, and the next one goes on."""
+    directory = node.config.staging_dir
     if not directory.is_dir():
         return
     for group, texts in drops(directory, clock.now().timestamp()):
         chain, key = split_pem("".join(texts))
         names = " + ".join(p.name for p in group)
         try:
+            if not chain:
+                raise errors.BadRequest(
+                    "no certificate in the file (no PEM CERTIFICATE block)",
+                    code="InvalidCertificate",
+                )
             if not key:
                 raise errors.MissingPrivateKey("no private key in the file (PEM or name.key)")
-            answer = service.call(
-                "StageCertificate", {"Certificate": chain, "PrivateKey": key}, actor=FILE_ACTOR
-            )
+            work = partial(stage, node, chain_pem=chain, key_pem=key, listener_id=None)
+            entry = node.changes.run(work, actor=FILE_ACTOR)
         except errors.ApiError as exc:
             _move(group, texts, "rejected", f"{exc.code}: {exc.message}")
             log.warning("staging %s rejected: %s", names, exc.message)
             continue
-        staged_id, status = answer["StagedCertificateId"], answer["Status"]
-        if status == "Rejected":
-            _move(group, texts, "rejected", f"Rejected ({staged_id}): {answer['Reason']}")
+        if entry.status == StagedStatus.REJECTED:
+            _move(group, texts, "rejected", f"Rejected ({entry.id}): {entry.reason}")
         else:
-            _move(group, texts, "processed", f"{status}: staged as {staged_id}")
-        log.info("staged %s as %s: %s", names, staged_id, status)
+            _move(group, texts, "processed", f"{entry.status}: staged as {entry.id}")
+        log.info("staged %s as %s: %s", names, entry.id, entry.status)

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sqlmodel import Session
 
 from certwatch import clock
+from certwatch.node import Node
 from certwatch.pki import x509
 from certwatch.rotation import staged
 from certwatch.scan.probe import ProbeOutcome, ProbeTarget, connect_host, probe_name, probe_sync
 from certwatch.store.models import Certificate, Listener
 from offload.sni import SniTable
-
-if TYPE_CHECKING:
-    from certwatch.service import Service
 
 
 @dataclass(frozen=True)
@@ -54,14 +51,14 @@ def _problem(outcome: ProbeOutcome, fingerprint: str) -> str | None:
 
 
 def live_check(
-    service: Service, session: Session, listener_id: str, certificate_id: str, role: str
+    node: Node, session: Session, listener_id: str, certificate_id: str, role: str
 ) -> LiveCheck:
     """Probe the listener for each name on which it should now serve `certificate_id`."""
     listener = session.get(Listener, listener_id)
     cert = session.get(Certificate, certificate_id)
     if listener is None or cert is None or listener.status != "Running":
         return LiveCheck(None)
-    if service.data_plane is None:
+    if not node.serves:
         return LiveCheck(None)
     additional = staged.in_use(session, listener_id, "additional")
     names = probe_names(
@@ -73,10 +70,10 @@ def live_check(
     targets = [ProbeTarget(listener_id, host, listener.port, name, listener_id) for name in names]
     outcomes = probe_sync(
         targets,
-        service.trusted_roots(session),
+        node.trusted_roots(session),
         clock.now(),
-        time_limit=service.config.scan.probe_timeout,
-        concurrency=service.config.scan.probe_concurrency,
+        time_limit=node.config.scan.probe_timeout,
+        concurrency=node.config.scan.probe_concurrency,
     )
     problems = [p for o in outcomes if (p := _problem(o, cert.fingerprint)) is not None]
     shown = ", ".join(n or "no SNI" for n in names)

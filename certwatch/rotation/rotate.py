@@ -13,31 +13,39 @@ History rules (one `RotationEvent` per rotation or rollback, whatever it took):
 
 So the store names the old or the new certificate at every instant (each swap is one
 transaction), and an `InProgress` event left by a crash is finished or undone by `recover`.
-The whole rotation holds the service's write lock, so no other change interleaves on a node.
+The whole rotation holds the node's write lock, so no other change interleaves on a node.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+import threading
 
 from sqlmodel import Session, col, select
 
 from certwatch import clock, errors
-from certwatch.actions.listeners import get_listener
+from certwatch.inventory.rows import get_certificate, get_listener, get_rotation_event
+from certwatch.node import Node
 from certwatch.pki import x509
 from certwatch.rotation import staged
 from certwatch.rotation.candidates import best, reject_reason, uncovered
-from certwatch.rotation.swaps import SWAP_ACTOR, Outcome, check_and_settle, count, settle, swap
+from certwatch.rotation.swaps import (
+    Outcome,
+    check_and_settle,
+    count,
+    drop_additional,
+    settle,
+    swap,
+)
 from certwatch.store import history
 from certwatch.store.db import transaction
 from certwatch.store.models import Certificate, Listener, RotationEvent, StagedCertificate
 
-if TYPE_CHECKING:
-    from certwatch.service import Service
-
 log = logging.getLogger(__name__)
+# Rotations and rollbacks of a node run one at a time (each step still goes through the
+# change pipeline, which has its own lock).
+_ROTATIONS = threading.Lock()
 __all__ = ["Outcome", "preview", "recover", "rollback", "rollback_target", "rotate"]
 
 
@@ -81,7 +89,7 @@ def _incumbent(
 
 
 def _choose(
-    service: Service,
+    node: Node,
     session: Session,
     listener: Listener,
     staged_id: str | None,
@@ -91,20 +99,19 @@ def _choose(
     """(certificate to replace, its role, the staged one to rotate in or None, why none)."""
     if staged_id is None:
         current, role = _incumbent(session, listener, replaced, None)
-        verdicts = staged.judge(service, session, listener.id, current, now)
+        verdicts = staged.judge(node, session, listener.id, current, now)
         winner = best(verdicts)
         if winner is not None:
             return current, role, winner.item, None
         reasons = "; ".join(f"{v.item.id}: {v.reason}" for v in verdicts)
         return current, role, None, f"no staged certificate is a candidate ({reasons or 'none'})"
     row = _staged(session, listener, staged_id)
-    cert = session.get(Certificate, row.certificate_id)
-    assert cert is not None
+    cert = get_certificate(session, row.certificate_id)
     current, role = _incumbent(session, listener, replaced, cert)
     if cert.id == current.id:
         return current, role, None, f"{staged_id} is already in use"
-    roots = service.trusted_roots(session)
-    reason = reject_reason(staged.offer(service, cert), staged.incumbent(current), roots, now)
+    roots = node.trusted_roots(session)
+    reason = reject_reason(staged.offer(node, cert), staged.incumbent(current), roots, now)
     if reason is not None:
         staged.set_status(session, row, "Rejected", reason, now)
         return current, role, None, reason
@@ -112,7 +119,7 @@ def _choose(
 
 
 def rotate(
-    service: Service,
+    node: Node,
     listener_id: str,
     staged_id: str | None = None,
     actor: str = "rotation",
@@ -121,13 +128,13 @@ def rotate(
     """Swap in a staged certificate (or the best candidate) for `replaced` (else the default,
     or the additional certificate whose names the staged one covers), check it live, and
     roll back if it fails."""
-    with service.write_lock:
-        _recover_listener(service, listener_id)
+    with _ROTATIONS:
+        _recover_listener(node, listener_id)
         now = clock.now()
-        with transaction(service.engine) as session:
+        with transaction(node.engine) as session:
             listener = get_listener(session, listener_id)
             current, role, chosen, reason = _choose(
-                service, session, listener, staged_id, replaced, now
+                node, session, listener, staged_id, replaced, now
             )
             offered = session.get(StagedCertificate, staged_id) if staged_id else chosen
             event = history.record(
@@ -143,31 +150,31 @@ def rotate(
                 staged_certificate_id=offered.id if offered else None,
             )
         if chosen is None:
-            count(service, listener_id, "Rejected")
+            count(node, listener_id, "Rejected")
             return Outcome(event.id, "Rejected", reason)
         try:
-            swap(service, listener_id, role, current.id, chosen.certificate_id)
+            swap(node, listener_id, role, current.id, chosen.certificate_id)
         except errors.ApiError as exc:
-            return settle(service, event.id, "Rejected", f"the swap failed: {exc.code}: {exc}")
-        return check_and_settle(service, event.id)
+            return settle(node, event.id, "Rejected", f"the swap failed: {exc.code}: {exc}")
+        return check_and_settle(node, event.id)
 
 
 def preview(
-    service: Service, listener_id: str, staged_id: str | None
+    node: Node, listener_id: str, staged_id: str | None
 ) -> tuple[str | None, str | None]:
     """What `rotate` would swap in (a staged id) or why nothing, changing nothing."""
-    with transaction(service.engine) as session:
+    with transaction(node.engine) as session:
         listener = get_listener(session, listener_id)
-        _, _, chosen, reason = _choose(service, session, listener, staged_id, None, clock.now())
+        _, _, chosen, reason = _choose(node, session, listener, staged_id, None, clock.now())
         chosen_id = chosen.id if chosen else None
         session.rollback()
     return chosen_id, reason
 
 
-def rollback_target(service: Service, listener_id: str) -> tuple[str, str, str]:
+def rollback_target(node: Node, listener_id: str) -> tuple[str, str, str]:
     """(current default, default to restore, the event it undoes); raise when there is none."""
     now = clock.now()
-    with transaction(service.engine) as session:
+    with transaction(node.engine) as session:
         current = _default(session, get_listener(session, listener_id)).id
         last = next(
             (
@@ -192,12 +199,12 @@ def rollback_target(service: Service, listener_id: str) -> tuple[str, str, str]:
     return current, target.id, last.id
 
 
-def rollback(service: Service, listener_id: str, actor: str) -> Outcome:
+def rollback(node: Node, listener_id: str, actor: str) -> Outcome:
     """Restore the default certificate that was in place before the listener's last change."""
-    with service.write_lock:
-        _recover_listener(service, listener_id)
-        current, target, undone = rollback_target(service, listener_id)
-        with transaction(service.engine) as session:
+    with _ROTATIONS:
+        _recover_listener(node, listener_id)
+        current, target, undone = rollback_target(node, listener_id)
+        with transaction(node.engine) as session:
             event = history.record(
                 session,
                 listener_id=listener_id,
@@ -209,22 +216,22 @@ def rollback(service: Service, listener_id: str, actor: str) -> Outcome:
                 reason=f"rollback of {undone}",
             )
         try:
-            swap(service, listener_id, "default", current, target)
+            swap(node, listener_id, "default", current, target)
         except errors.ApiError as exc:
-            settle(service, event.id, "Rejected", f"the swap failed: {exc.code}: {exc}")
+            settle(node, event.id, "Rejected", f"the swap failed: {exc.code}: {exc}")
             raise
-        return settle(service, event.id, "Applied", f"restored {target}, in place before {undone}")
+        return settle(node, event.id, "Applied", f"restored {target}, in place before {undone}")
 
 
-def _recover_listener(service: Service, listener_id: str) -> None:
-    with transaction(service.engine) as session:
+def _recover_listener(node: Node, listener_id: str) -> None:
+    with transaction(node.engine) as session:
         pending = session.exec(
             select(RotationEvent.id)
             .where(RotationEvent.listener_id == listener_id, RotationEvent.result == "InProgress")
             .order_by(col(RotationEvent.seq))
         ).all()
     for event_id in pending:
-        _recover_one(service, event_id)
+        _recover_one(node, event_id)
 
 
 def _in_place(session: Session, event: RotationEvent) -> str:
@@ -236,21 +243,15 @@ def _in_place(session: Session, event: RotationEvent) -> str:
     )
 
 
-def _recover_one(service: Service, event_id: str) -> Outcome:
+def _recover_one(node: Node, event_id: str) -> Outcome:
     """Finish or undo one rotation a crash left `InProgress`."""
-    with transaction(service.engine) as session:
-        event = session.get(RotationEvent, event_id)
-        assert event is not None
+    with transaction(node.engine) as session:
+        event = get_rotation_event(session, event_id)
         state = _in_place(session, event)
     old, new, noted = event.old_certificate_id, event.new_certificate_id, event.reason
     failed = noted if noted and noted.startswith("live check failed") else None
-    if state == "both":  # an additional certificate, between associate and disassociate
-        service.call(
-            "DisassociateAdditionalCertificatesWithListener",
-            {"ListenerId": event.listener_id, "AdditionalCertificateIds": [new]},
-            actor=SWAP_ACTOR,
-            record_history=False,
-        )
+    if state == "both" and new is not None:  # additional: between associate and disassociate
+        drop_additional(node, event.listener_id, new)
         state = "old"
     if state == "old":
         kept = (
@@ -258,22 +259,22 @@ def _recover_one(service: Service, event_id: str) -> Outcome:
             if failed
             else f"interrupted before the swap completed; {old} kept"
         )
-        return settle(service, event_id, "RolledBack", kept)
+        return settle(node, event_id, "RolledBack", kept)
     if state == "neither":
         return settle(
-            service, event_id, "RolledBack", f"interrupted; neither {old} nor {new} is in place"
+            node, event_id, "RolledBack", f"interrupted; neither {old} nor {new} is in place"
         )
     if event.staged_certificate_id is None:
-        return settle(service, event_id, "Applied", f"{noted}; finished after a restart")
-    return check_and_settle(service, event_id)
+        return settle(node, event_id, "Applied", f"{noted}; finished after a restart")
+    return check_and_settle(node, event_id)
 
 
-def recover(service: Service) -> None:
+def recover(node: Node) -> None:
     """At start-up (after the proxy serves the store): settle every `InProgress` rotation."""
-    with transaction(service.engine) as session:
+    with transaction(node.engine) as session:
         listeners = session.exec(
             select(RotationEvent.listener_id).where(RotationEvent.result == "InProgress")
         ).all()
-    with service.write_lock:
+    with _ROTATIONS:
         for listener_id in dict.fromkeys(listeners):
-            _recover_listener(service, listener_id)
+            _recover_listener(node, listener_id)

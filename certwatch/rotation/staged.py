@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from cryptography import x509 as cx509
 from sqlmodel import Session, col, or_, select
 
+from certwatch.ids import new_id
+from certwatch.inventory.certificates import store_certificate
+from certwatch.inventory.change import Change
+from certwatch.inventory.rows import get_certificate, get_listener
+from certwatch.node import Node
 from certwatch.pki import x509
 from certwatch.rotation.candidates import (
     Incumbent,
@@ -31,10 +35,10 @@ from certwatch.store.models import (
     ListenerCertificate,
     RotationEvent,
     StagedCertificate,
+    StagedStatus,
 )
 
-if TYPE_CHECKING:
-    from certwatch.service import Service
+FILE_ACTOR = "staging"
 
 NOTHING_IN_USE = Incumbent(names=(), not_after=dt.datetime.min.replace(tzinfo=dt.UTC))
 
@@ -44,12 +48,12 @@ def incumbent(row: Certificate) -> Incumbent:
     return Incumbent(x509.host_names(row.sans, row.common_name), row.not_after)
 
 
-def offer(service: Service, row: Certificate) -> Offer:
+def offer(node: Node, row: Certificate) -> Offer:
     """The rule inputs of a staged certificate (its chain and whether its stored key matches)."""
     chain = x509.parse_chain(row.chain_pem)
     if row.key_encrypted is None:
         return Offer(chain, key_matches=False)
-    key = x509.parse_private_key(service.keybox.open(row.key_encrypted))
+    key = x509.parse_private_key(node.keybox.open(row.key_encrypted))
     return Offer(chain, key_matches=x509.key_matches(chain[0], key))
 
 
@@ -98,7 +102,7 @@ def pool(session: Session, listener_id: str) -> list[tuple[StagedCertificate, Ce
 
 
 def judge(
-    service: Service, session: Session, listener_id: str, current: Certificate, now: dt.datetime
+    node: Node, session: Session, listener_id: str, current: Certificate, now: dt.datetime
 ) -> list[Verdict[StagedCertificate]]:
     """Every staged certificate of the listener's pool, judged against `current` (the trusted
     roots are read only when there is one to judge)."""
@@ -106,9 +110,9 @@ def judge(
     if not candidates:
         return []
     target = incumbent(current)
-    roots = service.trusted_roots(session)
+    roots = node.trusted_roots(session)
     return [
-        Verdict(staged, cert.not_after, reject_reason(offer(service, cert), target, roots, now))
+        Verdict(staged, cert.not_after, reject_reason(offer(node, cert), target, roots, now))
         for staged, cert in candidates
     ]
 
@@ -168,7 +172,7 @@ def set_status(
 
 
 def mark_applied(
-    service: Service,
+    node: Node,
     session: Session,
     staged: StagedCertificate,
     listener_id: str,
@@ -176,12 +180,40 @@ def mark_applied(
     now: dt.datetime,
 ) -> None:
     """`staged` replaced `replaced`: pending candidates for it that expire no later lose."""
-    applied = session.get(Certificate, staged.certificate_id)
-    assert applied is not None
-    for verdict in judge(service, session, listener_id, replaced, now):
+    applied = get_certificate(session, staged.certificate_id)
+    for verdict in judge(node, session, listener_id, replaced, now):
         other = verdict.item
         beaten = verdict.reason is None and verdict.not_after <= applied.not_after
         if other.id != staged.id and other.status == "Pending" and beaten:
             why = f"superseded by {staged.id} (expires later), applied to {listener_id}"
             set_status(session, other, "Superseded", why, now)
     set_status(session, staged, "Applied", f"applied to {listener_id}", now)
+
+
+def stage(
+    node: Node, change: Change, chain_pem: str, key_pem: str, listener_id: str | None
+) -> StagedCertificate:
+    """Store a renewed certificate (upload rules) and stage it, judged at once as a candidate
+    for the certificates in use (of `listener_id` only, when given)."""
+    if listener_id is not None:
+        get_listener(change.session, listener_id)
+    roots = node.trusted_roots(change.session)
+    row = store_certificate(change, node.keybox, roots, "staged", "Server", chain_pem, key_pem)
+    row.name = f"{row.common_name or row.id} (staged)"
+    # store_certificate refused a key that does not match: no need to parse and compare again.
+    candidate = Offer(x509.parse_chain(row.chain_pem), key_matches=True)
+    reason = first_verdict(
+        candidate, incumbents_for(change.session, listener_id), roots, change.now
+    )
+    entry = StagedCertificate(
+        id=new_id("stg"),
+        certificate_id=row.id,
+        listener_id=listener_id,
+        status=StagedStatus.REJECTED if reason else StagedStatus.PENDING,
+        reason=reason,
+        source="file" if change.actor == FILE_ACTOR else "api",
+        created_at=change.now,
+        updated_at=change.now,
+    )
+    change.session.add(entry)
+    return entry

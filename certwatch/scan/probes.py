@@ -16,19 +16,16 @@ leaves the metrics. A failed probe (refused, timeout, no certificate) is a resul
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
 
 from sqlmodel import delete
 
+from certwatch.node import Node
 from certwatch.pki import x509
+from certwatch.scan.inventory import CertFacts, Inventory
 from certwatch.scan.probe import ProbeOutcome, ProbeTarget, connect_host, probe_name, probe_sync
 from certwatch.store.db import transaction
 from certwatch.store.models import Listener, ProbeResult
 from offload.sni import SniTable
-
-if TYPE_CHECKING:
-    from certwatch.scan.run import CertFacts, Inventory
-    from certwatch.service import Service
 
 
 def listener_targets(
@@ -99,13 +96,13 @@ def _running_targets(inventory: Inventory) -> list[tuple[ProbeTarget, str]]:
     return planned
 
 
-def probe_everything(service: Service, inventory: Inventory, now: dt.datetime) -> list[ProbeResult]:
+def probe_everything(node: Node, inventory: Inventory, now: dt.datetime) -> list[ProbeResult]:
     """Probe every running TCPSSL listener and every external target; failures are rows."""
     planned: list[tuple[ProbeTarget, str | None]] = [*_running_targets(inventory)]
-    with transaction(service.engine) as session:
-        roots = service.trusted_roots(session)
+    with transaction(node.engine) as session:
+        roots = node.trusted_roots(session)
     rows: list[ProbeResult] = []
-    for text in service.config.scan.targets:
+    for text in node.config.scan.targets:
         try:
             planned.append((parse_target(text), None))
         except ValueError as exc:
@@ -115,14 +112,14 @@ def probe_everything(service: Service, inventory: Inventory, now: dt.datetime) -
                 )
             )
     if planned:
-        scan = service.config.scan
+        scan = node.config.scan
         outcomes = probe_sync(
             [t for t, _ in planned], roots, now, scan.probe_timeout, scan.probe_concurrency
         )
         rows.extend(
             _probe_row(o, expected, now) for o, (_, expected) in zip(outcomes, planned, strict=True)
         )
-    with transaction(service.engine) as session:
+    with transaction(node.engine) as session:
         session.exec(delete(ProbeResult))
         session.add_all({(r.target, r.server_name): r for r in rows}.values())
     return rows

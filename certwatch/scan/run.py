@@ -12,30 +12,25 @@ import datetime as dt
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import delete
-from sqlalchemy import select as sa_select
-from sqlmodel import Session, col, select
+from sqlmodel import col
 
 from certwatch import clock
-from certwatch.alerts import delivery as alert_delivery
-from certwatch.alerts import rules as alerting
+from certwatch.alerts import delivery
+from certwatch.alerts.renewal import RenewalLookup
 from certwatch.ids import new_id
+from certwatch.node import Node
 from certwatch.pki import x509
-from certwatch.scan import probes as scan_probes
+from certwatch.scan.inventory import read_inventory
+from certwatch.scan.probes import probe_everything
 from certwatch.store.db import transaction
 from certwatch.store.models import (
-    Certificate,
-    ChainEntry,
-    Listener,
-    ListenerCertificate,
     ScanRun,
 )
-
-if TYPE_CHECKING:
-    from certwatch.service import Service
 
 log = logging.getLogger(__name__)
 STATUSES = ("Valid", "Expiring", "Expired", "NotYetValid")
@@ -65,151 +60,91 @@ class ScanReport:
         }
 
 
-@dataclass(frozen=True)
-class CertFacts:
-    """What a scan needs of a certificate in use (light: no PEM, no key)."""
+class Scanner:
+    """The scans of one node: hooks (leader only), inventory, probes, alerts (leader only).
 
-    id: str
-    common_name: str
-    sans: tuple[str, ...]
-    not_before: dt.datetime
-    not_after: dt.datetime
-    fingerprint: str
-
-
-@dataclass
-class Inventory:
-    """Listeners, the certificate ids they use by role, and the certificates as `CertInUse`."""
-
-    listeners: dict[str, Listener]
-    roles: dict[str, dict[str, list[str]]]
-    certificates: dict[str, CertFacts]
-    in_use: list[alerting.CertInUse]
-
-
-def read_inventory(session: Session, default_thresholds: list[int]) -> Inventory:
-    """Every listener and every certificate it uses (default, additional, CA) with chains."""
-    listeners = {row.id: row for row in session.exec(select(Listener).order_by(col(Listener.id)))}
-    links = session.exec(
-        select(
-            ListenerCertificate.listener_id,
-            ListenerCertificate.role,
-            ListenerCertificate.certificate_id,
-        ).order_by(col(ListenerCertificate.created_at), col(ListenerCertificate.certificate_id))
-    ).all()
-    used = select(ListenerCertificate.certificate_id)
-    certificates = {
-        cert_id: CertFacts(cert_id, common_name, tuple(sans), not_before, not_after, fingerprint)
-        for cert_id, common_name, sans, not_before, not_after, fingerprint in session.execute(
-            sa_select(
-                col(Certificate.id),
-                col(Certificate.common_name),
-                col(Certificate.sans),
-                col(Certificate.not_before),
-                col(Certificate.not_after),
-                col(Certificate.fingerprint),
-            ).where(col(Certificate.id).in_(used))
-        )
-    }
-    chains: dict[str, list[alerting.ChainLink]] = {}
-    for cert_id, position, common_name, not_after in session.exec(
-        select(
-            ChainEntry.certificate_id,
-            ChainEntry.position,
-            ChainEntry.common_name,
-            ChainEntry.not_after,
-        )
-        .where(col(ChainEntry.certificate_id).in_(used))
-        .order_by(col(ChainEntry.position))
-    ):
-        chains.setdefault(cert_id, []).append(alerting.ChainLink(position, common_name, not_after))
-    roles: dict[str, dict[str, list[str]]] = {}
-    usages: dict[str, list[alerting.Usage]] = {}
-    for listener_id, role, cert_id in links:
-        listener = listeners[listener_id]
-        roles.setdefault(listener_id, {}).setdefault(role, []).append(cert_id)
-        thresholds = alerting.effective_thresholds(
-            listener.alert_thresholds_days, default_thresholds
-        )
-        usages.setdefault(cert_id, []).append(
-            alerting.Usage(listener_id, listener.port, role, thresholds)
-        )
-    in_use = [
-        alerting.CertInUse(
-            cert.id,
-            cert.common_name,
-            cert.sans,
-            cert.not_after,
-            tuple(usages[cert.id]),
-            tuple(chains.get(cert.id, ())),
-        )
-        for cert in certificates.values()
-    ]
-    return Inventory(listeners, roles, certificates, in_use)
-
-
-def _run_hooks(service: Service) -> None:
-    for hook in list(service.before_scan):
-        try:
-            hook(service)
-        except Exception:
-            log.exception("before-scan hook %r failed; the scan goes on", hook)
-
-
-def _scan(service: Service, scan_id: str, started: dt.datetime) -> ScanReport:
-    with transaction(service.engine) as session:
-        inventory = read_inventory(session, service.config.alerts.thresholds_days)
-    statuses = Counter(
-        x509.status(c.not_before, c.not_after, started, service.expiring_days)
-        for c in inventory.certificates.values()
-    )
-    probes = scan_probes.probe_everything(service, inventory, started)
-    sent = failed = 0
-    if service.is_leader():
-        sent, failed = alert_delivery.run(service, inventory.in_use, started)
-    else:
-        log.info("not the leader: alerts are left to the leading node")
-    return ScanReport(
-        scan_id,
-        {s: statuses.get(s, 0) for s in STATUSES},
-        len(probes),
-        sum(not p.success for p in probes),
-        sent,
-        failed,
-    )
-
-
-def _finish(service: Service, scan_id: str, report: ScanReport | None) -> None:
-    """Record the scan's end and duration; runs older than KEEP_SCAN_RUNS are dropped."""
-    finished = clock.now()
-    with transaction(service.engine) as session:
-        row = session.get(ScanRun, scan_id)
-        if row is not None:
-            row.finished_at = finished
-            row.success = report is not None
-            row.counts = report.counts() if report else {}
-            session.add(row)
-            service.monitoring.scan_duration.observe((finished - row.started_at).total_seconds())
-        session.execute(delete(ScanRun).where(col(ScanRun.started_at) < finished - KEEP_SCAN_RUNS))
-
-
-def run_scan(service: Service) -> ScanReport:
-    """One whole scan (hooks, inventory, probes, alerts), recorded in `scan_runs`.
-
-    Hooks (rotation) and alerts run only on the leader, so a `ScanNow` on another node of a
-    shared store probes and counts but never sends an alert twice.
+    `hooks` run before each scan on the leader (recovery, staging intake, auto-rotation), in
+    the order of the sequence as it stands at each scan;
+    `renewals` names the staged renewal in alert texts. Both are wired by `app/service.py`.
     """
-    with _ONE_SCAN_AT_A_TIME:
-        if service.is_leader():
-            _run_hooks(service)
-        started = clock.now()
-        scan_id = new_id("scn")
-        with transaction(service.engine) as session:
-            session.add(ScanRun(id=scan_id, started_at=started))
-        try:
-            report = _scan(service, scan_id, started)
-        except Exception:
-            _finish(service, scan_id, None)
-            raise
-        _finish(service, scan_id, report)
-        return report
+
+    def __init__(
+        self,
+        node: Node,
+        hooks: Sequence[Callable[[Node], None]] = (),
+        renewals: RenewalLookup | None = None,
+    ) -> None:
+        self._node = node
+        self._hooks = hooks
+        self._renewals = renewals
+
+    def run(self) -> ScanReport:
+        """One whole scan (hooks, inventory, probes, alerts), recorded in `scan_runs`.
+
+        Hooks (rotation) and alerts run only on the leader, so a `ScanNow` on another node of
+        a shared store probes and counts but never sends an alert twice.
+        """
+        node = self._node
+        with _ONE_SCAN_AT_A_TIME:
+            if node.is_leader():
+                self._run_hooks()
+            started = clock.now()
+            scan_id = new_id("scn")
+            with transaction(node.engine) as session:
+                session.add(ScanRun(id=scan_id, started_at=started))
+            try:
+                report = self._scan(scan_id, started)
+            except Exception:
+                self._finish(scan_id, None)
+                raise
+            self._finish(scan_id, report)
+            return report
+
+    def _run_hooks(self) -> None:
+        for hook in self._hooks:
+            try:
+                hook(self._node)
+            except Exception:
+                log.exception("before-scan hook %r failed; the scan goes on", hook)
+
+    def _scan(self, scan_id: str, started: dt.datetime) -> ScanReport:
+        node = self._node
+        with transaction(node.engine) as session:
+            inventory = read_inventory(session, node.config.alerts.thresholds_days)
+        statuses = Counter(
+            x509.status(c.not_before, c.not_after, started, node.expiring_days)
+            for c in inventory.certificates.values()
+        )
+        probes = probe_everything(node, inventory, started)
+        sent = failed = 0
+        if node.is_leader():
+            sent, failed = delivery.run(
+                node.engine, node.monitoring.notifier, self._renewals, inventory.in_use, started
+            )
+        else:
+            log.info("not the leader: alerts are left to the leading node")
+        return ScanReport(
+            scan_id,
+            {s: statuses.get(s, 0) for s in STATUSES},
+            len(probes),
+            sum(not p.success for p in probes),
+            sent,
+            failed,
+        )
+
+    def _finish(self, scan_id: str, report: ScanReport | None) -> None:
+        """Record the scan's end and duration; runs older than KEEP_SCAN_RUNS are dropped."""
+        finished = clock.now()
+        with transaction(self._node.engine) as session:
+            row = session.get(ScanRun, scan_id)
+            if row is not None:
+                row.finished_at = finished
+                row.success = report is not None
+                row.counts = report.counts() if report else {}
+                session.add(row)
+                self._node.monitoring.scan_duration.observe(
+                    (finished - row.started_at).total_seconds()
+                )
+            session.execute(
+                delete(ScanRun).where(col(ScanRun.started_at) < finished - KEEP_SCAN_RUNS)
+            )

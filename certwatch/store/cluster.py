@@ -1,8 +1,8 @@
-"""Several nodes on one PostgreSQL store: one leader (advisory lock), every proxy follows changes.
+"""Several nodes on one PostgreSQL store: one leader (advisory lock), change notifications.
 
-The leader runs scans, alerts and rotations, so no alert is sent twice. Every node with a data
-plane re-reads the snapshot when the store's revision moves: at once on a `NOTIFY`, and at the
-latest every `proxy.reload_interval`. On SQLite there is one node, always the leader.
+The leader runs scans, alerts and rotations, so no alert is sent twice. A change announces
+its revision with `NOTIFY` (on commit); `Notifications` is the `LISTEN` side that
+`certwatch.changes.follow` waits on. On SQLite there is one node, always the leader.
 """
 
 from __future__ import annotations
@@ -10,40 +10,37 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import text
-
-if TYPE_CHECKING:
-    from certwatch.service import Service
+from sqlalchemy import Engine, text
 
 log = logging.getLogger(__name__)
 LOCK_KEY = 0x63657274  # "cert"; the second key is the schema, so deployments do not contend
 CHANNEL = "certwatch_changes"
 
 
-def is_postgres(service: Service) -> bool:
+def is_postgres(engine: Engine) -> bool:
     """Whether the store is PostgreSQL (shared by several nodes)."""
-    return service.engine.dialect.name == "postgresql"
+    return engine.dialect.name == "postgresql"
 
 
 class Leadership:
     """Holds the advisory lock on a dedicated connection while this node leads."""
 
-    def __init__(self, service: Service) -> None:
-        self._service = service
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._connection: Any = None
         self._lock = threading.Lock()
 
     def is_leader(self) -> bool:
         """True while this node holds the lock; tries to take it when it does not."""
-        if not is_postgres(self._service):
+        if not is_postgres(self._engine):
             return True
         with self._lock:
             if self._connection is not None and self._alive():
                 return True
             self._release()
-            connection = self._service.engine.raw_connection()
+            connection = self._engine.raw_connection()
             connection.detach()  # closing must really end the session, and with it the lock
             cursor = connection.cursor()
             cursor.execute(
@@ -91,32 +88,13 @@ def announce(session: Any, revision: int) -> None:
         )
 
 
-def follow(service: Service, stop: threading.Event) -> None:
-    """Keep this node's proxy on the store's newest snapshot until `stop` is set."""
-    interval = service.config.proxy.reload_interval
-    listener = _Notifications(service) if is_postgres(service) else None
-    try:
-        while not stop.is_set():
-            try:
-                service.sync_data_plane()
-            except Exception:
-                log.exception("could not apply the store's snapshot; retrying")
-            if listener is not None:
-                listener.wait(interval, stop)
-            else:
-                stop.wait(interval)
-    finally:
-        if listener is not None:
-            listener.close()
-
-
-class _Notifications:
+class Notifications:
     """A LISTEN connection; `wait` returns on a notification or after the timeout."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, engine: Engine) -> None:
         import psycopg
 
-        url = service.engine.url.set(drivername="postgresql")
+        url = engine.url.set(drivername="postgresql")
         self._conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
         self._conn.execute(f"LISTEN {CHANNEL}")
 

@@ -6,10 +6,44 @@ Times are stored as UTC and always read back as aware datetimes.
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, LargeBinary, Text, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+
+class Role(StrEnum):
+    """What a certificate is to a listener: its default, an additional (SNI) one, or a CA."""
+
+    DEFAULT = "default"
+    ADDITIONAL = "additional"
+    CA = "ca"
+
+
+class ListenerStatus(StrEnum):
+    """Whether a listener accepts connections."""
+
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+
+
+class StagedStatus(StrEnum):
+    """Where a staged certificate stands."""
+
+    PENDING = "Pending"
+    APPLIED = "Applied"
+    REJECTED = "Rejected"
+    SUPERSEDED = "Superseded"
+
+
+class RotationResult(StrEnum):
+    """The result of one rotation or rollback; `InProgress` until it is settled."""
+
+    IN_PROGRESS = "InProgress"
+    APPLIED = "Applied"
+    ROLLED_BACK = "RolledBack"
+    REJECTED = "Rejected"
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):

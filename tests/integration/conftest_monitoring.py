@@ -20,8 +20,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from certwatch.app.service import DataPlane, Service
 from certwatch.config import Config
-from certwatch.service import DataPlane, Service
 from tests.certfactory import Issued
 from tests.support import free_port
 

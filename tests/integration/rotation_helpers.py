@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from certwatch.app.service import Service
 from certwatch.config import Config, RotationConfig
-from certwatch.service import Service
 from offload.echo import EchoServer
 from offload.workers import ProxyControl
 from tests.certfactory import Issued, Pki, make_pki

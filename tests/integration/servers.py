@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from certwatch.api import create_app
-from certwatch.service import Service
+from certwatch.api.http import create_app
+from certwatch.app.service import Service
 from tests.support import free_port
 
 
@@ -80,7 +80,7 @@ class ServeProcess:
                 [
                     sys.executable,
                     "-m",
-                    "certwatch.cli",
+                    "certwatch.app.cli",
                     command,
                     "--config",
                     str(self.config),

@@ -10,7 +10,7 @@ import pytest
 from freezegun import freeze_time
 from prometheus_client import generate_latest
 
-from certwatch.service import Service
+from certwatch.app.service import Service
 from tests.certfactory import Pki, issue, make_pki
 from tests.integration.conftest_monitoring import (
     HttpReceiver,
@@ -232,7 +232,7 @@ def test_scan_on_a_non_leader_sends_no_alert(
     with HttpReceiver() as hook:
         service = make_service(tmp_path, alerts={"urls": [hook.url()]})
         expiring_listener(service, pki)
-        monkeypatch.setattr(service, "is_leader", lambda: False)
+        monkeypatch.setattr(service.node, "is_leader", lambda: False)
         result = service.call("ScanNow")
         alerts = service.call("ListAlerts")["Alerts"]
         service.close()

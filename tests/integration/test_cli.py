@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from certwatch.cli import main
-from certwatch.service import Service
+from certwatch.app.cli import main
+from certwatch.app.service import Service
 from tests.certfactory import make_pki
 from tests.conftest import make_config
 from tests.integration.servers import ServeProcess, api_server
@@ -122,7 +122,7 @@ def test_cli_subprocess_against_serve(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "certwatch.cli",
+                "certwatch.app.cli",
                 "--api",
                 serve.url,
                 "--json",

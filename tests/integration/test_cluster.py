@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from certwatch.service import Service
-from certwatch.store.cluster import follow
+from certwatch.app.service import Service
+from certwatch.changes.follow import follow
 from offload.echo import EchoServer
 from offload.workers import ProxyControl
 from tests.certfactory import make_pki
@@ -47,7 +47,11 @@ def test_proxy_node_follows_changes(tmp_path: Path, pg_url: str) -> None:
     stop = threading.Event()
     with ProxyControl(1) as proxy, EchoServer() as echo:
         proxy_node = Service(config, data_plane=proxy)
-        thread = threading.Thread(target=follow, args=(proxy_node, stop), daemon=True)
+        thread = threading.Thread(
+            target=follow,
+            args=(proxy_node.node.changes, proxy_node.engine, 30.0, stop),
+            daemon=True,
+        )
         thread.start()
         try:
             pki = make_pki()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from certwatch.api import create_app
-from certwatch.service import Service
+from certwatch.api.http import create_app
+from certwatch.app.service import Service
 from offload.workers import ProxyControl
 from tests.certfactory import make_pki
 from tests.conftest import Api, make_config

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from certwatch.app.service import Service
 from certwatch.config import Config
 from certwatch.pki.pem import split_pem
 from certwatch.private_files import UnsafeFileMode
 from certwatch.rotation.intake import intake
-from certwatch.service import Service
 from tests.certfactory import Pki, make_pki
 from tests.integration.servers import ServeProcess
 
@@ -77,7 +77,7 @@ def test_a_processed_pair_keeps_its_certificates_only(
     leaf = pki.leaf(NAME, days=90)
     _drop(service.config.staging_dir, {"site.crt": leaf.chain_pem, "site.key": leaf.key_pem})
 
-    intake(service)
+    intake(service.node)
 
     processed = service.config.staging_dir / "processed"
     names = {p.name for p in processed.iterdir()}
@@ -101,7 +101,7 @@ def test_a_rejected_combined_pem_keeps_its_certificates_only(
     rejected.mkdir(mode=0o755)
     _drop(service.config.staging_dir, {"weak.pem": weak.chain_pem + weak.key_pem})
 
-    intake(service)
+    intake(service.node)
 
     assert {p.name for p in rejected.iterdir()} == {"weak.pem", "weak.pem.reason"}
     _assert_private_and_keyless(rejected)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from certwatch.service import Service
+from certwatch.app.service import Service
 from tests.certfactory import make_pki
 from tests.conftest import require
 from tests.integration.conftest_monitoring import add_listener, make_service, upload

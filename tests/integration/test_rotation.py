@@ -13,8 +13,8 @@ import pytest
 from sqlmodel import select
 
 from certwatch import clock, errors
-from certwatch.rotation.auto import StagedRenewals, recover
-from certwatch.scan.run import run_scan
+from certwatch.rotation.auto import StagedRenewals
+from certwatch.rotation.rotate import recover
 from certwatch.store import history
 from certwatch.store.db import transaction
 from certwatch.store.models import Alert, Certificate, Listener, StagedCertificate
@@ -172,7 +172,7 @@ def test_auto_rotation_from_the_staging_directory(env: Env) -> None:
     (staging / "fresh.pem").write_text(sooner.chain_pem + sooner.key_pem)
 
     for hook in env.service.before_scan:
-        hook(env.service)
+        hook(env.service.node)
 
     assert all(env.served(name) == later.fingerprint for name in NAMES)
     assert env.events()[0]["Actor"] == "rotation"
@@ -206,7 +206,7 @@ def test_renewal_lookup_names_the_staged_certificate_and_when(env: Env) -> None:
         listener = session.get(Listener, env.listener_id)
         current = session.get(Certificate, env.old_id)
         assert listener is not None and current is not None
-        renewal = StagedRenewals(env.service)(session, current, listener, now)
+        renewal = StagedRenewals(env.service.node)(session, current, listener, now)
     assert renewal is not None
     assert renewal.staged_certificate_id == staged["StagedCertificateId"]
     assert renewal.rotates_at == now
@@ -256,7 +256,7 @@ def test_additional_certificate_is_rotated_by_its_names(env: Env) -> None:
     assert env.stage(renewal)["Status"] == "Pending"
 
     for hook in env.service.before_scan:
-        hook(env.service)
+        hook(env.service.node)
 
     assert env.served("c.example.com") == renewal.fingerprint
     assert env.served("a.example.com") == env.old.fingerprint
@@ -309,7 +309,7 @@ def test_recover_undoes_an_additional_swap_stopped_halfway(env: Env) -> None:
         actor="rotation",
         record_history=False,
     )
-    recover(env.service)
+    recover(env.service.node)
     answer = env.call("GetListenerAttribute", ListenerId=env.listener_id)
     assert answer["AdditionalCertificateIds"] == [extra_id]
     assert env.served("c.example.com") == extra.fingerprint
@@ -345,7 +345,7 @@ def test_recover_undoes_a_rotation_stopped_before_its_swap(env: Env) -> None:
     start-up recovery, and the old leaf is still served."""
     new_id = env.stage(env.pki.leaf(*NAMES, days=90))["StagedCertificateId"]
     event_id = _interrupted_rotation(env, new_id, swapped=False)
-    recover(env.service)
+    recover(env.service.node)
     newest = env.events()[0]
     assert (newest["RotationEventId"], newest["Result"]) == (event_id, "RolledBack")
     assert "interrupted before the swap" in newest["Reason"]
@@ -359,7 +359,7 @@ def test_recover_finishes_a_rotation_stopped_after_its_swap(env: Env) -> None:
     new_id = env.stage(new)["StagedCertificateId"]
     event_id = _interrupted_rotation(env, new_id, swapped=True)
     assert len(env.events()) == 2
-    recover(env.service)
+    recover(env.service.node)
     events = env.events()
     assert [(e["RotationEventId"], e["Result"]) for e in events[:1]] == [(event_id, "Applied")]
     assert len(events) == 2
@@ -397,7 +397,7 @@ def test_expiry_alert_names_the_staged_renewal_and_when_it_rotates(tmp_path: Pat
     made = make_env(tmp_path, old_days=10, before_days=3)
     try:
         staged = made.stage(made.pki.leaf(*NAMES, days=90))["StagedCertificateId"]
-        run_scan(made.service)
+        made.service.scanner.run()
         with transaction(made.service.engine) as session:
             bodies = session.exec(select(Alert.body).where(Alert.certificate_id == made.old_id))
             body = "\n".join(bodies)
@@ -415,7 +415,7 @@ def test_expiry_alert_of_an_additional_certificate_names_its_renewal(tmp_path: P
     try:
         extra_id = _add_additional(made, made.pki.leaf("c.example.com", days=10))
         staged = made.stage(made.pki.leaf("c.example.com", days=90))["StagedCertificateId"]
-        run_scan(made.service)
+        made.service.scanner.run()
         with transaction(made.service.engine) as session:
             body = "\n".join(
                 session.exec(select(Alert.body).where(Alert.certificate_id == extra_id))

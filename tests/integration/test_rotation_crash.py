@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from certwatch.client import ApiFailure, Client
+from certwatch.app.client import ApiFailure, Client
 from offload.echo import EchoServer
 from tests.certfactory import Issued, make_pki
 from tests.integration.rotation_helpers import NAMES, served_fingerprint

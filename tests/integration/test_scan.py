@@ -12,11 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from certwatch.api import create_app
+from certwatch.api.http import create_app
+from certwatch.app.scheduler import ScanScheduler, scheduled_scan
+from certwatch.app.service import Service
 from certwatch.scan.probes import parse_target
-from certwatch.scan.run import run_scan
-from certwatch.scheduler import ScanScheduler, scheduled_scan
-from certwatch.service import Service
 from certwatch.store.models import Certificate, ProbeResult, ScanRun
 from offload.echo import EchoServer
 from offload.export import OffloadCollector
@@ -99,7 +98,7 @@ def test_probes_every_served_name(service: Service, pki: Pki, echo: EchoServer) 
         "AssociateAdditionalCertificatesWithListener",
         {"ListenerId": listener_id, "AdditionalCertificateIds": [extra]},
     )
-    report = run_scan(service)
+    report = service.scanner.run()
     seen = probes(service)
     assert set(seen) == {
         (listener_id, name) for name in ("www.shop.test", "shop.test", "probe.api.test", "")
@@ -122,7 +121,7 @@ def test_incomplete_chain_is_reported(service: Service, pki: Pki, echo: EchoServ
     """A leaf uploaded without its intermediate is served alone: chain_complete is 0."""
     lonely = upload(service, pki.leaf("alone.test"), chain=False)
     listener_id = add_listener(service, lonely, free_port(), echo.port)
-    run_scan(service)
+    service.scanner.run()
     result = probes(service)[(listener_id, "alone.test")]
     assert result.success and not result.chain_complete and result.error
     assert (
@@ -139,7 +138,7 @@ def test_served_certificate_not_the_configured_one(tmp_path: Path, pki: Pki) -> 
     upload(store_only, pki.root, cert_type="Ca")
     listener_id = add_listener(store_only, upload(store_only, pki.leaf("www.drift.test")), port)
     with tls_server(other, tmp_path, port):
-        run_scan(store_only)
+        store_only.scanner.run()
     seen = probes(store_only)
     text = scrape(store_only)
     store_only.close()
@@ -161,7 +160,7 @@ def test_external_target_with_sni(tmp_path: Path, pki: Pki) -> None:
             tmp_path / "s", scan={"targets": [f"{target}/ext.example.test", "nonsense"]}
         )
         upload(svc, pki.root, cert_type="Ca")
-        report = run_scan(svc)
+        report = svc.scanner.run()
         seen = probes(svc)
         text = scrape(svc)
         svc.close()
@@ -179,7 +178,7 @@ def test_unreachable_listener_is_a_failed_probe(tmp_path: Path, pki: Pki) -> Non
     """A running listener nobody serves is a failed probe, not a failed scan."""
     svc = make_service(tmp_path)
     listener_id = add_listener(svc, upload(svc, pki.leaf("down.test")), free_port())
-    report = run_scan(svc)
+    report = svc.scanner.run()
     result = probes(svc)[(listener_id, "")]
     svc.close()
     assert report.probes_failed == report.probes_run == 2
@@ -195,8 +194,8 @@ def test_expired_certificate_stays_in_metrics(service: Service, pki: Pki, echo: 
     listener_id = add_listener(
         service, leaf, free_port(), echo.port, CaEnabled=True, CaCertificateIds=[ca_id]
     )
-    first = run_scan(service)
-    run_scan(service)
+    first = service.scanner.run()
+    service.scanner.run()
     alerts = service.call("ListAlerts", {"CertificateId": ca_id})["Alerts"]
     text = scrape(service)
     assert first.certificates["Expired"] == 1
@@ -211,7 +210,7 @@ def test_metrics_expose_the_spec_names(service: Service, pki: Pki, proxy: ProxyC
     listener_id = add_listener(service, upload(service, pki.leaf("names.test")), free_port())
     service.registry.register(OffloadCollector(proxy))
     service.monitoring.rotations.labels(listener_id=listener_id, result="Applied").inc()
-    run_scan(service)
+    service.scanner.run()
     text = scrape(service)
     for name in (*SPEC_METRICS, "certwatch_offload_connections_total"):
         assert f"\n{name}" in text, name
@@ -227,7 +226,7 @@ def test_failing_hook_does_not_stop_the_scan(service: Service) -> None:
         raise RuntimeError("staging directory unreadable")
 
     service.before_scan.extend([broken, lambda s: called.append("intake")])
-    report = run_scan(service)
+    report = service.scanner.run()
     assert called == ["intake"] and report.scan_id.startswith("scn-")
 
 
@@ -250,7 +249,7 @@ def test_scheduled_scan_only_on_the_leader(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The job does nothing on a node that is not the leader."""
-    monkeypatch.setattr(service, "is_leader", lambda: False)
+    monkeypatch.setattr(service.node, "is_leader", lambda: False)
     assert scheduled_scan(service) is None
     with Session(service.engine) as session:
         assert list(session.exec(select(ScanRun))) == []
@@ -279,7 +278,7 @@ def test_silent_target_times_out(tmp_path: Path) -> None:
         target = f"127.0.0.1:{silent.getsockname()[1]}/silent.test"
         svc = make_service(tmp_path, scan={"targets": [target], "probe_timeout": 0.5})
         start = time.monotonic()
-        report = run_scan(svc)
+        report = svc.scanner.run()
         elapsed = time.monotonic() - start
         result = probes(svc)[(target.partition("/")[0], "silent.test")]
         svc.close()

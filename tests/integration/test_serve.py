@@ -64,7 +64,7 @@ def _refused_start(tmp_path: Path, config_text: str) -> subprocess.CompletedProc
     config = tmp_path / "c.toml"
     config.write_text(config_text)
     return subprocess.run(
-        [sys.executable, "-m", "certwatch.cli", "serve", "--config", str(config)],
+        [sys.executable, "-m", "certwatch.app.cli", "serve", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
-from certwatch.service import Service
+from certwatch.app.service import Service
 from certwatch.store.db import MIGRATIONS, KeyBox, make_engine, migrate
 from tests.certfactory import issue
 from tests.conftest import make_config

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from certwatch.api import create_app
-from certwatch.service import Service
+from certwatch.api.http import create_app
+from certwatch.app.service import Service
 from offload.echo import EchoServer
 from offload.workers import ProxyControl
 from tests.certfactory import make_pki

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from sqlmodel import Session, select
 
-from certwatch.service import Service
+from certwatch.app.service import Service
 from certwatch.store.models import Certificate
 from tests.certfactory import Issued, issue, make_pki
 from tests.conftest import Api

@@ -18,9 +18,9 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlmodel import Session, SQLModel
 
-from certwatch.actions import ACTIONS
-from certwatch.models import Listener
-from certwatch.service import Service
+from certwatch.api import ACTIONS
+from certwatch.app.service import Service
+from certwatch.store.models import Listener
 from offload.echo import EchoServer
 from offload.workers import ProxyControl
 from tests.certfactory import Issued, issue, make_pki

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from certwatch.api import create_app
-from certwatch.service import Service
+from certwatch.api.http import create_app
+from certwatch.app.service import Service
 from tests.certfactory import Issued, issue, make_pki
 from tests.conftest import Api, make_config
 from tests.support import free_port

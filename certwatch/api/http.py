@@ -10,11 +10,11 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.concurrency import run_in_threadpool
@@ -24,10 +24,10 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from certwatch import errors
-from certwatch.actions import ACTIONS
-from certwatch.actions.registry import Action
-from certwatch.dispatch import dispatch
-from certwatch.service import Service
+from certwatch.api import ACTIONS
+from certwatch.api.dispatch import Dispatcher
+from certwatch.api.registry import Action
+from certwatch.node import Node
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024
@@ -138,12 +138,21 @@ async def _read_body(request: Request) -> dict[str, Any]:
     return payload
 
 
-def create_app(service: Service) -> FastAPI:
-    """The FastAPI application for one service."""
+class Served(Protocol):
+    """What the HTTP API serves: a node, the dispatcher of its actions, its metrics."""
+
+    node: Node
+    dispatch: Dispatcher
+    registry: CollectorRegistry
+
+
+def create_app(served: Served) -> FastAPI:
+    """The FastAPI application of one node (`app.service.Service` is one)."""
+    node, dispatch = served.node, served.dispatch
     bodies, definitions = _request_schemas()
     app = ApiApp(definitions, title="certwatch", version="0.1.0", docs_url=None, redoc_url=None)
-    if service.config.api.token:
-        app.add_middleware(BearerToken, token=service.config.api.token)
+    if node.config.api.token:
+        app.add_middleware(BearerToken, token=node.config.api.token)
 
     def register(action: Action[Any]) -> None:
         async def endpoint(request: Request) -> Response:
@@ -154,7 +163,7 @@ def create_app(service: Service) -> FastAPI:
                     req = action.request.model_validate(payload)
                 except ValidationError as exc:
                     raise errors.InvalidParameter(_describe(exc)) from exc
-                result = await run_in_threadpool(dispatch, service, action, req)
+                result = await run_in_threadpool(dispatch, action, req)
             except errors.ApiError as exc:
                 return _error(request_id, exc)
             except ClientDisconnect:
@@ -185,13 +194,13 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
-        parts = service.healthy()
+        parts = node.healthy()
         ok = all(parts.values())
         return JSONResponse({"Healthy": ok, **parts}, status_code=200 if ok else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
-        return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(served.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -7,8 +7,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from certwatch import errors
-from certwatch.actions.registry import PARAMETERS, ActionContext, ChangeRequest, IpAddress, action
+from certwatch.api.registry import PARAMETERS, ActionContext, ChangeRequest, IpAddress, action
 from certwatch.ids import new_id
+from certwatch.inventory.rows import get_server_group
 from certwatch.store.models import LoadBalancer, ServerGroup
 
 MAX_SERVERS = 200
@@ -36,22 +37,6 @@ def create_load_balancer(ctx: ActionContext, req: CreateLoadBalancerRequest) -> 
     row = LoadBalancer(id=new_id("nlb"), name=req.LoadBalancerName, created_at=ctx.now)
     ctx.session.add(row)
     return {"LoadBalancerId": row.id}
-
-
-def get_load_balancer(ctx: ActionContext, load_balancer_id: str) -> LoadBalancer:
-    """The load balancer with this id, or 404."""
-    row = ctx.session.get(LoadBalancer, load_balancer_id)
-    if row is None:
-        raise errors.NotFound("LoadBalancer", load_balancer_id)
-    return row
-
-
-def get_server_group(ctx: ActionContext, server_group_id: str) -> ServerGroup:
-    """The server group with this id, or 404."""
-    row = ctx.session.get(ServerGroup, server_group_id)
-    if row is None:
-        raise errors.NotFound("ServerGroup", server_group_id)
-    return row
 
 
 def _key(server: dict[str, Any]) -> tuple[str, int]:
@@ -93,7 +78,7 @@ class ServersChangeRequest(ChangeRequest):
 @action("AddServersToServerGroup", ServersChangeRequest, changing=True)
 def add_servers(ctx: ActionContext, req: ServersChangeRequest) -> dict[str, Any]:
     """Add servers to a group; live listeners use them for new connections."""
-    group = get_server_group(ctx, req.ServerGroupId)
+    group = get_server_group(ctx.session, req.ServerGroupId)
     new = _unique(req.Servers)
     present = {_key(s) for s in group.servers}
     clash = [f"{ip}:{port}" for ip, port in map(_key, new) if (ip, port) in present]
@@ -109,7 +94,7 @@ def add_servers(ctx: ActionContext, req: ServersChangeRequest) -> dict[str, Any]
 @action("RemoveServersFromServerGroup", ServersChangeRequest, changing=True)
 def remove_servers(ctx: ActionContext, req: ServersChangeRequest) -> dict[str, Any]:
     """Remove servers from a group; open connections to them are let finish."""
-    group = get_server_group(ctx, req.ServerGroupId)
+    group = get_server_group(ctx.session, req.ServerGroupId)
     gone = {_key(s) for s in _unique(req.Servers)}
     missing = gone - {_key(s) for s in group.servers}
     if missing:

@@ -1,24 +1,22 @@
 """The action registry: each API action is a typed request model and one handler function.
 
-Handlers take an `ActionContext` (the open transaction, the time, the service's parts) and the
-validated request, and return the response fields. They raise `errors.ApiError` to refuse;
+Handlers take an `ActionContext` (the change in progress, the node's parts) and the validated
+request, and return the response fields. They raise `errors.ApiError` to refuse;
 the dispatcher then rolls everything back.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from sqlmodel import Session
 
-if TYPE_CHECKING:
-    from certwatch.service import Service
-
+from certwatch.inventory.change import Change
+from certwatch.node import Node
+from certwatch.scan.run import Scanner
 
 BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
@@ -74,19 +72,26 @@ class ChangeRequest(Request):
     ClientToken: str | None = Field(default=None, min_length=1, max_length=64)
 
 
-@dataclass
-class ActionContext:
-    """What a handler may use: the open transaction, `now`, who acts, and the service.
+@dataclass(kw_only=True)
+class ActionContext(Change):
+    """What a handler may use: the change in progress (session, `now`, who acts), the node's
+    parts, and its scanner (for `ScanNow`)."""
 
-    `record_history` False: the caller (a rotation) records the change in its own history entry.
-    """
+    node: Node
+    scanner: Scanner
 
-    session: Session
-    now: dt.datetime
-    service: Service
-    actor: str = "api"
-    dry_run: bool = False
-    record_history: bool = True
+    @classmethod
+    def of(cls, change: Change, node: Node, scanner: Scanner) -> ActionContext:
+        """The context of a handler running inside `change`."""
+        return cls(
+            session=change.session,
+            now=change.now,
+            actor=change.actor,
+            dry_run=change.dry_run,
+            record_history=change.record_history,
+            node=node,
+            scanner=scanner,
+        )
 
 
 R = TypeVar("R", bound=Request)

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from certwatch import clock
-from certwatch.scan.run import ScanReport, run_scan
-
-if TYPE_CHECKING:
-    from certwatch.service import Service
+from certwatch.app.service import Service
+from certwatch.scan.run import ScanReport
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +25,7 @@ def scheduled_scan(service: Service) -> ScanReport | None:
         log.debug("not the leader: no scan on this node")
         return None
     try:
-        report = run_scan(service)
+        report = service.scanner.run()
     except Exception:
         log.exception("scan failed; the next one runs in %gs", service.config.scan.interval)
         return None

@@ -5,24 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import Field
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from certwatch import errors
-from certwatch.actions.registry import ActionContext, ChangeRequest, Request, action
+from certwatch.api.registry import ActionContext, ChangeRequest, Request, action
 from certwatch.ids import new_id
-from certwatch.inventory.policies import MAX_CIPHERS, SYSTEM_POLICIES, Policy, check_custom
+from certwatch.inventory.policies import (
+    MAX_CIPHERS,
+    SYSTEM_POLICIES,
+    Policy,
+    check_custom,
+    resolve_policy,
+)
 from certwatch.store.models import SecurityPolicy
 from offload.tls import unenforceable
-
-
-def resolve_policy(session: Session, policy_id: str) -> Policy:
-    """A system policy by name or a custom policy by id, or 404 SecurityPolicyNotFound."""
-    if policy_id in SYSTEM_POLICIES:
-        return SYSTEM_POLICIES[policy_id]
-    row = session.get(SecurityPolicy, policy_id)
-    if row is None:
-        raise errors.NotFound("SecurityPolicy", policy_id)
-    return Policy(row.id, row.name, False, tuple(row.tls_versions), tuple(row.ciphers))
 
 
 def policy_view(policy: Policy) -> dict[str, Any]:

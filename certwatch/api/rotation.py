@@ -12,20 +12,12 @@ from typing import Any, Literal
 from pydantic import Field
 from sqlmodel import col, select
 
-from certwatch.actions.certificates import store_certificate
-from certwatch.actions.listeners import get_listener
-from certwatch.actions.registry import ActionContext, ChangeRequest, Request, action
+from certwatch.api.registry import ActionContext, ChangeRequest, Request, action
 from certwatch.clock import rfc3339
-from certwatch.ids import new_id
-from certwatch.pki import x509
-from certwatch.rotation import rotate as rotation
-from certwatch.rotation import staged
-from certwatch.rotation.candidates import Offer
+from certwatch.inventory.rows import get_listener
+from certwatch.rotation import rotate, staged
 from certwatch.store import history
 from certwatch.store.models import Certificate, StagedCertificate
-
-StagedStatus = Literal["Pending", "Applied", "Rejected", "Superseded"]
-FILE_ACTOR = "staging"
 
 
 class StageCertificateRequest(ChangeRequest):
@@ -39,36 +31,14 @@ class StageCertificateRequest(ChangeRequest):
 @action("StageCertificate", StageCertificateRequest, changing=True)
 def stage_certificate(ctx: ActionContext, req: StageCertificateRequest) -> dict[str, Any]:
     """Stage a renewed certificate (chain and key); it is judged as a candidate at once."""
-    if req.ListenerId is not None:
-        get_listener(ctx.session, req.ListenerId)
-    row = store_certificate(ctx, "staged", "Server", req.Certificate, req.PrivateKey)
-    row.name = f"{row.common_name or row.id} (staged)"
-    # store_certificate refused a key that does not match: no need to parse and compare again.
-    candidate = Offer(x509.parse_chain(row.chain_pem), key_matches=True)
-    reason = staged.first_verdict(
-        candidate,
-        staged.incumbents_for(ctx.session, req.ListenerId),
-        ctx.service.trusted_roots(ctx.session),
-        ctx.now,
-    )
-    entry = StagedCertificate(
-        id=new_id("stg"),
-        certificate_id=row.id,
-        listener_id=req.ListenerId,
-        status="Rejected" if reason else "Pending",
-        reason=reason,
-        source="file" if ctx.actor == FILE_ACTOR else "api",
-        created_at=ctx.now,
-        updated_at=ctx.now,
-    )
-    ctx.session.add(entry)
-    return {"StagedCertificateId": entry.id, "Status": entry.status, "Reason": reason}
+    entry = staged.stage(ctx.node, ctx, req.Certificate, req.PrivateKey, req.ListenerId)
+    return {"StagedCertificateId": entry.id, "Status": entry.status, "Reason": entry.reason}
 
 
 class ListStagedRequest(Request):
     """ListStagedCertificates parameters."""
 
-    Status: StagedStatus | None = None
+    Status: Literal["Pending", "Applied", "Rejected", "Superseded"] | None = None
 
 
 @action("ListStagedCertificates", ListStagedRequest, changing=False)
@@ -100,7 +70,7 @@ def list_staged(ctx: ActionContext, req: ListStagedRequest) -> dict[str, Any]:
     }
 
 
-def _answer(outcome: rotation.Outcome) -> dict[str, Any]:
+def _answer(outcome: rotate.Outcome) -> dict[str, Any]:
     return {
         "RotationEventId": outcome.event_id,
         "Result": outcome.result,
@@ -119,9 +89,9 @@ class RotateRequest(ChangeRequest):
 def rotate_listener_certificate(ctx: ActionContext, req: RotateRequest) -> dict[str, Any]:
     """Rotate a listener's default certificate now; it is checked live and rolled back if bad."""
     if req.DryRun:
-        chosen, reason = rotation.preview(ctx.service, req.ListenerId, req.StagedCertificateId)
+        chosen, reason = rotate.preview(ctx.node, req.ListenerId, req.StagedCertificateId)
         return {"DryRun": True, "StagedCertificateId": chosen, "Reason": reason}
-    return _answer(rotation.rotate(ctx.service, req.ListenerId, req.StagedCertificateId, ctx.actor))
+    return _answer(rotate.rotate(ctx.node, req.ListenerId, req.StagedCertificateId, ctx.actor))
 
 
 class RollbackRequest(ChangeRequest):
@@ -134,9 +104,9 @@ class RollbackRequest(ChangeRequest):
 def rollback_listener_certificate(ctx: ActionContext, req: RollbackRequest) -> dict[str, Any]:
     """Restore the default certificate that was in place before the listener's last change."""
     if req.DryRun:
-        rotation.rollback_target(ctx.service, req.ListenerId)
+        rotate.rollback_target(ctx.node, req.ListenerId)
         return {"DryRun": True}
-    return _answer(rotation.rollback(ctx.service, req.ListenerId, ctx.actor))
+    return _answer(rotate.rollback(ctx.node, req.ListenerId, ctx.actor))
 
 
 class ListRotationEventsRequest(Request):

@@ -9,12 +9,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from certwatch import errors
-from certwatch.actions.registry import ActionContext, ChangeRequest, Request, action
+from certwatch.api.registry import ActionContext, ChangeRequest, Request, action
 from certwatch.clock import rfc3339
-from certwatch.ids import new_id
+from certwatch.inventory import rows
+from certwatch.inventory.certificates import store_certificate
 from certwatch.pki import x509
 from certwatch.store.models import Certificate, ChainEntry, ListenerCertificate, StagedCertificate
 
@@ -44,86 +45,6 @@ def certificate_view(row: Certificate, now: dt.datetime, expiring_days: int) -> 
     }
 
 
-def get_certificate_row(session: Session, certificate_id: str) -> Certificate:
-    """The certificate with this id, or 404 CertificateNotFound."""
-    row = session.get(Certificate, certificate_id)
-    if row is None:
-        raise errors.NotFound("Certificate", certificate_id)
-    return row
-
-
-def store_certificate(
-    ctx: ActionContext, name: str, cert_type: str, chain_pem: str, key_pem: str | None
-) -> Certificate:
-    """Check a PEM chain (and key) by the upload rules and add it to the inventory."""
-    try:
-        chain = x509.parse_chain(chain_pem)
-        x509.check_chain_links(chain)
-        key = None
-        if cert_type == "Server" and not (key_pem and key_pem.strip()):
-            raise errors.MissingPrivateKey(
-                "a Server certificate needs its PrivateKey (PEM) so listeners can serve it"
-            )
-        if cert_type == "Ca":
-            if key_pem:
-                raise errors.InvalidParameter(
-                    "PrivateKey is refused for a Ca certificate: certwatch stores CA "
-                    "certificates only to verify clients and chains"
-                )
-            if not x509.describe(chain[0]).is_ca:
-                raise errors.BadRequest(
-                    f"{x509.common_name(chain[0])!r} is not a CA certificate "
-                    "(its basicConstraints do not say CA:TRUE)",
-                    code="NotACaCertificate",
-                )
-        if key_pem and key_pem.strip():
-            key = x509.parse_private_key(key_pem)
-            if not x509.key_matches(chain[0], key):
-                raise errors.BadRequest(
-                    f"the private key does not belong to the certificate "
-                    f"{x509.common_name(chain[0])!r}",
-                    code="KeyCertificateMismatch",
-                )
-    except x509.CertificateError as exc:
-        raise errors.BadRequest(str(exc), code=exc.code) from exc
-    info = x509.describe(chain[0])
-    row = Certificate(
-        id=new_id("cert"),
-        name=name,
-        type=cert_type,
-        chain_pem=x509.to_pem(chain),
-        key_encrypted=ctx.service.keybox.seal(x509.key_to_pem(key)) if key else None,
-        fingerprint=info.fingerprint,
-        common_name=info.common_name,
-        sans=list(info.sans),
-        issuer=info.issuer,
-        serial_number=info.serial_number,
-        not_before=info.not_before,
-        not_after=info.not_after,
-        key_algorithm=info.key_algorithm,
-        key_size=info.key_size,
-        signature_algorithm=info.signature_algorithm,
-        chain_length=len(chain),
-        warnings=x509.cert_warnings(chain, ctx.service.trusted_roots(ctx.session)),
-        created_at=ctx.now,
-    )
-    ctx.session.add(row)
-    ctx.session.flush()
-    for position, parent in enumerate(chain[1:], start=1):
-        parent_info = x509.describe(parent)
-        ctx.session.add(
-            ChainEntry(
-                certificate_id=row.id,
-                position=position,
-                common_name=parent_info.common_name,
-                fingerprint=parent_info.fingerprint,
-                not_before=parent_info.not_before,
-                not_after=parent_info.not_after,
-            )
-        )
-    return row
-
-
 class UploadCertificateRequest(ChangeRequest):
     """UploadCertificate parameters."""
 
@@ -137,7 +58,8 @@ class UploadCertificateRequest(ChangeRequest):
 def upload_certificate(ctx: ActionContext, req: UploadCertificateRequest) -> dict[str, Any]:
     """Add a certificate (with its chain, and its key for Server) to the inventory."""
     row = store_certificate(
-        ctx, req.CertificateName, req.CertificateType, req.Certificate, req.PrivateKey
+        ctx, ctx.node.keybox, ctx.node.trusted_roots(ctx.session), req.CertificateName,
+        req.CertificateType, req.Certificate, req.PrivateKey,
     )
     return {"CertificateId": row.id}
 
@@ -149,10 +71,10 @@ class CertificateIdRequest(Request):
 
 
 @action("GetCertificate", CertificateIdRequest, changing=False)
-def get_certificate(ctx: ActionContext, req: CertificateIdRequest) -> dict[str, Any]:
+def describe_certificate(ctx: ActionContext, req: CertificateIdRequest) -> dict[str, Any]:
     """Describe one certificate."""
-    row = get_certificate_row(ctx.session, req.CertificateId)
-    return {"Certificate": certificate_view(row, ctx.now, ctx.service.expiring_days)}
+    row = rows.get_certificate(ctx.session, req.CertificateId)
+    return {"Certificate": certificate_view(row, ctx.now, ctx.node.expiring_days)}
 
 
 class ListCertificatesRequest(Request):
@@ -195,7 +117,7 @@ def list_certificates(ctx: ActionContext, req: ListCertificatesRequest) -> dict[
     page = rows[: req.MaxResults]
     next_token = _encode_token(page[-1].id) if len(rows) > req.MaxResults else None
     return {
-        "Certificates": [certificate_view(r, ctx.now, ctx.service.expiring_days) for r in page],
+        "Certificates": [certificate_view(r, ctx.now, ctx.node.expiring_days) for r in page],
         "NextToken": next_token,
         "TotalCount": total,
     }
@@ -210,7 +132,7 @@ class DeleteCertificateRequest(ChangeRequest):
 @action("DeleteCertificate", DeleteCertificateRequest, changing=True)
 def delete_certificate(ctx: ActionContext, req: DeleteCertificateRequest) -> dict[str, Any]:
     """Remove a certificate that no listener or pending rotation uses."""
-    row = get_certificate_row(ctx.session, req.CertificateId)
+    row = rows.get_certificate(ctx.session, req.CertificateId)
     users = ctx.session.exec(
         select(ListenerCertificate).where(ListenerCertificate.certificate_id == row.id)
     ).all()

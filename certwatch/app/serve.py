@@ -19,13 +19,14 @@ from types import FrameType
 
 import uvicorn
 
-from certwatch import demo as demo_mode
-from certwatch import logs
-from certwatch.api import create_app
+from certwatch.api.http import create_app
+from certwatch.app import demo as demo_mode
+from certwatch.app import logs
+from certwatch.app.scheduler import start_scheduler
+from certwatch.app.service import Service
+from certwatch.changes.follow import follow
 from certwatch.config import Config, ConfigError, load_config
-from certwatch.scheduler import start_scheduler
-from certwatch.service import Service
-from certwatch.store.cluster import follow, is_postgres
+from certwatch.store.cluster import is_postgres
 from offload.export import OffloadCollector
 from offload.workers import ProxyControl
 
@@ -119,10 +120,14 @@ def run(
                 "proxy node serving the store's listeners; following changes every %.1fs",
                 config.proxy.reload_interval,
             )
-            follow(service, stop)
+            follow(service.node.changes, service.engine, config.proxy.reload_interval, stop)
         else:
-            if proxy is not None and is_postgres(service):
-                threading.Thread(target=follow, args=(service, stop), daemon=True).start()
+            if proxy is not None and is_postgres(service.engine):
+                threading.Thread(
+                    target=follow,
+                    args=(service.node.changes, service.engine, config.proxy.reload_interval, stop),
+                    daemon=True,
+                ).start()
             host, port = _split_listen(config.api.listen)
             server = _Server(
                 uvicorn.Config(

@@ -6,9 +6,8 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from certwatch.actions.registry import ActionContext, Request, action
+from certwatch.api.registry import ActionContext, Request, action
 from certwatch.clock import rfc3339
-from certwatch.scan import run as scan
 from certwatch.store.models import Alert
 
 
@@ -30,7 +29,7 @@ class TestNotificationRequest(Request):
 @action("ScanNow", ScanNowRequest, changing=False)
 def scan_now(ctx: ActionContext, req: ScanNowRequest) -> dict[str, Any]:
     """Run one scan now: certificates by Status, probes run and failed, alerts sent."""
-    report = scan.run_scan(ctx.service)
+    report = ctx.scanner.run()
     return {"ScanId": report.scan_id, **report.counts()}
 
 
@@ -67,7 +66,7 @@ def list_alerts(ctx: ActionContext, req: ListAlertsRequest) -> dict[str, Any]:
 @action("TestNotification", TestNotificationRequest, changing=False)
 def test_notification(ctx: ActionContext, req: TestNotificationRequest) -> dict[str, Any]:
     """Send a test message to every alert URL; report per URL (secrets masked)."""
-    results = ctx.service.monitoring.notifier.send_each(
+    results = ctx.node.monitoring.notifier.send_each(
         "certwatch test notification",
         f"A test message from certwatch at {rfc3339(ctx.now)}: alert delivery works.",
         notify_type="info",

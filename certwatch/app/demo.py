@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sqlmodel import select
 
+from certwatch.app.service import Service
 from certwatch.pki.devpki import make_pki
-from certwatch.service import Service
 from certwatch.store.db import transaction
 from certwatch.store.models import Listener, ServerGroup
 from offload.echo import EchoServer

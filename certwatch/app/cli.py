@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from certwatch.client import ApiFailure, Client
+from certwatch.app.client import ApiFailure, Client
 from certwatch.pki.pem import split_pem
 
 Params = dict[str, Any]
@@ -384,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = _build_parser()
     args = parser.parse_args(argv)
     if args.command in ("serve", "proxy"):
-        from certwatch.serve import run
+        from certwatch.app.serve import run
 
         demo_port = args.demo_port if getattr(args, "demo", False) else None
         return run(args.command, args.config, demo_port=demo_port, log_format=args.log_format)

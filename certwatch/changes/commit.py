@@ -1,0 +1,124 @@
+"""THE all-or-nothing pipeline every change goes through.
+
+API actions, the console, rotations, rollbacks, crash recovery and staging intake all call
+`Pipeline.run` with the work to do. Its rules:
+
+1. One ordinary lock per node: changes on a node run one at a time, none re-enters another.
+2. The work runs in one transaction and receives a `Change` (session, now, actor, flags).
+3. Unless the work is discarded (dry run, replay), the revision is bumped and announced to
+   the other nodes, the new snapshot is built and every proxy worker must acknowledge it;
+   only then is the transaction committed.
+4. If the proxy refuses the snapshot or the commit fails, the proxy is given the previous
+   snapshot back and the transaction is rolled back: a failed change changes nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from sqlalchemy import Engine
+
+from certwatch import clock, errors
+from certwatch.changes.snapshot import SnapshotBuilder, bump_revision, current_revision
+from certwatch.inventory.change import Change
+from certwatch.store.cluster import announce
+from certwatch.store.db import transaction
+from offload.errors import ApplyError, OffloadError
+from offload.spec import Snapshot
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class DataPlane(Protocol):
+    """What the control plane needs of the proxy (`offload.workers.ProxyControl`)."""
+
+    def apply(self, snapshot: Snapshot) -> None:
+        """Serve this snapshot; return once every worker has it."""
+
+    def healthy(self) -> bool:
+        """Every worker is up and answering."""
+
+
+class Pipeline:
+    """Runs changes all-or-nothing and keeps the proxy on the store's state."""
+
+    def __init__(
+        self, engine: Engine, snapshots: SnapshotBuilder, data_plane: DataPlane | None
+    ) -> None:
+        self._engine = engine
+        self._snapshots = snapshots
+        self.data_plane = data_plane
+        self.applied: Snapshot | None = None
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        work: Callable[[Change], T],
+        *,
+        actor: str,
+        dry_run: bool = False,
+        record_history: bool = True,
+    ) -> T:
+        """Do `work` in one transaction and have the proxy serve it, or change nothing."""
+        with self._lock, transaction(self._engine) as session:
+            change = Change(session, clock.now(), actor, dry_run, record_history, dry_run)
+            result = work(change)
+            if change.discard:
+                session.rollback()
+                return result
+            previous = self.applied
+            revision = bump_revision(session)
+            announce(session, revision)
+            self._apply(self._snapshots.build(session, revision))
+            try:
+                session.commit()
+            except Exception:
+                self._restore(previous)
+                raise
+        return result
+
+    def sync(self) -> None:
+        """Hand the proxy the store's current state (at start, and when another node moved
+        the revision)."""
+        if self.data_plane is None:
+            return
+        with self._lock, transaction(self._engine) as session:
+            revision = current_revision(session)
+            if self.applied is not None and self.applied.revision == revision:
+                return
+            snapshot = self._snapshots.build(session, revision)
+            self.data_plane.apply(snapshot)
+            self.applied = snapshot
+
+    def _apply(self, snapshot: Snapshot) -> None:
+        if self.data_plane is None:
+            self.applied = snapshot
+            return
+        previous = self.applied
+        try:
+            self.data_plane.apply(snapshot)
+        except ApplyError as exc:
+            self._restore(previous)
+            if errno.EADDRINUSE in exc.errnos.values():
+                raise errors.PortInUse(f"the proxy cannot bind: {exc}") from exc
+            raise errors.BadRequest(
+                f"the proxy refused the change: {exc}", code="InvalidListener"
+            ) from exc
+        except OffloadError as exc:
+            self._restore(previous)
+            raise errors.ProxyUnavailable(f"the proxy did not take the change: {exc}") from exc
+        self.applied = snapshot
+
+    def _restore(self, previous: Snapshot | None) -> None:
+        if self.data_plane is None or previous is None:
+            return
+        try:
+            self.data_plane.apply(previous)
+            self.applied = previous
+        except OffloadError:
+            log.exception("could not restore the previous proxy snapshot %s", previous.revision)
