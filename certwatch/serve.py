@@ -20,7 +20,7 @@ import uvicorn
 
 from certwatch import demo as demo_mode
 from certwatch import logs
-from certwatch.api import create_app
+from certwatch.api import create_app, server_config
 from certwatch.cluster import follow, is_postgres
 from certwatch.config import Config, ConfigError, load_config
 from certwatch.scheduler import start_scheduler
@@ -113,11 +113,7 @@ def run(
             if proxy is not None and is_postgres(service):
                 threading.Thread(target=follow, args=(service, stop), daemon=True).start()
             host, port = _split_listen(config.api.listen)
-            server = _Server(
-                uvicorn.Config(
-                    create_app(service), host=host, port=port, log_config=None, access_log=False
-                )
-            )
+            server = _Server(server_config(create_app(service), config.api, host, port))
             if demo_port is not None:
                 steps = demo_mode.next_steps(
                     f"http://{config.api.listen}", demo_port, config.data_dir

@@ -4,21 +4,24 @@ addresses and ports, slow and vanishing clients, authorization, 405 and the Open
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import time
 import types
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import httpx
 import pytest
+import sqlalchemy
 import sqlmodel
 from pydantic import BaseModel
-from sqlalchemy import select
 from sqlmodel import Session, SQLModel
 
 from certwatch.actions import ACTIONS
+from certwatch.config import ConfigError, load_config
 from certwatch.models import Listener
 from certwatch.service import Service
 from offload.echo import EchoServer
@@ -26,7 +29,7 @@ from offload.workers import ProxyControl
 from tests.certfactory import Issued, issue, make_pki
 from tests.conftest import make_config
 from tests.integration.offload.conftest import client_context, echo_roundtrip, tls_connect
-from tests.integration.servers import api_server, echo_when_served
+from tests.integration.servers import ServeProcess, api_server, echo_when_served
 from tests.support import eventually, free_port
 
 DEEP = 100_000
@@ -44,7 +47,7 @@ def stored(service: Service) -> dict[str, list[Any]]:
     """Every row of every table of the store, to show that a refused call changed nothing."""
     with service.engine.connect() as conn:
         return {
-            table.name: [tuple(row) for row in conn.execute(select(table))]
+            table.name: [tuple(row) for row in conn.execute(sqlalchemy.select(table))]
             for table in SQLModel.metadata.sorted_tables
         }
 
@@ -464,3 +467,181 @@ def test_a_client_that_disconnects_mid_body_logs_no_traceback(
     ]
     assert stored(service) == before
     call(http, "CreateLoadBalancer", LoadBalancerName="after")
+
+
+HEAD = b"POST /v1/ListListeners HTTP/1.1\r\nHost: api\r\n"
+FULL = HEAD + b"Content-Length: 2\r\n\r\n{}"
+HEADER_TIMEOUT, BODY_TIMEOUT = 0.5, 1.0
+
+
+@contextmanager
+def serving(tmp_path: Path, **api: Any) -> Iterator[int]:
+    """The API of a new service with these `[api]` settings on a real uvicorn; its port."""
+    service = Service(make_config(tmp_path, api=api))
+    try:
+        with api_server(service) as url:
+            yield int(url.rsplit(":", 1)[1])
+    finally:
+        service.close()
+
+
+def seconds_until_closed(sock: socket.socket, limit: float = 5.0) -> float:
+    """Read (and drop) what the server sends until it closes; the seconds that took, or
+    `limit` plus one when it was still open then."""
+    start = time.monotonic()
+    sock.settimeout(0.1)
+    while time.monotonic() - start < limit:
+        try:
+            if sock.recv(65536) == b"":
+                return time.monotonic() - start
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return time.monotonic() - start
+    return limit + 1
+
+
+@pytest.mark.parametrize(
+    ("sent", "deadline"),
+    [
+        (b"", HEADER_TIMEOUT),
+        (HEAD[:20], HEADER_TIMEOUT),
+        (HEAD + b"Content-Length: 2\r\n", HEADER_TIMEOUT),
+        (HEAD + b"Content-Length: 10\r\n\r\n{}", BODY_TIMEOUT),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n", BODY_TIMEOUT),
+        (FULL + HEAD[:20], HEADER_TIMEOUT),
+    ],
+    ids=[
+        "nothing",
+        "half-a-header",
+        "headers-without-their-end",
+        "half-a-body",
+        "chunked-body-without-its-end",
+        "next-request-on-a-kept-alive-connection",
+    ],
+)
+def test_a_client_that_stalls_is_disconnected_at_the_deadline(
+    tmp_path: Path, sent: bytes, deadline: float
+) -> None:
+    """A client that stops while sending a request (nothing, half a header, half a body, the
+    next request of a kept-alive connection) is disconnected at `api.header_timeout` or
+    `api.body_timeout`, not later."""
+    with serving(tmp_path, header_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(sent)
+            elapsed = seconds_until_closed(client)
+    assert deadline * 0.8 <= elapsed <= deadline + 1.5
+
+
+def test_a_header_sent_a_byte_at_a_time_is_still_cut_at_the_header_deadline(
+    tmp_path: Path,
+) -> None:
+    """A client that keeps sending its headers a byte every 50 ms (slowloris) is disconnected
+    at `api.header_timeout` from the connection's start: progress does not extend it."""
+    with serving(tmp_path, header_timeout=HEADER_TIMEOUT) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            start = time.monotonic()
+            for byte in (HEAD * 3)[:100]:
+                readable, _, _ = select.select([client], [], [], 0.05)
+                if readable or not _sent(client, bytes([byte])):
+                    break
+            elapsed = time.monotonic() - start
+    assert HEADER_TIMEOUT * 0.8 <= elapsed <= HEADER_TIMEOUT + 1.5
+
+
+def _sent(sock: socket.socket, data: bytes) -> bool:
+    """Send `data`; False when the server has closed the connection."""
+    try:
+        sock.sendall(data)
+    except OSError:
+        return False
+    return True
+
+
+def test_a_request_within_the_deadlines_is_answered(tmp_path: Path) -> None:
+    """A client that connects, waits a little and sends its request, then its body, each
+    within its deadline, is answered 200."""
+    with serving(tmp_path, header_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            time.sleep(HEADER_TIMEOUT / 2)
+            client.sendall(HEAD + b"Content-Length: 2\r\n\r\n")
+            time.sleep(BODY_TIMEOUT / 2)
+            client.sendall(b"{}")
+            assert client.recv(65536).startswith(b"HTTP/1.1 200 OK")
+
+
+def _answered(clients: list[socket.socket]) -> list[socket.socket]:
+    """The connections the server has sent something on (or closed), without waiting."""
+    return list(select.select(clients, [], [], 0)[0])
+
+
+@pytest.mark.parametrize(("limit", "opened"), [(1, 3), (3, 10), (5, 40)])
+def test_connections_beyond_max_connections_are_refused_503(
+    tmp_path: Path, limit: int, opened: int
+) -> None:
+    """With `api.max_connections` open (idle ones included), every further connection is
+    answered 503 TooManyConnections and closed at once, a real client's call too; once they
+    close, calls are served again."""
+    with serving(tmp_path, max_connections=limit, header_timeout=30) as port:
+        url = f"http://127.0.0.1:{port}"
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(opened)]
+        try:
+            assert eventually(lambda: len(_answered(clients)) >= opened - limit, 5)
+            time.sleep(0.2)  # and no more: the connections within the limit stay open
+            answered = _answered(clients)
+            assert len(answered) == opened - limit
+            for refused in answered:
+                answer = refused.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+                assert b'"Code": "TooManyConnections"' in answer
+            denied = httpx.post(f"{url}/v1/ListListeners")
+            assert (denied.status_code, denied.json()["Code"]) == (503, "TooManyConnections")
+        finally:
+            for client in clients:
+                client.close()
+        assert eventually(lambda: httpx.post(f"{url}/v1/ListListeners").status_code == 200, 5)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, (10.0, 30.0, 256)),
+        (
+            {
+                "CERTWATCH_API_HEADER_TIMEOUT": "2s",
+                "CERTWATCH_API_BODY_TIMEOUT": "1m",
+                "CERTWATCH_API_MAX_CONNECTIONS": "64",
+            },
+            (2.0, 60.0, 64),
+        ),
+        ({"CERTWATCH_API_HEADER_TIMEOUT": "0"}, "api.header_timeout"),
+        ({"CERTWATCH_API_BODY_TIMEOUT": "soon"}, "api.body_timeout"),
+        ({"CERTWATCH_API_MAX_CONNECTIONS": "0"}, "api.max_connections"),
+    ],
+    ids=["defaults", "set", "zero-header-timeout", "bad-body-timeout", "zero-connections"],
+)
+def test_the_api_connection_limits_are_configured_in_the_api_section(
+    env: dict[str, str], expected: tuple[float, float, int] | str
+) -> None:
+    """`[api]` header_timeout and body_timeout (durations, above 0) and max_connections (at
+    least 1) default to 10 s, 30 s and 256; a bad value stops the start naming its key."""
+    if isinstance(expected, str):
+        with pytest.raises(ConfigError, match=expected):
+            load_config(env=env)
+        return
+    api = load_config(env=env).api
+    assert (api.header_timeout, api.body_timeout, api.max_connections) == expected
+
+
+def test_certwatch_serve_holds_clients_to_the_header_deadline(tmp_path: Path) -> None:
+    """`certwatch serve` serves the API with `[api]` header_timeout: a client that sends
+    half a header is disconnected at the deadline."""
+    node = ServeProcess(tmp_path, workers=0, api_toml=f"header_timeout = {HEADER_TIMEOUT}\n")
+    node.start()
+    try:
+        with socket.create_connection(("127.0.0.1", node.port), timeout=5) as client:
+            client.sendall(HEAD[:20])
+            elapsed = seconds_until_closed(client)
+        assert HEADER_TIMEOUT * 0.8 <= elapsed <= HEADER_TIMEOUT + 1.5
+    finally:
+        assert node.stop() == 0
