@@ -137,9 +137,7 @@ def test_a_parameter_of_the_wrong_json_type_is_refused(
     bad: Any,
     good: Any,
 ) -> None:
-    """A value of the wrong JSON type (bool for int, string for bool or int, int for string,
-    string for list, float for int) is 400 InvalidParameter naming it, and changes nothing; the
-    right type (lists, nested objects and literals included) is then accepted."""
+    """A wrongly typed value is 400 InvalidParameter and changes nothing; the right type passes."""
     before = stored(service)
     message = refused(http, action, "InvalidParameter", **params, **{field: bad})
     assert field in message
@@ -150,8 +148,7 @@ def test_a_parameter_of_the_wrong_json_type_is_refused(
 def test_listener_port_true_and_dry_run_no_are_refused(
     service: Service, http: httpx.Client
 ) -> None:
-    """`"ListenerPort": true` creates no listener on port 1 and `"DryRun": "no"` changes nothing:
-    both are 400 InvalidParameter; the same call with real types creates the listener."""
+    """ListenerPort true or DryRun "no" creates nothing; real types create the listener."""
     params = listener_params(http, free_port())
     before = stored(service)
     for field, bad in (("ListenerPort", True), ("DryRun", "no"), ("CaEnabled", "false")):
@@ -177,8 +174,7 @@ def _wrong_type(annotation: Any) -> Any:
 def test_every_parameter_of_every_action_has_a_strict_type(
     service: Service, http: httpx.Client, action: str
 ) -> None:
-    """Each parameter of the action, sent alone with a value of the wrong JSON type, is
-    400 InvalidParameter naming its type problem, and nothing changes."""
+    """Every parameter of the action refuses a value of another JSON type and nothing changes."""
     before = stored(service)
     for field, info in ACTIONS[action].request.model_fields.items():
         message = refused(http, action, "InvalidParameter", **{field: _wrong_type(info.annotation)})
@@ -194,8 +190,7 @@ def _models(annotation: Any) -> Iterator[type[BaseModel]]:
 
 
 def test_every_parameter_object_is_strict() -> None:
-    """Every request model and every object nested in one validates strictly, unknown fields
-    refused."""
+    """Every request model, and every object nested in one, is strict and refuses unknown fields."""
     for action in ACTIONS.values():
         for field in action.request.model_fields.values():
             for model in (action.request, *_models(field.annotation)):
@@ -218,8 +213,7 @@ def test_every_parameter_object_is_strict() -> None:
 def test_a_listener_address_no_connection_can_reach_is_refused(
     service: Service, http: httpx.Client, address: str, why: str
 ) -> None:
-    """A multicast, broadcast or reserved ListenerAddress (or ServerIp) is 400 InvalidParameter
-    saying which, and creates nothing."""
+    """A multicast, broadcast or reserved address is refused saying which, and creates nothing."""
     params = listener_params(http, free_port())
     before = stored(service)
     message = refused(http, "CreateListener", "InvalidParameter", **params, ListenerAddress=address)
@@ -237,8 +231,7 @@ def test_a_listener_address_no_connection_can_reach_is_refused(
 def test_every_address_and_loopback_are_still_listener_addresses(
     http: httpx.Client, address: str
 ) -> None:
-    """The unspecified addresses (0.0.0.0, ::: every address) and loopback still make a
-    running listener."""
+    """0.0.0.0 and :: (every address) and loopback still make a running listener."""
     lid = call(
         http, "CreateListener", **listener_params(http, free_port()), ListenerAddress=address
     )["ListenerId"]
@@ -259,8 +252,7 @@ def test_every_address_and_loopback_are_still_listener_addresses(
 def test_a_port_another_program_listens_on_is_still_port_in_use(
     service: Service, http: httpx.Client, holder_address: str, options: tuple[int, ...]
 ) -> None:
-    """The port check binds like the proxy, yet a port another program listens on (whatever
-    its socket options, SO_REUSEPORT too) is still 400 PortInUse and creates nothing."""
+    """A port another program listens on, SO_REUSEPORT or not, is still PortInUse."""
     params = listener_params(http, 0)
     before = stored(service)
     with socket.socket() as holder:
@@ -286,9 +278,7 @@ def proxied(tmp_path: Path) -> Iterator[httpx.Client]:
 
 
 def test_a_listener_recreated_on_a_deleted_listeners_port_serves(proxied: httpx.Client) -> None:
-    """Create, delete and re-create a listener on the same port while a connection of the
-    deleted one is still open: the re-creation is 200, not PortInUse, and the new listener
-    serves."""
+    """Re-creating a deleted listener's port (a connection still open) is 200 and it serves."""
     pki = make_pki()
     port = free_port()
     with EchoServer() as echo:
@@ -307,9 +297,7 @@ def test_a_listener_recreated_on_a_deleted_listeners_port_serves(proxied: httpx.
 def test_a_port_this_nodes_proxy_still_serves_is_left_to_the_proxy(
     tmp_path: Path, proxied: httpx.Client
 ) -> None:
-    """A listener deleted through another node of the same store is still served by this
-    node's proxy; re-creating it here on its port is 200 (the proxy moves the port over), not
-    a PortInUse from this node's own socket."""
+    """A port this node's proxy still serves for a listener deleted elsewhere is taken over."""
     pki = make_pki()
     port = free_port()
     other = Service(make_config(tmp_path))
@@ -365,8 +353,7 @@ def test_the_token_is_checked_first_and_its_scheme_is_case_insensitive(
     status: int,
     code: str | None,
 ) -> None:
-    """With a token set, every /v1/ call without it is 401 (with WWW-Authenticate) before an
-    unknown action or a wrong method is told; `bearer` in any case is the Bearer scheme."""
+    """Without the token any /v1/ call is 401 before routing; the Bearer scheme ignores case."""
     headers = {"Authorization": authorization} if authorization else {}
     response = guarded.request(method, path, headers=headers)
     assert response.status_code == status, response.text
@@ -402,8 +389,7 @@ def _resolve(document: dict[str, Any], ref: str) -> Any:
 
 
 def test_every_ref_of_the_openapi_document_resolves(http: httpx.Client) -> None:
-    """Every $ref in /openapi.json (nested models such as Server included) points at a schema
-    in the document itself."""
+    """Every $ref in /openapi.json, nested models included, resolves inside the document."""
     document = http.get("/openapi.json").json()
     refs = set(_refs(document))
     assert "#/components/schemas/Server" in refs
@@ -452,8 +438,7 @@ def _handled(caplog: pytest.LogCaptureFixture) -> bool:
 def test_a_client_that_disconnects_mid_body_logs_no_traceback(
     service: Service, http: httpx.Client, caplog: pytest.LogCaptureFixture, sent: bytes
 ) -> None:
-    """A client that sends part of a body and disconnects is a normal end of a request: one
-    debug line, no traceback, no error; nothing changes and the server goes on serving."""
+    """A client gone mid-body logs one debug line and no traceback; nothing changes."""
     caplog.set_level(logging.DEBUG)
     before = stored(service)
     with socket.create_connection(("127.0.0.1", _port(http)), timeout=5) as raw:
@@ -523,9 +508,7 @@ def seconds_until_closed(sock: socket.socket, limit: float = 5.0) -> float:
 def test_a_client_that_stalls_is_disconnected_at_the_deadline(
     tmp_path: Path, sent: bytes, deadline: float
 ) -> None:
-    """A client that stops while sending a request (nothing, half a header, half a body, the
-    next request of a kept-alive connection) is disconnected at `api.header_timeout` or
-    `api.body_timeout`, not later."""
+    """A client that stalls while sending a request is disconnected at its deadline."""
     with serving(tmp_path, header_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
             client.sendall(sent)
@@ -536,8 +519,7 @@ def test_a_client_that_stalls_is_disconnected_at_the_deadline(
 def test_a_header_sent_a_byte_at_a_time_is_still_cut_at_the_header_deadline(
     tmp_path: Path,
 ) -> None:
-    """A client that keeps sending its headers a byte every 50 ms (slowloris) is disconnected
-    at `api.header_timeout` from the connection's start: progress does not extend it."""
+    """Headers sent a byte every 50 ms (slowloris) are still cut at the header deadline."""
     with serving(tmp_path, header_timeout=HEADER_TIMEOUT) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
             start = time.monotonic()
@@ -559,8 +541,7 @@ def _sent(sock: socket.socket, data: bytes) -> bool:
 
 
 def test_a_request_within_the_deadlines_is_answered(tmp_path: Path) -> None:
-    """A client that connects, waits a little and sends its request, then its body, each
-    within its deadline, is answered 200."""
+    """Headers and body each sent slowly but within their deadlines are answered 200."""
     with serving(tmp_path, header_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
             time.sleep(HEADER_TIMEOUT / 2)
@@ -579,9 +560,7 @@ def _answered(clients: list[socket.socket]) -> list[socket.socket]:
 def test_connections_beyond_max_connections_are_refused_503(
     tmp_path: Path, limit: int, opened: int
 ) -> None:
-    """With `api.max_connections` open (idle ones included), every further connection is
-    answered 503 TooManyConnections and closed at once, a real client's call too; once they
-    close, calls are served again."""
+    """Connections beyond api.max_connections get 503 TooManyConnections at once."""
     with serving(tmp_path, max_connections=limit, header_timeout=30) as port:
         url = f"http://127.0.0.1:{port}"
         clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(opened)]
@@ -590,8 +569,8 @@ def test_connections_beyond_max_connections_are_refused_503(
             time.sleep(0.2)  # and no more: the connections within the limit stay open
             answered = _answered(clients)
             assert len(answered) == opened - limit
-            for refused in answered:
-                answer = refused.recv(65536)
+            for turned_away in answered:
+                answer = turned_away.recv(65536)
                 assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
                 assert b'"Code": "TooManyConnections"' in answer
             denied = httpx.post(f"{url}/v1/ListListeners")
@@ -623,8 +602,7 @@ def test_connections_beyond_max_connections_are_refused_503(
 def test_the_api_connection_limits_are_configured_in_the_api_section(
     env: dict[str, str], expected: tuple[float, float, int] | str
 ) -> None:
-    """`[api]` header_timeout and body_timeout (durations, above 0) and max_connections (at
-    least 1) default to 10 s, 30 s and 256; a bad value stops the start naming its key."""
+    """[api] timeouts and max_connections have their defaults; a bad value names its key."""
     if isinstance(expected, str):
         with pytest.raises(ConfigError, match=expected):
             load_config(env=env)
@@ -634,8 +612,7 @@ def test_the_api_connection_limits_are_configured_in_the_api_section(
 
 
 def test_certwatch_serve_holds_clients_to_the_header_deadline(tmp_path: Path) -> None:
-    """`certwatch serve` serves the API with `[api]` header_timeout: a client that sends
-    half a header is disconnected at the deadline."""
+    """`certwatch serve` cuts a client sending half a header at [api] header_timeout."""
     node = ServeProcess(tmp_path, workers=0, api_toml=f"header_timeout = {HEADER_TIMEOUT}\n")
     node.start()
     try:
