@@ -49,10 +49,14 @@ class _Section(BaseModel):
 
 
 class ApiConfig(_Section):
-    """The management API."""
+    """The management API: where, the token, and how long a client may take to send a request's
+    headers, then its body, and how many connections may be open at once."""
 
     listen: str = "127.0.0.1:9180"
     token: str | None = None
+    header_timeout: Duration = Field(default=10.0, gt=0)
+    body_timeout: Duration = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=256, ge=1, le=65536)
 
 
 class StoreConfig(_Section):

@@ -8,7 +8,8 @@
     │   MissingCaCertificate, PortInUse, ResourceInUse
     ├── NotFound (404): `<Object>NotFound`, the object named at raise time; InvalidAction (404)
     ├── Unauthorized (401)
-    └── ProxyUnavailable (503): the data plane did not take the change
+    ├── ProxyUnavailable (503): the data plane did not take the change
+    └── TooManyConnections (503): the API has `api.max_connections` open
 
 Each is raised where its rule lives and turned into the JSON error in one place (`api.py`).
 """
@@ -137,4 +138,11 @@ class ProxyUnavailable(ApiError):
     """The data plane did not acknowledge the change in time; nothing was changed."""
 
     code = "ProxyUnavailable"
+    status = 503
+
+
+class TooManyConnections(ApiError):
+    """The API has as many connections open as `api.max_connections`; this one is closed."""
+
+    code = "TooManyConnections"
     status = 503

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -26,7 +27,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from certwatch import errors
 from certwatch.api import ACTIONS
 from certwatch.api.dispatch import Dispatcher
+from certwatch.api.limits import ConnectionLimits, limited_protocol
 from certwatch.api.registry import Action
+from certwatch.config import ApiConfig
 from certwatch.node import Node
 
 log = logging.getLogger(__name__)
@@ -214,3 +217,17 @@ def create_app(served: Served) -> FastAPI:
         return _error(str(uuid.uuid4()), errors.ApiError("internal error; see the service log"))
 
     return app
+
+
+def server_config(app: FastAPI, api: ApiConfig, host: str, port: int) -> uvicorn.Config:
+    """How uvicorn serves the API on host:port: `api`'s header and body deadlines and
+    connection cap (`certwatch.api.limits`), no access log, logging left to the node."""
+    limits = ConnectionLimits(api.header_timeout, api.body_timeout, api.max_connections)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=limited_protocol(limits),
+        log_config=None,
+        access_log=False,
+    )

@@ -19,7 +19,7 @@ from types import FrameType
 
 import uvicorn
 
-from certwatch.api.http import create_app
+from certwatch.api.http import create_app, server_config
 from certwatch.app import demo as demo_mode
 from certwatch.app import logs
 from certwatch.app.scheduler import start_scheduler
@@ -129,11 +129,7 @@ def run(
                     daemon=True,
                 ).start()
             host, port = _split_listen(config.api.listen)
-            server = _Server(
-                uvicorn.Config(
-                    create_app(service), host=host, port=port, log_config=None, access_log=False
-                )
-            )
+            server = _Server(server_config(create_app(service), config.api, host, port))
             if demo_port is not None:
                 steps = demo_mode.next_steps(
                     f"http://{config.api.listen}", demo_port, config.data_dir

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from certwatch.api.http import create_app
+from certwatch.api.http import create_app, server_config
 from certwatch.app.service import Service
 from tests.support import free_port
 
@@ -27,9 +27,7 @@ def api_server(service: Service) -> Iterator[str]:
     """Serve the service's API with uvicorn on a free port; yield its base URL."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service), host="127.0.0.1", port=port, log_config=None, access_log=False
-        )
+        server_config(create_app(service), service.config.api, "127.0.0.1", port)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -4,29 +4,32 @@ addresses and ports, slow and vanishing clients, authorization, 405 and the Open
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import time
 import types
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import httpx
 import pytest
+import sqlalchemy
 import sqlmodel
 from pydantic import BaseModel
-from sqlalchemy import select
 from sqlmodel import Session, SQLModel
 
 from certwatch.api import ACTIONS
 from certwatch.app.service import Service
+from certwatch.config import ConfigError, load_config
 from certwatch.store.models import Listener
 from offload.echo import EchoServer
 from offload.workers import ProxyControl
 from tests.certfactory import Issued, issue, make_pki
 from tests.conftest import make_config
 from tests.integration.offload.conftest import client_context, echo_roundtrip, tls_connect
-from tests.integration.servers import api_server, echo_when_served
+from tests.integration.servers import ServeProcess, api_server, echo_when_served
 from tests.support import eventually, free_port
 
 DEEP = 100_000
@@ -44,7 +47,7 @@ def stored(service: Service) -> dict[str, list[Any]]:
     """Every row of every table of the store, to show that a refused call changed nothing."""
     with service.engine.connect() as conn:
         return {
-            table.name: [tuple(row) for row in conn.execute(select(table))]
+            table.name: [tuple(row) for row in conn.execute(sqlalchemy.select(table))]
             for table in SQLModel.metadata.sorted_tables
         }
 
@@ -134,9 +137,7 @@ def test_a_parameter_of_the_wrong_json_type_is_refused(
     bad: Any,
     good: Any,
 ) -> None:
-    """A value of the wrong JSON type (bool for int, string for bool or int, int for string,
-    string for list, float for int) is 400 InvalidParameter naming it, and changes nothing; the
-    right type (lists, nested objects and literals included) is then accepted."""
+    """A wrongly typed value is 400 InvalidParameter and changes nothing; the right type passes."""
     before = stored(service)
     message = refused(http, action, "InvalidParameter", **params, **{field: bad})
     assert field in message
@@ -147,8 +148,7 @@ def test_a_parameter_of_the_wrong_json_type_is_refused(
 def test_listener_port_true_and_dry_run_no_are_refused(
     service: Service, http: httpx.Client
 ) -> None:
-    """`"ListenerPort": true` creates no listener on port 1 and `"DryRun": "no"` changes nothing:
-    both are 400 InvalidParameter; the same call with real types creates the listener."""
+    """ListenerPort true or DryRun "no" creates nothing; real types create the listener."""
     params = listener_params(http, free_port())
     before = stored(service)
     for field, bad in (("ListenerPort", True), ("DryRun", "no"), ("CaEnabled", "false")):
@@ -174,8 +174,7 @@ def _wrong_type(annotation: Any) -> Any:
 def test_every_parameter_of_every_action_has_a_strict_type(
     service: Service, http: httpx.Client, action: str
 ) -> None:
-    """Each parameter of the action, sent alone with a value of the wrong JSON type, is
-    400 InvalidParameter naming its type problem, and nothing changes."""
+    """Every parameter of the action refuses a value of another JSON type and nothing changes."""
     before = stored(service)
     for field, info in ACTIONS[action].request.model_fields.items():
         message = refused(http, action, "InvalidParameter", **{field: _wrong_type(info.annotation)})
@@ -191,8 +190,7 @@ def _models(annotation: Any) -> Iterator[type[BaseModel]]:
 
 
 def test_every_parameter_object_is_strict() -> None:
-    """Every request model and every object nested in one validates strictly, unknown fields
-    refused."""
+    """Every request model, and every object nested in one, is strict and refuses unknown fields."""
     for action in ACTIONS.values():
         for field in action.request.model_fields.values():
             for model in (action.request, *_models(field.annotation)):
@@ -215,8 +213,7 @@ def test_every_parameter_object_is_strict() -> None:
 def test_a_listener_address_no_connection_can_reach_is_refused(
     service: Service, http: httpx.Client, address: str, why: str
 ) -> None:
-    """A multicast, broadcast or reserved ListenerAddress (or ServerIp) is 400 InvalidParameter
-    saying which, and creates nothing."""
+    """A multicast, broadcast or reserved address is refused saying which, and creates nothing."""
     params = listener_params(http, free_port())
     before = stored(service)
     message = refused(http, "CreateListener", "InvalidParameter", **params, ListenerAddress=address)
@@ -234,8 +231,7 @@ def test_a_listener_address_no_connection_can_reach_is_refused(
 def test_every_address_and_loopback_are_still_listener_addresses(
     http: httpx.Client, address: str
 ) -> None:
-    """The unspecified addresses (0.0.0.0, ::: every address) and loopback still make a
-    running listener."""
+    """0.0.0.0 and :: (every address) and loopback still make a running listener."""
     lid = call(
         http, "CreateListener", **listener_params(http, free_port()), ListenerAddress=address
     )["ListenerId"]
@@ -256,8 +252,7 @@ def test_every_address_and_loopback_are_still_listener_addresses(
 def test_a_port_another_program_listens_on_is_still_port_in_use(
     service: Service, http: httpx.Client, holder_address: str, options: tuple[int, ...]
 ) -> None:
-    """The port check binds like the proxy, yet a port another program listens on (whatever
-    its socket options, SO_REUSEPORT too) is still 400 PortInUse and creates nothing."""
+    """A port another program listens on, SO_REUSEPORT or not, is still PortInUse."""
     params = listener_params(http, 0)
     before = stored(service)
     with socket.socket() as holder:
@@ -283,9 +278,7 @@ def proxied(tmp_path: Path) -> Iterator[httpx.Client]:
 
 
 def test_a_listener_recreated_on_a_deleted_listeners_port_serves(proxied: httpx.Client) -> None:
-    """Create, delete and re-create a listener on the same port while a connection of the
-    deleted one is still open: the re-creation is 200, not PortInUse, and the new listener
-    serves."""
+    """Re-creating a deleted listener's port (a connection still open) is 200 and it serves."""
     pki = make_pki()
     port = free_port()
     with EchoServer() as echo:
@@ -304,9 +297,7 @@ def test_a_listener_recreated_on_a_deleted_listeners_port_serves(proxied: httpx.
 def test_a_port_this_nodes_proxy_still_serves_is_left_to_the_proxy(
     tmp_path: Path, proxied: httpx.Client
 ) -> None:
-    """A listener deleted through another node of the same store is still served by this
-    node's proxy; re-creating it here on its port is 200 (the proxy moves the port over), not
-    a PortInUse from this node's own socket."""
+    """A port this node's proxy still serves for a listener deleted elsewhere is taken over."""
     pki = make_pki()
     port = free_port()
     other = Service(make_config(tmp_path))
@@ -362,8 +353,7 @@ def test_the_token_is_checked_first_and_its_scheme_is_case_insensitive(
     status: int,
     code: str | None,
 ) -> None:
-    """With a token set, every /v1/ call without it is 401 (with WWW-Authenticate) before an
-    unknown action or a wrong method is told; `bearer` in any case is the Bearer scheme."""
+    """Without the token any /v1/ call is 401 before routing; the Bearer scheme ignores case."""
     headers = {"Authorization": authorization} if authorization else {}
     response = guarded.request(method, path, headers=headers)
     assert response.status_code == status, response.text
@@ -399,8 +389,7 @@ def _resolve(document: dict[str, Any], ref: str) -> Any:
 
 
 def test_every_ref_of_the_openapi_document_resolves(http: httpx.Client) -> None:
-    """Every $ref in /openapi.json (nested models such as Server included) points at a schema
-    in the document itself."""
+    """Every $ref in /openapi.json, nested models included, resolves inside the document."""
     document = http.get("/openapi.json").json()
     refs = set(_refs(document))
     assert "#/components/schemas/Server" in refs
@@ -449,8 +438,7 @@ def _handled(caplog: pytest.LogCaptureFixture) -> bool:
 def test_a_client_that_disconnects_mid_body_logs_no_traceback(
     service: Service, http: httpx.Client, caplog: pytest.LogCaptureFixture, sent: bytes
 ) -> None:
-    """A client that sends part of a body and disconnects is a normal end of a request: one
-    debug line, no traceback, no error; nothing changes and the server goes on serving."""
+    """A client gone mid-body logs one debug line and no traceback; nothing changes."""
     caplog.set_level(logging.DEBUG)
     before = stored(service)
     with socket.create_connection(("127.0.0.1", _port(http)), timeout=5) as raw:
@@ -464,3 +452,173 @@ def test_a_client_that_disconnects_mid_body_logs_no_traceback(
     ]
     assert stored(service) == before
     call(http, "CreateLoadBalancer", LoadBalancerName="after")
+
+
+HEAD = b"POST /v1/ListListeners HTTP/1.1\r\nHost: api\r\n"
+FULL = HEAD + b"Content-Length: 2\r\n\r\n{}"
+HEADER_TIMEOUT, BODY_TIMEOUT = 0.5, 1.0
+
+
+@contextmanager
+def serving(tmp_path: Path, **api: Any) -> Iterator[int]:
+    """The API of a new service with these `[api]` settings on a real uvicorn; its port."""
+    service = Service(make_config(tmp_path, api=api))
+    try:
+        with api_server(service) as url:
+            yield int(url.rsplit(":", 1)[1])
+    finally:
+        service.close()
+
+
+def seconds_until_closed(sock: socket.socket, limit: float = 5.0) -> float:
+    """Read (and drop) what the server sends until it closes; the seconds that took, or
+    `limit` plus one when it was still open then."""
+    start = time.monotonic()
+    sock.settimeout(0.1)
+    while time.monotonic() - start < limit:
+        try:
+            if sock.recv(65536) == b"":
+                return time.monotonic() - start
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return time.monotonic() - start
+    return limit + 1
+
+
+@pytest.mark.parametrize(
+    ("sent", "deadline"),
+    [
+        (b"", HEADER_TIMEOUT),
+        (HEAD[:20], HEADER_TIMEOUT),
+        (HEAD + b"Content-Length: 2\r\n", HEADER_TIMEOUT),
+        (HEAD + b"Content-Length: 10\r\n\r\n{}", BODY_TIMEOUT),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n", BODY_TIMEOUT),
+        (FULL + HEAD[:20], HEADER_TIMEOUT),
+    ],
+    ids=[
+        "nothing",
+        "half-a-header",
+        "headers-without-their-end",
+        "half-a-body",
+        "chunked-body-without-its-end",
+        "next-request-on-a-kept-alive-connection",
+    ],
+)
+def test_a_client_that_stalls_is_disconnected_at_the_deadline(
+    tmp_path: Path, sent: bytes, deadline: float
+) -> None:
+    """A client that stalls while sending a request is disconnected at its deadline."""
+    with serving(tmp_path, header_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(sent)
+            elapsed = seconds_until_closed(client)
+    assert deadline * 0.8 <= elapsed <= deadline + 1.5
+
+
+def test_a_header_sent_a_byte_at_a_time_is_still_cut_at_the_header_deadline(
+    tmp_path: Path,
+) -> None:
+    """Headers sent a byte every 50 ms (slowloris) are still cut at the header deadline."""
+    with serving(tmp_path, header_timeout=HEADER_TIMEOUT) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            start = time.monotonic()
+            for byte in (HEAD * 3)[:100]:
+                readable, _, _ = select.select([client], [], [], 0.05)
+                if readable or not _sent(client, bytes([byte])):
+                    break
+            elapsed = time.monotonic() - start
+    assert HEADER_TIMEOUT * 0.8 <= elapsed <= HEADER_TIMEOUT + 1.5
+
+
+def _sent(sock: socket.socket, data: bytes) -> bool:
+    """Send `data`; False when the server has closed the connection."""
+    try:
+        sock.sendall(data)
+    except OSError:
+        return False
+    return True
+
+
+def test_a_request_within_the_deadlines_is_answered(tmp_path: Path) -> None:
+    """Headers and body each sent slowly but within their deadlines are answered 200."""
+    with serving(tmp_path, header_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            time.sleep(HEADER_TIMEOUT / 2)
+            client.sendall(HEAD + b"Content-Length: 2\r\n\r\n")
+            time.sleep(BODY_TIMEOUT / 2)
+            client.sendall(b"{}")
+            assert client.recv(65536).startswith(b"HTTP/1.1 200 OK")
+
+
+def _answered(clients: list[socket.socket]) -> list[socket.socket]:
+    """The connections the server has sent something on (or closed), without waiting."""
+    return list(select.select(clients, [], [], 0)[0])
+
+
+@pytest.mark.parametrize(("limit", "opened"), [(1, 3), (3, 10), (5, 40)])
+def test_connections_beyond_max_connections_are_refused_503(
+    tmp_path: Path, limit: int, opened: int
+) -> None:
+    """Connections beyond api.max_connections get 503 TooManyConnections at once."""
+    with serving(tmp_path, max_connections=limit, header_timeout=30) as port:
+        url = f"http://127.0.0.1:{port}"
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(opened)]
+        try:
+            assert eventually(lambda: len(_answered(clients)) >= opened - limit, 5)
+            time.sleep(0.2)  # and no more: the connections within the limit stay open
+            answered = _answered(clients)
+            assert len(answered) == opened - limit
+            for turned_away in answered:
+                answer = turned_away.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+                assert b'"Code": "TooManyConnections"' in answer
+            denied = httpx.post(f"{url}/v1/ListListeners")
+            assert (denied.status_code, denied.json()["Code"]) == (503, "TooManyConnections")
+        finally:
+            for client in clients:
+                client.close()
+        assert eventually(lambda: httpx.post(f"{url}/v1/ListListeners").status_code == 200, 5)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, (10.0, 30.0, 256)),
+        (
+            {
+                "CERTWATCH_API_HEADER_TIMEOUT": "2s",
+                "CERTWATCH_API_BODY_TIMEOUT": "1m",
+                "CERTWATCH_API_MAX_CONNECTIONS": "64",
+            },
+            (2.0, 60.0, 64),
+        ),
+        ({"CERTWATCH_API_HEADER_TIMEOUT": "0"}, "api.header_timeout"),
+        ({"CERTWATCH_API_BODY_TIMEOUT": "soon"}, "api.body_timeout"),
+        ({"CERTWATCH_API_MAX_CONNECTIONS": "0"}, "api.max_connections"),
+    ],
+    ids=["defaults", "set", "zero-header-timeout", "bad-body-timeout", "zero-connections"],
+)
+def test_the_api_connection_limits_are_configured_in_the_api_section(
+    env: dict[str, str], expected: tuple[float, float, int] | str
+) -> None:
+    """[api] timeouts and max_connections have their defaults; a bad value names its key."""
+    if isinstance(expected, str):
+        with pytest.raises(ConfigError, match=expected):
+            load_config(env=env)
+        return
+    api = load_config(env=env).api
+    assert (api.header_timeout, api.body_timeout, api.max_connections) == expected
+
+
+def test_certwatch_serve_holds_clients_to_the_header_deadline(tmp_path: Path) -> None:
+    """`certwatch serve` cuts a client sending half a header at [api] header_timeout."""
+    node = ServeProcess(tmp_path, workers=0, api_toml=f"header_timeout = {HEADER_TIMEOUT}\n")
+    node.start()
+    try:
+        with socket.create_connection(("127.0.0.1", node.port), timeout=5) as client:
+            client.sendall(HEAD[:20])
+            elapsed = seconds_until_closed(client)
+        assert HEADER_TIMEOUT * 0.8 <= elapsed <= HEADER_TIMEOUT + 1.5
+    finally:
+        assert node.stop() == 0
