@@ -844,7 +844,9 @@ def soak(args: argparse.Namespace, run: Run, tmp: Path) -> None:
         stop_echo(echo)
         watchdog.cancel()
         res["serve_exit_status"] = code
-        if code != 0 and not run.incomplete:
+        if code is None:
+            run.problems.append("serve did not exit within 15 s of SIGTERM (killed)")
+        elif code != 0:
             run.problems.append(f"serve exited {code} after SIGTERM (expected 0)")
         res["serve_log_tail"] = serve.tail(15)
         try:  # the whole log, beside the JSON results
@@ -932,7 +934,11 @@ def report(run: Run) -> str:
     for key in ("rss_kib_after_build", "rss_kib_before_writes", "rss_kib_after"):
         if key in r:
             lines.append(f"worker RSS (KiB) {key[8:].replace('_', ' ')}: {r[key]}")
-    lines.append(f"serve exit status after SIGTERM: {r.get('serve_exit_status')}")
+    code = r.get("serve_exit_status")
+    lines.append(
+        "serve exit status after SIGTERM: "
+        + ("none, killed after 15 s" if code is None else str(code))
+    )
     lines.append(f"total: {r.get('total_seconds')} s")
     if run.incomplete:
         lines.append(f"INCOMPLETE: {run.incomplete}")
