@@ -43,6 +43,7 @@ def _cert(
     *,
     ca: bool,
     san: str | None = None,
+    days: int = 30,
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
@@ -53,7 +54,7 @@ def _cert(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if ca:
@@ -106,3 +107,33 @@ def make_chain(kind: str, out_dir: Path) -> ChainFiles:
         paths["combined"],
         paths["root"],
     )
+
+
+def _key_pem(key: PrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+class LeafFactory:
+    """One ECDSA P-256 CA that signs many ECDSA P-256 leaves quickly (one key per leaf).
+
+    `ca_pem` is the CA certificate (trust it in clients, or upload it as a `Ca`
+    certificate); `leaf(name)` returns (certificate PEM, PKCS#8 key PEM) for `name`, with
+    `name` as common name and only DNS SAN, valid for `days` (default 365, beyond the
+    alert thresholds).
+    """
+
+    def __init__(self, label: str = "bench soak", days: int = 365) -> None:
+        self._days = days
+        self._ca_key = ec.generate_private_key(ec.SECP256R1())
+        self._ca = _cert(f"{label} CA", self._ca_key, None, self._ca_key, ca=True, days=days)
+        self.ca_pem = _pem(self._ca)
+
+    def leaf(self, name: str) -> tuple[str, str]:
+        """A new leaf for DNS name `name` signed by the CA: (certificate PEM, key PEM)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _cert(name, key, self._ca.subject, self._ca_key, ca=False, san=name, days=self._days)
+        return _pem(cert), _key_pem(key)
