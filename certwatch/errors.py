@@ -146,3 +146,18 @@ class TooManyConnections(ApiError):
 
     code = "TooManyConnections"
     status = 503
+
+
+class ConcurrentModification(ApiError):
+    """Another change to the same object won a race this one could not merge; nothing changed,
+    and the call may be retried."""
+
+    code = "ConcurrentModification"
+    status = 409
+
+
+class StoreUnavailable(ApiError):
+    """The store cannot be reached; nothing changed, and the call may be retried."""
+
+    code = "StoreUnavailable"
+    status = 503

@@ -11,7 +11,7 @@ through `Monitoring.rotations`.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (
@@ -186,6 +186,38 @@ class StoreCollector(Collector):
             sent_family.add_metric([threshold], sent[threshold])
             failed_family.add_metric([threshold], failed[threshold])
         yield from (sent_family, failed_family)
+
+
+class NodeCollector(Collector):
+    """This node's own state (SPEC §10): does it lead, which revision it serves, is the store
+    reachable."""
+
+    def __init__(
+        self,
+        leader: Callable[[], bool],
+        revision: Callable[[], int],
+        store_up: Callable[[], bool],
+    ) -> None:
+        self._leader, self._revision, self._store_up = leader, revision, store_up
+
+    def describe(self) -> Iterator[Metric]:
+        """Nothing up front: registering must not query the store."""
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        """The three node gauges."""
+        yield GaugeMetricFamily(
+            "certwatch_node_leader", "1 while this node leads scans, alerts and rotations",
+            value=float(self._leader()),
+        )
+        yield GaugeMetricFamily(
+            "certwatch_node_snapshot_revision", "The snapshot revision this node's proxy serves",
+            value=float(self._revision()),
+        )
+        yield GaugeMetricFamily(
+            "certwatch_node_store_up", "1 when this node reaches the store",
+            value=float(self._store_up()),
+        )
 
 
 class Monitoring:

@@ -145,6 +145,7 @@ def prepare(
             else:
                 alert_id = due.alert_id
                 retried.append({"id": alert_id, **fields})
+            body = f"{body}\n\nAlertId: {alert_id}"
             outgoing.append(Outgoing(alert_id, title, body, reached.get(alert_id, frozenset())))
         if plan.drop:
             log.info("dropping %d pending alert(s) no longer due", len(plan.drop))
@@ -157,11 +158,17 @@ def prepare(
 
 
 _ALERTS = SQLModel.metadata.tables["alerts"]
+# Recorded before an alert is sent (so a crash mid-delivery repeats at most that one message,
+# which carries its AlertId), then settled after.
+_CLAIM = (
+    update(_ALERTS)
+    .where(_ALERTS.c.id == bindparam("alert_id"))
+    .values(attempts=_ALERTS.c.attempts + 1, last_error=bindparam("last_error"))
+)
 _ATTEMPT = (
     update(_ALERTS)
     .where(_ALERTS.c.id == bindparam("alert_id"))
     .values(
-        attempts=_ALERTS.c.attempts + 1,
         delivered=bindparam("delivered"),
         delivered_to=bindparam("delivered_to"),
         sent_at=bindparam("sent_at"),
@@ -173,13 +180,17 @@ _ATTEMPT = (
 def deliver(
     engine: Engine, notifier: notify.Notifier, outgoing: Sequence[Outgoing]
 ) -> tuple[int, int]:
-    """Send each alert to the URLs that lack it, commit the attempt, then the next alert.
+    """Record each attempt, send the alert to the URLs that lack it, settle the attempt, then
+    the next alert.
 
     Returns (alerts now delivered everywhere, alerts some URL still lacks).
     """
     sent = failed = 0
     with engine.connect() as connection:
         for item in outgoing:
+            claim = {"alert_id": item.alert_id, "last_error": f"sending since {clock.now()}"}
+            connection.execute(_CLAIM, claim)
+            connection.commit()
             if notifier.urls:
                 results = notifier.send_each(item.title, item.body, skip=item.delivered_to)
                 reached = item.delivered_to | {r.key for r in results if r.delivered}

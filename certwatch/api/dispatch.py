@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from certwatch import clock, errors
 from certwatch.api.registry import Action, ActionContext, Request
+from certwatch.changes.commit import store_faults
 from certwatch.inventory.change import Change
 from certwatch.node import Node
 from certwatch.scan.run import Scanner
@@ -40,13 +41,14 @@ class Dispatcher:
         """Run `action` with validated parameters; raise `errors.ApiError` to refuse."""
         node = self._node
         if not action.changing:
-            with transaction(node.engine) as session:
+            with store_faults(), transaction(node.engine) as session:
                 change = Change(session, clock.now(), actor)
                 return action.handler(ActionContext.of(change, node, self._scanner), req)
         dry_run = bool(getattr(req, "DryRun", False))
         token = getattr(req, "ClientToken", None)
         if action.own_transactions:
-            return self._own_transactions(action, req, actor, dry_run, token)
+            with store_faults():
+                return self._own_transactions(action, req, actor, dry_run, token)
 
         def work(change: Change) -> dict[str, Any]:
             replay = _replay(change.session, action, req, token, dry_run)

@@ -54,6 +54,11 @@ class ScanScheduler:
         """Start the schedule (the first scan runs at once)."""
         self._scheduler.start()
 
+    def run_now(self) -> None:
+        """Bring the next scan forward to now (e.g. when this node has just become leader)."""
+        if self._scheduler.running:
+            self._scheduler.modify_job("scan", next_run_time=clock.now())
+
     def stop(self) -> None:
         """Stop scheduling and wait for a running scan to finish."""
         if self._scheduler.running:

@@ -22,6 +22,7 @@ import uvicorn
 from certwatch.api.http import create_app, server_config
 from certwatch.app import demo as demo_mode
 from certwatch.app import logs
+from certwatch.app.heartbeat import Heartbeat
 from certwatch.app.scheduler import start_scheduler
 from certwatch.app.service import Service
 from certwatch.changes.follow import follow
@@ -115,6 +116,7 @@ def run(
         if demo_port is not None:
             echo = demo_mode.install(service, demo_port)
         service.sync_data_plane()
+        heartbeat = Heartbeat(service.node, leads=mode == "serve").start()
         if mode == "proxy":
             log.info(
                 "proxy node serving the store's listeners; following changes every %.1fs",
@@ -136,9 +138,11 @@ def run(
                 )
                 print(steps, file=sys.stderr)
             scheduler = start_scheduler(service)
+            service.leadership.on_lead.append(scheduler.run_now)
             if not stop.is_set():
                 server.run()
             scheduler.stop()
+        heartbeat.stop()
         service.close()
     except ConfigError as exc:
         log.error("%s", exc)

@@ -13,6 +13,9 @@ Wiring, in the order it is built:
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -26,14 +29,14 @@ from certwatch.api.registry import Request
 from certwatch.changes.commit import DataPlane, Pipeline
 from certwatch.changes.snapshot import SnapshotBuilder
 from certwatch.config import Config
-from certwatch.metrics import Monitoring
+from certwatch.metrics import Monitoring, NodeCollector
 from certwatch.node import Node
 from certwatch.rotation.auto import StagedRenewals, auto_rotate
 from certwatch.rotation.intake import intake
 from certwatch.rotation.rotate import recover
 from certwatch.scan.run import Scanner
 from certwatch.store.cluster import Leadership
-from certwatch.store.db import KeyBox, make_engine, migrate
+from certwatch.store.db import KeyBox, make_engine, migrate, ping
 from offload.spec import Snapshot
 
 log = logging.getLogger(__name__)
@@ -48,15 +51,22 @@ class Service:
         engine = make_engine(config.store_url)
         migrate(engine)
         self.registry = CollectorRegistry()
+        node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        snapshots = SnapshotBuilder(keybox, config.proxy)
         self.node = Node(
             config=config,
             engine=engine,
             keybox=keybox,
-            changes=Pipeline(engine, SnapshotBuilder(keybox, config.proxy), data_plane),
+            changes=Pipeline(engine, snapshots, data_plane, node_id),
             monitoring=Monitoring(
                 engine, self.registry, config.alerts.urls, config.alerts.thresholds_days
             ),
             leadership=Leadership(engine),
+        )
+        self.registry.register(
+            NodeCollector(
+                self.node.is_leader, lambda: self.node.changes.revision, lambda: ping(engine)
+            )
         )
         self.before_scan: list[ScanHook] = [recover, intake, auto_rotate]
         self.scanner = Scanner(self.node, self.before_scan, StagedRenewals(self.node))

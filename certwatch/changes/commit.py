@@ -4,12 +4,18 @@ API actions, the console, rotations, rollbacks, crash recovery and staging intak
 `Pipeline.run` with the work to do. Its rules:
 
 1. One ordinary lock per node: changes on a node run one at a time, none re-enters another.
+   Across nodes, every change first takes the store's change lock (the revision row), so
+   changes from several nodes run one after the other, each reading what the previous one
+   committed: never zero or two defaults.
 2. The work runs in one transaction and receives a `Change` (session, now, actor, flags).
 3. Unless the work is discarded (dry run, replay), the revision is bumped and announced to
    the other nodes, the new snapshot is built and every proxy worker must acknowledge it;
    only then is the transaction committed.
 4. If the proxy refuses the snapshot or the commit fails, the proxy is given the previous
    snapshot back and the transaction is rolled back: a failed change changes nothing.
+5. Store faults are mapped by type in `store_faults`: a lost or refused connection is
+   `StoreUnavailable` (503), a broken uniqueness rule (a race the database caught) is
+   `ConcurrentModification` (409); both changed nothing and may be retried.
 """
 
 from __future__ import annotations
@@ -17,15 +23,24 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
+from psycopg.errors import DeadlockDetected, SerializationFailure
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlmodel import Session
 
 from certwatch import clock, errors
-from certwatch.changes.snapshot import SnapshotBuilder, bump_revision, current_revision
+from certwatch.changes.snapshot import (
+    SnapshotBuilder,
+    bump_revision,
+    current_revision,
+    lock_revision,
+)
 from certwatch.inventory.change import Change
-from certwatch.store.cluster import announce
+from certwatch.store.cluster import announce, is_postgres, record_serving
 from certwatch.store.db import transaction
 from offload.errors import ApplyError, OffloadError
 from offload.spec import Snapshot
@@ -48,11 +63,16 @@ class Pipeline:
     """Runs changes all-or-nothing and keeps the proxy on the store's state."""
 
     def __init__(
-        self, engine: Engine, snapshots: SnapshotBuilder, data_plane: DataPlane | None
+        self,
+        engine: Engine,
+        snapshots: SnapshotBuilder,
+        data_plane: DataPlane | None,
+        node_id: str = "",
     ) -> None:
         self._engine = engine
         self._snapshots = snapshots
         self.data_plane = data_plane
+        self.node_id = node_id
         self.applied: Snapshot | None = None
         self._lock = threading.Lock()
 
@@ -65,7 +85,8 @@ class Pipeline:
         record_history: bool = True,
     ) -> T:
         """Do `work` in one transaction and have the proxy serve it, or change nothing."""
-        with self._lock, transaction(self._engine) as session:
+        with self._lock, store_faults(), transaction(self._engine) as session:
+            lock_revision(session)
             change = Change(session, clock.now(), actor, dry_run, record_history, dry_run)
             result = work(change)
             if change.discard:
@@ -75,6 +96,7 @@ class Pipeline:
             revision = bump_revision(session)
             announce(session, revision)
             self._apply(self._snapshots.build(session, revision))
+            self._record_serving(session)
             try:
                 session.commit()
             except Exception:
@@ -87,13 +109,29 @@ class Pipeline:
         the revision)."""
         if self.data_plane is None:
             return
-        with self._lock, transaction(self._engine) as session:
+        with self._lock, store_faults(), transaction(self._engine) as session:
             revision = current_revision(session)
             if self.applied is not None and self.applied.revision == revision:
                 return
             snapshot = self._snapshots.build(session, revision)
             self.data_plane.apply(snapshot)
             self.applied = snapshot
+            self._record_serving(session)
+
+    def heartbeat(self) -> None:
+        """Say again which revision this node serves (the fleet sees it is alive)."""
+        if is_postgres(self._engine):
+            with store_faults(), transaction(self._engine) as session:
+                self._record_serving(session)
+
+    def _record_serving(self, session: Session) -> None:
+        if is_postgres(self._engine):
+            record_serving(session, self.node_id, self.revision, self.data_plane is not None)
+
+    @property
+    def revision(self) -> int:
+        """The revision this node's proxy serves (0 before any)."""
+        return self.applied.revision if self.applied is not None else 0
 
     def _apply(self, snapshot: Snapshot) -> None:
         if self.data_plane is None:
@@ -122,3 +160,22 @@ class Pipeline:
             self.applied = previous
         except OffloadError:
             log.exception("could not restore the previous proxy snapshot %s", previous.revision)
+
+
+@contextmanager
+def store_faults() -> Iterator[None]:
+    """Turn the store's own errors into the API's: unreachable, or a race it refused."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise errors.ConcurrentModification(
+            f"another change won a race on the same object; nothing changed ({exc.orig})"
+        ) from exc
+    except (OperationalError, InterfaceError) as exc:
+        if isinstance(exc.orig, SerializationFailure | DeadlockDetected):
+            raise errors.ConcurrentModification(
+                f"another change ran at the same time; nothing changed ({exc.orig})"
+            ) from exc
+        raise errors.StoreUnavailable(
+            f"the store cannot be reached; nothing changed ({type(exc.orig).__name__})"
+        ) from exc

@@ -41,9 +41,20 @@ def current_revision(session: Session) -> int:
     return row.revision if row else 0
 
 
+def lock_revision(session: Session) -> StateRevision:
+    """Take the store's change lock (the revision row, until the transaction ends): changes
+    from every node run one after the other, each reading what the previous one committed."""
+    row = session.get(StateRevision, 1, with_for_update=True, populate_existing=True)
+    if row is None:  # a store older than the row's migration, or a fresh test schema
+        row = StateRevision(id=1, revision=0)
+        session.add(row)
+        session.flush()
+    return row
+
+
 def bump_revision(session: Session) -> int:
     """Count one more change of what the proxy serves, in the caller's transaction."""
-    row = session.get(StateRevision, 1, with_for_update=True) or StateRevision(id=1, revision=0)
+    row = lock_revision(session)
     row.revision += 1
     session.add(row)
     session.flush()

@@ -108,6 +108,7 @@ def set_role(change: Change, listener: Listener, role: Role, ids: list[str]) -> 
     for certificate_id in removed:
         link = session.get(ListenerCertificate, (listener.id, certificate_id, role))
         session.delete(link)
+    session.flush()  # the old links go first: the store allows one default per listener
     for certificate_id in added:
         session.add(
             ListenerCertificate(

@@ -3,6 +3,8 @@ that verifies, for every DNS name it should answer with it?"""
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,8 +15,12 @@ from certwatch.node import Node
 from certwatch.pki import x509
 from certwatch.rotation import staged
 from certwatch.scan.probe import ProbeOutcome, ProbeTarget, connect_host, probe_name, probe_sync
+from certwatch.store.cluster import RENEW_SECONDS, is_postgres, nodes_behind, serving_nodes
+from certwatch.store.db import transaction
 from certwatch.store.models import Certificate, Listener
 from offload.sni import SniTable
+
+FLEET_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,32 @@ def _problem(outcome: ProbeOutcome, fingerprint: str) -> str | None:
     return None
 
 
+def wait_for_fleet(node: Node, revision: int) -> str:
+    """Wait (bounded) until every live serving node of a shared store serves `revision`, so
+    a node a few milliseconds behind never fails the check; the nodes still behind, if any."""
+    if not is_postgres(node.engine):
+        return ""
+    deadline = time.monotonic() + FLEET_WAIT_SECONDS
+    while True:
+        with transaction(node.engine) as session:
+            behind = nodes_behind(session, revision, _fresh(node))
+        if not behind or time.monotonic() >= deadline:
+            return ", ".join(f"{n.node_id} at {n.revision}" for n in behind)
+        time.sleep(0.05)
+
+
+def _fresh(node: Node) -> dt.timedelta:
+    """A node heard from within this is alive (three missed beats are not)."""
+    return dt.timedelta(seconds=max(3 * RENEW_SECONDS, node.config.proxy.reload_interval * 2))
+
+
+def _fleet_serves(node: Node) -> bool:
+    if not is_postgres(node.engine):
+        return False
+    with transaction(node.engine) as session:
+        return serving_nodes(session, _fresh(node)) > 0
+
+
 def live_check(
     node: Node, session: Session, listener_id: str, certificate_id: str, role: str
 ) -> LiveCheck:
@@ -58,7 +90,8 @@ def live_check(
     cert = session.get(Certificate, certificate_id)
     if listener is None or cert is None or listener.status != "Running":
         return LiveCheck(None)
-    if not node.serves:
+    lagging = wait_for_fleet(node, node.changes.revision)
+    if not node.serves and not _fleet_serves(node):
         return LiveCheck(None)
     additional = staged.in_use(session, listener_id, "additional")
     names = probe_names(
@@ -76,5 +109,7 @@ def live_check(
         concurrency=node.config.scan.probe_concurrency,
     )
     problems = [p for o in outcomes if (p := _problem(o, cert.fingerprint)) is not None]
+    if problems and lagging:
+        problems.append(f"nodes still behind after {FLEET_WAIT_SECONDS:g} s: {lagging}")
     shown = ", ".join(n or "no SNI" for n in names)
     return LiveCheck(shown, tuple(problems))

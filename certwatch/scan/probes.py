@@ -16,7 +16,9 @@ leaves the metrics. A failed probe (refused, timeout, no certificate) is a resul
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import delete
 
 from certwatch.node import Node
@@ -26,6 +28,8 @@ from certwatch.scan.probe import ProbeOutcome, ProbeTarget, connect_host, probe_
 from certwatch.store.db import transaction
 from certwatch.store.models import Listener, ProbeResult
 from offload.sni import SniTable
+
+log = logging.getLogger(__name__)
 
 
 def listener_targets(
@@ -96,8 +100,13 @@ def _running_targets(inventory: Inventory) -> list[tuple[ProbeTarget, str]]:
     return planned
 
 
-def probe_everything(node: Node, inventory: Inventory, now: dt.datetime) -> list[ProbeResult]:
-    """Probe every running TCPSSL listener and every external target; failures are rows."""
+def probe_everything(
+    node: Node, inventory: Inventory, now: dt.datetime, store: bool = True
+) -> list[ProbeResult]:
+    """Probe every running TCPSSL listener and every external target; failures are rows.
+
+    Only a leader's scan `store`s its results (several nodes' scans never collide on them);
+    should two nodes both believe they lead for a moment, the first write stands."""
     planned: list[tuple[ProbeTarget, str | None]] = [*_running_targets(inventory)]
     with transaction(node.engine) as session:
         roots = node.trusted_roots(session)
@@ -119,7 +128,12 @@ def probe_everything(node: Node, inventory: Inventory, now: dt.datetime) -> list
         rows.extend(
             _probe_row(o, expected, now) for o, (_, expected) in zip(outcomes, planned, strict=True)
         )
-    with transaction(node.engine) as session:
-        session.exec(delete(ProbeResult))
-        session.add_all({(r.target, r.server_name): r for r in rows}.values())
+    if not store:
+        return rows
+    try:
+        with transaction(node.engine) as session:
+            session.exec(delete(ProbeResult))
+            session.add_all({(r.target, r.server_name): r for r in rows}.values())
+    except IntegrityError:
+        log.info("another node stored its probe results at the same moment; keeping those")
     return rows

@@ -115,9 +115,10 @@ class Scanner:
             x509.status(c.not_before, c.not_after, started, node.expiring_days)
             for c in inventory.certificates.values()
         )
-        probes = probe_everything(node, inventory, started)
+        leads = node.is_leader()
+        probes = probe_everything(node, inventory, started, store=leads)
         sent = failed = 0
-        if node.is_leader():
+        if leads:
             sent, failed = delivery.run(
                 node.engine, node.monitoring.notifier, self._renewals, inventory.in_use, started
             )

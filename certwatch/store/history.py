@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 from certwatch.clock import rfc3339
 from certwatch.ids import new_id
-from certwatch.store.models import RotationEvent
+from certwatch.store.models import Listener, RotationEvent
 
 
 def record(
@@ -26,12 +26,14 @@ def record(
     reason: str | None = None,
     staged_certificate_id: str | None = None,
 ) -> RotationEvent:
-    """Add one history entry in the caller's transaction."""
-    count = select(func.count()).where(RotationEvent.listener_id == listener_id)
+    """Add one history entry in the caller's transaction, numbered after the listener's last
+    one while its row is locked (the database also keeps the numbers unique per listener)."""
+    session.get(Listener, listener_id, with_for_update=True)
+    last = select(func.max(RotationEvent.seq)).where(RotationEvent.listener_id == listener_id)
     event = RotationEvent(
         id=new_id("rot"),
         listener_id=listener_id,
-        seq=session.exec(count).one() + 1,
+        seq=(session.exec(last).one() or 0) + 1,
         time=now,
         actor=actor,
         old_certificate_id=old,

@@ -285,3 +285,14 @@ class StateRevision(SQLModel, table=True):
 
     id: int = Field(default=1, primary_key=True)
     revision: int = 0
+
+
+class NodeState(SQLModel, table=True):
+    """The snapshot revision one node's proxy serves, and when the node last said so."""
+
+    __tablename__ = "node_states"
+
+    node_id: str = Field(primary_key=True)
+    revision: int
+    serves: bool
+    heartbeat_at: dt.datetime = _time()
