@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from certwatch.pki.devpki import Pki, make_pki
 from sqlalchemy import create_engine, make_url, text
 
+from certwatch.pki.devpki import Pki, make_pki
 from certwatch.store.db import KeyBox
 from offload.echo import EchoServer
 from tests.integration.offload.conftest import client_context, leaf_fingerprint, tls_connect
