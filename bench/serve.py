@@ -57,7 +57,7 @@ class ServeProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CERTWATCH_")}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "certwatch.cli", "serve", "--config", str(self.config)],
+                [sys.executable, "-m", "certwatch.app.cli", "serve", "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

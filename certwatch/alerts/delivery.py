@@ -25,7 +25,7 @@ from certwatch.alerts import rules as alerting
 from certwatch.alerts.renewal import RenewalLookup, StagedRenewal
 from certwatch.ids import new_id
 from certwatch.store.db import transaction
-from certwatch.store.models import Alert, Certificate, Listener
+from certwatch.store.models import Alert, Certificate, Listener, Role
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def renewal_text(found: StagedRenewal | None) -> str:
 
 
 def _serving(cert: alerting.CertInUse) -> list[str]:
-    return [use.listener_id for use in cert.usages if use.role in ("default", "additional")]
+    return [use.listener_id for use in cert.usages if use.role in (Role.DEFAULT, Role.ADDITIONAL)]
 
 
 class _Renewals:

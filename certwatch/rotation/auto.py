@@ -17,7 +17,7 @@ from certwatch.node import Node
 from certwatch.rotation import rotate, staged
 from certwatch.rotation.candidates import best
 from certwatch.store.db import transaction
-from certwatch.store.models import Certificate, Listener, ListenerCertificate
+from certwatch.store.models import Certificate, Listener, ListenerCertificate, Role
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def auto_rotate(node: Node) -> None:
             .join(Certificate, col(Certificate.id) == col(ListenerCertificate.certificate_id))
             .where(
                 Listener.status == "Running",
-                col(ListenerCertificate.role).in_(["default", "additional"]),
+                col(ListenerCertificate.role).in_([Role.DEFAULT, Role.ADDITIONAL]),
                 Certificate.not_after <= horizon,
             )
             # Per listener: the default first ("default" > "additional"), then oldest link.

@@ -17,7 +17,7 @@ from certwatch.rotation import staged
 from certwatch.scan.probe import ProbeOutcome, ProbeTarget, connect_host, probe_name, probe_sync
 from certwatch.store.cluster import RENEW_SECONDS, is_postgres, nodes_behind, serving_nodes
 from certwatch.store.db import transaction
-from certwatch.store.models import Certificate, Listener
+from certwatch.store.models import Certificate, Listener, Role
 from offload.sni import SniTable
 
 FLEET_WAIT_SECONDS = 10.0
@@ -93,11 +93,11 @@ def live_check(
     lagging = wait_for_fleet(node, node.changes.revision)
     if not node.serves and not _fleet_serves(node):
         return LiveCheck(None)
-    additional = staged.in_use(session, listener_id, "additional")
+    additional = staged.in_use(session, listener_id, Role.ADDITIONAL)
     names = probe_names(
         x509.host_names(cert.sans, cert.common_name),
         additional,
-        cert.id if role != "default" else None,
+        cert.id if role != Role.DEFAULT else None,
     )
     host = connect_host(listener.address)
     targets = [ProbeTarget(listener_id, host, listener.port, name, listener_id) for name in names]

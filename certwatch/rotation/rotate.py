@@ -40,7 +40,7 @@ from certwatch.rotation.swaps import (
 )
 from certwatch.store import history
 from certwatch.store.db import transaction
-from certwatch.store.models import Certificate, Listener, RotationEvent, StagedCertificate
+from certwatch.store.models import Certificate, Listener, Role, RotationEvent, StagedCertificate
 
 log = logging.getLogger(__name__)
 # Rotations and rollbacks of a node run one at a time (each step still goes through the
@@ -50,7 +50,7 @@ __all__ = ["Outcome", "preview", "recover", "rollback", "rollback_target", "rota
 
 
 def _default(session: Session, listener: Listener) -> Certificate:
-    rows = staged.in_use(session, listener.id, "default")
+    rows = staged.in_use(session, listener.id, Role.DEFAULT)
     if not rows:
         raise errors.InvalidParameter(f"listener {listener.id} has no default certificate")
     return rows[0]
@@ -73,9 +73,9 @@ def _incumbent(
     `replaced` names it; else the default, unless `offered` covers only an additional's names.
     """
     default = _default(session, listener)
-    additional = staged.in_use(session, listener.id, "additional")
+    additional = staged.in_use(session, listener.id, Role.ADDITIONAL)
     if replaced is not None:
-        for row, role in [(default, "default"), *((a, "additional") for a in additional)]:
+        for row, role in [(default, Role.DEFAULT), *((a, Role.ADDITIONAL) for a in additional)]:
             if row.id == replaced:
                 return row, role
         raise errors.InvalidParameter(f"{replaced} is not a certificate of {listener.id}")
@@ -84,8 +84,8 @@ def _incumbent(
         if uncovered(staged.incumbent(default).names, names):
             for row in additional:
                 if not uncovered(staged.incumbent(row).names, names):
-                    return row, "additional"
-    return default, "default"
+                    return row, Role.ADDITIONAL
+    return default, Role.DEFAULT
 
 
 def _choose(
@@ -180,7 +180,7 @@ def rollback_target(node: Node, listener_id: str) -> tuple[str, str, str]:
             (
                 e
                 for e in history.events(session, listener_id)
-                if e.role == "default" and e.result == "Applied" and e.old_certificate_id
+                if e.role == Role.DEFAULT and e.result == "Applied" and e.old_certificate_id
             ),
             None,
         )
@@ -216,7 +216,7 @@ def rollback(node: Node, listener_id: str, actor: str) -> Outcome:
                 reason=f"rollback of {undone}",
             )
         try:
-            swap(node, listener_id, "default", current, target)
+            swap(node, listener_id, Role.DEFAULT, current, target)
         except errors.ApiError as exc:
             settle(node, event.id, "Rejected", f"the swap failed: {exc.code}: {exc}")
             raise

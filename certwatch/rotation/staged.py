@@ -33,6 +33,7 @@ from certwatch.store.models import (
     Certificate,
     Listener,
     ListenerCertificate,
+    Role,
     RotationEvent,
     StagedCertificate,
     StagedStatus,
@@ -147,7 +148,7 @@ def incumbents_for(session: Session, listener_id: str | None) -> list[Certificat
         select(Certificate)
         .join(ListenerCertificate, col(ListenerCertificate.certificate_id) == col(Certificate.id))
         .join(Listener, col(Listener.id) == col(ListenerCertificate.listener_id))
-        .where(col(ListenerCertificate.role).in_(["default", "additional"]))
+        .where(col(ListenerCertificate.role).in_([Role.DEFAULT, Role.ADDITIONAL]))
         # Listeners oldest first; in each, the default ("default" > "additional"), then the
         # additional ones, oldest link first.
         .order_by(

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 from certwatch.clock import rfc3339
 from certwatch.ids import new_id
-from certwatch.store.models import Listener, RotationEvent
+from certwatch.store.models import Listener, Role, RotationEvent
 
 
 def record(
@@ -21,7 +21,7 @@ def record(
     actor: str,
     old: str | None,
     new: str | None,
-    role: str = "default",
+    role: str = Role.DEFAULT,
     result: str = "Applied",
     reason: str | None = None,
     staged_certificate_id: str | None = None,

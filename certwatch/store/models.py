@@ -9,7 +9,16 @@ import datetime as dt
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, LargeBinary, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Index,
+    LargeBinary,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -173,6 +182,15 @@ class ListenerCertificate(SQLModel, table=True):
     """A certificate a listener uses, in a role: `default`, `additional` or `ca`."""
 
     __tablename__ = "listener_certificates"
+    __table_args__ = (
+        Index(
+            "uq_listener_one_default",
+            "listener_id",
+            unique=True,
+            sqlite_where=text("role = 'default'"),
+            postgresql_where=text("role = 'default'"),
+        ),
+    )
 
     listener_id: str = Field(foreign_key="listeners.id", primary_key=True)
     certificate_id: str = Field(foreign_key="certificates.id", primary_key=True, index=True)
@@ -199,6 +217,7 @@ class RotationEvent(SQLModel, table=True):
     """One entry of a listener's certificate history; `result` `InProgress` until settled."""
 
     __tablename__ = "rotation_events"
+    __table_args__ = (Index("uq_rotation_events_listener_seq", "listener_id", "seq", unique=True),)
 
     id: str = Field(primary_key=True)
     listener_id: str = Field(index=True)
