@@ -45,7 +45,10 @@ def install(service: Service, port: int = DEMO_PORT) -> EchoServer:
             "AddServersToServerGroup", {"ServerGroupId": group_id, "Servers": backend}, actor="demo"
         )
         log.info(
-            "demo listener %s now forwards to the echo backend on port %d", existing.id, echo_port
+            "demo listener %s now forwards to the echo backend on port %d",
+            existing.id,
+            echo_port,
+            extra={"listener_id": existing.id},
         )
         return echo
     demo_dir = Path(service.config.data_dir) / "demo"
@@ -87,6 +90,7 @@ def install(service: Service, port: int = DEMO_PORT) -> EchoServer:
         listener["ListenerId"],
         port,
         demo_dir / "ca.pem",
+        extra={"listener_id": listener["ListenerId"], "certificate_id": ids[0]},
     )
     return echo
 
