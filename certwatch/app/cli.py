@@ -344,6 +344,20 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         "CERTWATCH_* variables only)."
     )
 
+    demo = group("demo", "Work with the demo that `certwatch serve --demo` created.")
+    p = command(
+        "demo renew",
+        "Issue a renewal of the demo certificate from the demo's CA and stage it; then "
+        "`certwatch rotate LISTENER` swaps it in.",
+        Command("StageCertificate", _demo_renewal, _staging_failed),
+        demo,
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="The service's TOML file, to find data_dir (default: data_dir is ./data).",
+    )
+
     command("scan", "Run one scan now and print what it found.", Command("ScanNow", lambda a: {}))
 
     certs = group("certs", "Upload, list, show and delete certificates.")
@@ -642,6 +656,17 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         help="Only this status (default: all).",
     )
     return parser, commands
+
+
+def _demo_renewal(a: argparse.Namespace) -> Params:
+    from certwatch.app.demo import renewal
+    from certwatch.config import ConfigError, load_config
+
+    try:
+        renewed = renewal(load_config(a.config).data_dir)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    return {"Certificate": renewed.chain_pem, "PrivateKey": renewed.key_pem}
 
 
 def _stage(a: argparse.Namespace) -> Params:
