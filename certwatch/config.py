@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -42,6 +42,24 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def split_address(value: str) -> tuple[str, int]:
+    """(host, port) of "HOST:PORT" or "[IPv6]:PORT"; ValueError says what is missing or wrong."""
+    host, colon, port = value.rpartition(":")
+    if not colon or (host.startswith("[") != host.endswith("]")) or ("]" in port):
+        raise ValueError(f"{value!r} has no port: use HOST:PORT, e.g. 127.0.0.1:9180")
+    if not host:
+        raise ValueError(f"{value!r} has no host: use HOST:PORT, e.g. 127.0.0.1:9180")
+    if not port.isdigit():
+        raise ValueError(f"{value!r}: the port {port!r} is not a number")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: the port {port} is outside 1-65535")
+    bare = host[1:-1] if host.startswith("[") else host
+    if ":" in bare and not host.startswith("["):
+        raise ValueError(f"{value!r}: write an IPv6 address in brackets, e.g. [::1]:9180")
+    return bare, int(port)
 
 
 class _Section(BaseModel):
@@ -58,6 +76,22 @@ class ApiConfig(_Section):
     body_timeout: Duration = Field(default=30.0, gt=0)
     max_connections: int = Field(default=256, ge=1, le=65536)
 
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_address(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        """The host (or address) the API binds, without IPv6 brackets."""
+        return split_address(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        """The TCP port the API binds."""
+        return split_address(self.listen)[1]
+
 
 class StoreConfig(_Section):
     """Where state lives: None means a SQLite file in `data_dir`."""
@@ -68,17 +102,19 @@ class StoreConfig(_Section):
 class ScanConfig(_Section):
     """Scans: how often, what else to probe, which extra roots to trust."""
 
-    interval: Duration = 3600.0
+    interval: Duration = Field(default=3600.0, gt=0)
     targets: list[str] = Field(default_factory=list)
     trusted_ca_file: str | None = None
-    probe_timeout: Duration = 5.0
+    probe_timeout: Duration = Field(default=5.0, gt=0)
     probe_concurrency: int = Field(default=64, ge=1, le=1024)
 
 
 class AlertsConfig(_Section):
     """Alert thresholds and delivery URLs (apprise)."""
 
-    thresholds_days: list[int] = Field(default_factory=lambda: [30, 7, 1])
+    thresholds_days: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [30, 7, 1]
+    )
     urls: list[str] = Field(default_factory=list)
 
 
@@ -95,10 +131,10 @@ class ProxyConfig(_Section):
 
     workers: int | None = Field(default=None, ge=0, le=256)
     drain_timeout: Duration = 30.0
-    reload_interval: Duration = 2.0
-    ack_timeout: Duration = 5.0
-    handshake_timeout: Duration = 10.0
-    connect_timeout: Duration = 5.0
+    reload_interval: Duration = Field(default=2.0, gt=0)
+    ack_timeout: Duration = Field(default=5.0, gt=0)
+    handshake_timeout: Duration = Field(default=10.0, gt=0)
+    connect_timeout: Duration = Field(default=5.0, gt=0)
 
 
 class SecretsConfig(_Section):
@@ -144,7 +180,7 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the key and why."""
 
 
-NOT_CONFIG = {"CERTWATCH_API_URL"}
+NOT_CONFIG = {"CERTWATCH_API_URL", "CERTWATCH_LOG_LEVEL"}
 """Variables of the CLI, not the service (test-harness ones start with CERTWATCH_TEST_)."""
 
 
@@ -196,9 +232,15 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     if path is not None:
         source = str(path)
         try:
-            data = tomllib.loads(Path(path).read_text())
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ConfigError(f"config file {path}: not found") from exc
+        except IsADirectoryError as exc:
+            raise ConfigError(f"config file {path}: is a folder, not a TOML file") from exc
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: cannot be read: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path}: not UTF-8 text") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: not valid TOML: {exc}") from exc
     data = _merge(data, _env_overrides(os.environ if env is None else env))
@@ -206,6 +248,12 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         return Config.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {_problem(err)}" for err in exc.errors()
         )
         raise ConfigError(f"configuration ({source}): {problems}") from exc
+
+
+def _problem(err: Any) -> str:
+    """Pydantic's message for one error, without its "Value error, " prefix."""
+    cause = err.get("ctx", {}).get("error")
+    return str(cause) if isinstance(cause, ValueError) else str(err["msg"])

@@ -3,7 +3,8 @@
     ApiError (code, status, message)
     ├── InvalidParameter, InvalidJson, RequestTooLarge, IdempotentParameterMismatch (400/413)
     ├── certificate checks (400): InvalidCertificate, InvalidPrivateKey, KeyCertificateMismatch,
-    │   MissingPrivateKey, NotACaCertificate, InvalidChain, CertificateExpired
+    │   MissingPrivateKey, NotACaCertificate, InvalidChain, CertificateExpired,
+    │   CertificateNotYetValid
     ├── limits and rules (400): QuotaExceeded, TooManyCertificates, IncorrectCertificateType,
     │   MissingCaCertificate, PortInUse, ResourceInUse
     ├── NotFound (404): `<Object>NotFound`, the object named at raise time; InvalidAction (404)
@@ -70,9 +71,15 @@ class MissingPrivateKey(BadRequest):
 
 
 class CertificateExpired(BadRequest):
-    """An expired (or not yet valid) certificate cannot be a listener's default."""
+    """An expired certificate cannot be a listener's default."""
 
     code = "CertificateExpired"
+
+
+class CertificateNotYetValid(BadRequest):
+    """A certificate before its NotBefore cannot be a listener's default."""
+
+    code = "CertificateNotYetValid"
 
 
 class QuotaExceeded(BadRequest):

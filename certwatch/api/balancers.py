@@ -5,12 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field
+from sqlmodel import Session, col, select
 
 from certwatch import errors
-from certwatch.api.registry import PARAMETERS, ActionContext, ChangeRequest, IpAddress, action
+from certwatch.api.registry import (
+    PARAMETERS,
+    ActionContext,
+    ChangeRequest,
+    IpAddress,
+    Request,
+    action,
+)
+from certwatch.clock import rfc3339
 from certwatch.ids import new_id
-from certwatch.inventory.rows import get_server_group
-from certwatch.store.models import LoadBalancer, ServerGroup
+from certwatch.inventory.rows import get_load_balancer, get_server_group
+from certwatch.store.models import Listener, LoadBalancer, ServerGroup
 
 MAX_SERVERS = 200
 
@@ -102,4 +111,96 @@ def remove_servers(ctx: ActionContext, req: ServersChangeRequest) -> dict[str, A
         raise errors.InvalidParameter(f"not in server group {group.id}: {listed}")
     group.servers = [s for s in group.servers if _key(s) not in gone]
     ctx.session.add(group)
+    return {}
+
+
+def _listener_ids(session: Session, column: Any, value: str) -> list[str]:
+    """The ids of the listeners whose `column` is `value`, oldest first."""
+    query = select(Listener.id).where(column == value)
+    return list(session.exec(query.order_by(col(Listener.created_at), col(Listener.id))))
+
+
+class ListLoadBalancersRequest(Request):
+    """ListLoadBalancers takes no parameters."""
+
+
+@action("ListLoadBalancers", ListLoadBalancersRequest, changing=False)
+def list_load_balancers(ctx: ActionContext, req: ListLoadBalancersRequest) -> dict[str, Any]:
+    """List load balancers, oldest first, each with the listeners it holds."""
+    rows = ctx.session.exec(
+        select(LoadBalancer).order_by(col(LoadBalancer.created_at), col(LoadBalancer.id))
+    )
+    return {
+        "LoadBalancers": [
+            {
+                "LoadBalancerId": row.id,
+                "LoadBalancerName": row.name,
+                "CreatedAt": rfc3339(row.created_at),
+                "ListenerIds": _listener_ids(ctx.session, Listener.load_balancer_id, row.id),
+            }
+            for row in rows
+        ]
+    }
+
+
+class ListServerGroupsRequest(Request):
+    """ListServerGroups takes no parameters."""
+
+
+@action("ListServerGroups", ListServerGroupsRequest, changing=False)
+def list_server_groups(ctx: ActionContext, req: ListServerGroupsRequest) -> dict[str, Any]:
+    """List server groups, oldest first, each with its servers and the listeners using it."""
+    rows = ctx.session.exec(
+        select(ServerGroup).order_by(col(ServerGroup.created_at), col(ServerGroup.id))
+    )
+    return {
+        "ServerGroups": [
+            {
+                "ServerGroupId": row.id,
+                "ServerGroupName": row.name,
+                "Servers": list(row.servers),
+                "CreatedAt": rfc3339(row.created_at),
+                "ListenerIds": _listener_ids(ctx.session, Listener.server_group_id, row.id),
+            }
+            for row in rows
+        ]
+    }
+
+
+class DeleteLoadBalancerRequest(ChangeRequest):
+    """DeleteLoadBalancer parameters."""
+
+    LoadBalancerId: str
+
+
+@action("DeleteLoadBalancer", DeleteLoadBalancerRequest, changing=True)
+def delete_load_balancer(ctx: ActionContext, req: DeleteLoadBalancerRequest) -> dict[str, Any]:
+    """Delete a load balancer that holds no listener."""
+    row = get_load_balancer(ctx.session, req.LoadBalancerId)
+    users = _listener_ids(ctx.session, Listener.load_balancer_id, row.id)
+    if users:
+        raise errors.ResourceInUse(
+            f"load balancer {row.id} holds listener(s) {', '.join(users)}: delete them first"
+        )
+    ctx.session.delete(row)
+    return {}
+
+
+class DeleteServerGroupRequest(ChangeRequest):
+    """DeleteServerGroup parameters."""
+
+    ServerGroupId: str
+
+
+@action("DeleteServerGroup", DeleteServerGroupRequest, changing=True)
+def delete_server_group(ctx: ActionContext, req: DeleteServerGroupRequest) -> dict[str, Any]:
+    """Delete a server group that no listener uses."""
+    row = get_server_group(ctx.session, req.ServerGroupId)
+    users = _listener_ids(ctx.session, Listener.server_group_id, row.id)
+    if users:
+        raise errors.ResourceInUse(
+            f"server group {row.id} is used by listener(s) {', '.join(users)}: point them at "
+            "another group or delete them first"
+        )
+    ctx.session.delete(row)
     return {}

@@ -1,19 +1,32 @@
-"""`certwatch` command line: `serve` and `proxy` run the service; the rest talk to its API."""
+"""certwatch: certificate lifecycle and expiry monitoring with its own TLS offload proxy.
+
+`serve` and `proxy` run the service in the foreground; `config check` checks a
+configuration without starting anything; every other command talks to a running
+service's API. Exit codes: 0 done; 1 the service refused or the outcome failed; 2 usage or
+configuration error; 3 the service is unreachable.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
-from certwatch.app.client import ApiFailure, Client
+from certwatch.app.client import ApiFailure, Client, Unreachable
 from certwatch.pki.pem import split_pem
 
 Params = dict[str, Any]
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+MAX_PAGES = 100_000
+DEFAULT_API = "http://127.0.0.1:9180"
 LIST_FIELDS = {
     "Certificates": [
         "CertificateId",
@@ -62,11 +75,24 @@ LIST_FIELDS = {
         "LastError",
     ],
     "Results": ["Url", "Delivered", "Error"],
+    "LoadBalancers": ["LoadBalancerId", "LoadBalancerName", "CreatedAt", "ListenerIds"],
+    "ServerGroups": ["ServerGroupId", "ServerGroupName", "Servers", "ListenerIds"],
 }
 
 
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit 2)."""
+
+
 def _read(path: str) -> str:
-    return Path(path).read_text()
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"cannot read {path}: not a text (PEM) file") from exc
 
 
 def _servers(values: Sequence[str] | None) -> list[Params] | None:
@@ -74,16 +100,22 @@ def _servers(values: Sequence[str] | None) -> list[Params] | None:
         return None
     out = []
     for value in values:
-        parts = value.rsplit(":", 2) if value.count(":") <= 2 else [value]
-        if len(parts) < 2:
-            raise SystemExit(f"--server {value!r}: use IP:PORT or IP:PORT:WEIGHT")
-        weight = int(parts[2]) if len(parts) == 3 else 100
-        out.append({"ServerIp": parts[0], "Port": int(parts[1]), "Weight": weight})
+        host, _, rest = value.partition(":") if value.count(":") <= 2 else (value, "", "")
+        parts = rest.split(":") if rest else []
+        if not host or not 1 <= len(parts) <= 2 or not all(p.isdigit() for p in parts):
+            raise UsageError(f"--server {value!r}: use IP:PORT or IP:PORT:WEIGHT")
+        weight = int(parts[1]) if len(parts) == 2 else 100
+        out.append({"ServerIp": host, "Port": int(parts[0]), "Weight": weight})
     return out
 
 
 def _thresholds(value: str | None) -> list[int] | None:
-    return None if value is None else [int(v) for v in value.split(",") if v.strip()]
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError as exc:
+        raise UsageError(f"--thresholds {value!r}: use whole days, e.g. 30,7,1") from exc
 
 
 def _listener_fields(a: argparse.Namespace) -> Params:
@@ -99,264 +131,583 @@ def _listener_fields(a: argparse.Namespace) -> Params:
     }
 
 
-def _add_listener_fields(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server-group")
-    p.add_argument("--cert", help="the default server certificate id")
-    p.add_argument("--policy", help="security policy id")
-    p.add_argument("--ca-enabled", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--ca-cert", action="append", help="a Ca certificate id (repeatable)")
-    p.add_argument("--idle-timeout", type=int)
-    p.add_argument("--description")
-    p.add_argument("--thresholds", help="alert thresholds in days, e.g. 30,7,1")
+def _add_listener_fields(p: argparse.ArgumentParser, creating: bool) -> None:
+    unchanged = "" if creating else " Unchanged when not given."
+    p.add_argument(
+        "--server-group",
+        required=creating,
+        metavar="SGP",
+        help="The server group (sgp-…) that receives the connections." + unchanged,
+    )
+    p.add_argument(
+        "--cert",
+        required=creating,
+        metavar="CERT",
+        help="The default server certificate (cert-…)." + unchanged,
+    )
+    p.add_argument(
+        "--policy",
+        metavar="POLICY",
+        help="The TLS security policy id (default on create: tls_cipher_policy_1_2)."
+        + unchanged,
+    )
+    p.add_argument(
+        "--ca-enabled",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Require client certificates (mutual TLS); default on create: off." + unchanged,
+    )
+    p.add_argument(
+        "--ca-cert",
+        action="append",
+        metavar="CERT",
+        help="A Ca certificate (cert-…) that signs accepted client certificates; repeat for "
+        "more. Required with --ca-enabled.",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="Close a connection idle this many seconds (default on create: 900)." + unchanged,
+    )
+    p.add_argument("--description", help="A free-text description." + unchanged)
+    p.add_argument(
+        "--thresholds",
+        metavar="DAYS",
+        help="This listener's alert thresholds in days, comma-separated, e.g. 30,7,1 (default: "
+        "the service's alerts.thresholds_days)." + unchanged,
+    )
 
 
-Command = tuple[str, Callable[[argparse.Namespace], Params]]
+Check = Callable[[Params], str | None]
+
+
+def _no_check(_answer: Params) -> str | None:
+    return None
+
+
+def _rotation_failed(answer: Params) -> str | None:
+    """A rotation or rollback that was Rejected or RolledBack."""
+    if answer.get("Result") in ("Rejected", "RolledBack"):
+        return f"{answer['Result']}: {answer.get('Reason') or 'no reason given'}"
+    return None
+
+
+def _staging_failed(answer: Params) -> str | None:
+    """A staged certificate that was Rejected."""
+    if answer.get("Status") == "Rejected":
+        return f"Rejected: {answer.get('Reason') or 'no reason given'}"
+    return None
+
+
+def _notification_failed(answer: Params) -> str | None:
+    """A test notification that did not reach every URL."""
+    failed = [r for r in answer.get("Results", []) if not r.get("Delivered")]
+    if failed:
+        total = len(answer["Results"])
+        return f"NotDelivered: {len(failed)} of {total} alert URLs did not receive the message"
+    return None
+
+
+@dataclass(frozen=True)
+class Command:
+    """One API-backed command: its action, how it builds the parameters, and what makes its
+    outcome a failure (exit 1) even though the API answered."""
+
+    action: str
+    build: Callable[[argparse.Namespace], Params]
+    failed: Check = _no_check
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors exit 2 with one line (`certwatch: error: …`)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage error on one line and exit 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _client_options(p: argparse.ArgumentParser, top: bool) -> None:
+    """--api, --token, --output and --json, at the top and after any command."""
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    p.add_argument(
+        "--api",
+        metavar="URL",
+        default=default(os.environ.get("CERTWATCH_API_URL", DEFAULT_API)),
+        help=f"The running service's API (default: $CERTWATCH_API_URL, else {DEFAULT_API}).",
+    )
+    p.add_argument(
+        "--token",
+        default=default(os.environ.get("CERTWATCH_API_TOKEN")),
+        help="The API's bearer token, when the service sets api.token (default: "
+        "$CERTWATCH_API_TOKEN).",
+    )
+    p.add_argument(
+        "--output",
+        choices=["table", "json"],
+        default=default("table"),
+        help="Print tables and `Key: value` lines, or the API's JSON answer (default: table).",
+    )
+    p.add_argument(
+        "--json",
+        dest="output",
+        action="store_const",
+        const="json",
+        default=argparse.SUPPRESS,
+        help="The same as --output json.",
+    )
+
+
+def _service_options(p: argparse.ArgumentParser) -> None:
+    """--config, --log-format and --log-level of `serve` and `proxy`."""
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="The TOML configuration file (default: none; built-in defaults and CERTWATCH_* "
+        "variables).",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="Log lines on stderr as text, or one JSON object per line (default: text).",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=os.environ.get("CERTWATCH_LOG_LEVEL", "info").lower(),
+        help="Log records of this level and above (default: $CERTWATCH_LOG_LEVEL, else info).",
+    )
 
 
 def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
-    parser = argparse.ArgumentParser(prog="certwatch", description=__doc__)
-    parser.add_argument(
-        "--api",
-        default=os.environ.get("CERTWATCH_API_URL", "http://127.0.0.1:9180"),
-        help="the service's API URL (env CERTWATCH_API_URL)",
+    parser = _Parser(
+        prog="certwatch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--token",
-        default=os.environ.get("CERTWATCH_API_TOKEN"),
-        help="bearer token (env CERTWATCH_API_TOKEN)",
+        "--version", action="version", version=f"certwatch {version('certwatch')}",
+        help="Print certwatch's version and exit.",
     )
-    parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--api", default=argparse.SUPPRESS)
-    common.add_argument("--token", default=argparse.SUPPRESS)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
-    sub = parser.add_subparsers(dest="command", required=True)
+    _client_options(parser, top=True)
+    common = _Parser(add_help=False)
+    _client_options(common, top=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands: dict[str, Command] = {}
+
+    def group(name: str, help_text: str) -> Any:
+        return sub.add_parser(name, help=help_text, description=help_text).add_subparsers(
+            dest="sub", required=True, metavar="COMMAND"
+        )
 
     def command(
         path: str,
-        action: str,
-        build: Callable[[argparse.Namespace], Params],
+        help_text: str,
+        run: Command,
         parent: Any = sub,
-        help_text: str = "",
     ) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = parent.add_parser(
-            path.split()[-1], help=help_text or action, parents=[common]
+            path.split()[-1], help=help_text, description=help_text, parents=[common]
         )
         p.set_defaults(command_key=path)
-        commands[path] = (action, build)
+        commands[path] = run
         return p
 
-    serve = sub.add_parser("serve", help="run the service in the foreground")
-    serve.add_argument("--config")
-    serve.add_argument("--demo", action="store_true", help="add a demo listener on 127.0.0.1:8443")
-    serve.add_argument("--demo-port", type=int, default=8443, help="the demo listener's port")
-    serve.add_argument("--log-format", choices=["text", "json"], default="text")
-    proxy = sub.add_parser("proxy", help="run only the data plane against the shared store")
-    proxy.add_argument("--config")
-    proxy.add_argument("--log-format", choices=["text", "json"], default="text")
+    text = "Run the service in the foreground (API, scans, alerts, rotation, proxy) until SIGTERM."
+    serve = sub.add_parser("serve", help=text, description=text)
+    _service_options(serve)
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="Also create (once) and serve a demo listener with generated certificates; its "
+        "files are in DATA_DIR/demo.",
+    )
+    serve.add_argument(
+        "--demo-port",
+        type=int,
+        default=8443,
+        metavar="PORT",
+        help="The demo listener's port on 127.0.0.1 (default: 8443).",
+    )
+    text = "Run only the data plane against the shared store (an extra proxy node)."
+    _service_options(sub.add_parser("proxy", help=text, description=text))
+    config = group("config", "Check a configuration.")
+    text = "Run every start-up check of `serve` on a configuration, without starting anything."
+    check = config.add_parser("check", help=text, description=text)
+    check.set_defaults(command_key="config check")
+    check.add_argument(
+        "--config", metavar="FILE", help="The TOML file to check (default: defaults and "
+        "CERTWATCH_* variables only)."
+    )
 
-    command("scan", "ScanNow", lambda a: {}, help_text="run one scan now")
+    demo = group("demo", "Work with the demo that `certwatch serve --demo` created.")
+    p = command(
+        "demo renew",
+        "Issue a renewal of the demo certificate from the demo's CA and stage it; then "
+        "`certwatch rotate LISTENER` swaps it in.",
+        Command("StageCertificate", _demo_renewal, _staging_failed),
+        demo,
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="The service's TOML file, to find data_dir (default: data_dir is ./data).",
+    )
 
-    certs = sub.add_parser("certs", help="certificates").add_subparsers(dest="sub", required=True)
+    command("scan", "Run one scan now and print what it found.", Command("ScanNow", lambda a: {}))
+
+    certs = group("certs", "Upload, list, show and delete certificates.")
     p = command(
         "certs upload",
-        "UploadCertificate",
-        lambda a: {
-            "CertificateName": a.name,
-            "CertificateType": a.type,
-            "Certificate": _read(a.cert),
-            "PrivateKey": _read(a.key) if a.key else None,
-        },
+        "Upload a certificate (with its chain) and, for a Server certificate, its key.",
+        Command(
+            "UploadCertificate",
+            lambda a: {
+                "CertificateName": a.name,
+                "CertificateType": a.type,
+                "Certificate": _read(a.cert),
+                "PrivateKey": _read(a.key) if a.key else None,
+            },
+        ),
         certs,
     )
-    p.add_argument("name")
-    p.add_argument("--type", default="Server", choices=["Server", "Ca", "Client"])
-    p.add_argument("--cert", required=True, help="PEM file: certificate, then its chain")
-    p.add_argument("--key", help="PEM private key file (Server)")
+    p.add_argument("name", help="The certificate's name in the inventory.")
+    p.add_argument(
+        "--type",
+        default="Server",
+        choices=["Server", "Ca", "Client"],
+        help="What the certificate is for (default: Server).",
+    )
+    p.add_argument(
+        "--cert", required=True, metavar="FILE", help="PEM file: the certificate, then its chain."
+    )
+    p.add_argument(
+        "--key", metavar="FILE", help="PEM file of the private key (required for Server)."
+    )
     p = command(
         "certs list",
-        "ListCertificates",
-        lambda a: {
-            "CertificateType": a.type,
-            "ExpiringWithinDays": a.expiring_within,
-            "MaxResults": a.max_results,
-            "NextToken": a.next_token,
-        },
+        "List certificates (every page).",
+        Command(
+            "ListCertificates",
+            lambda a: {"CertificateType": a.type, "ExpiringWithinDays": a.expiring_within},
+        ),
         certs,
     )
-    p.add_argument("--type", choices=["Server", "Ca", "Client"])
-    p.add_argument("--expiring-within", type=int, metavar="DAYS")
-    p.add_argument("--max-results", type=int)
-    p.add_argument("--next-token")
-    for name, action in (("show", "GetCertificate"), ("delete", "DeleteCertificate")):
-        command(f"certs {name}", action, lambda a: {"CertificateId": a.id}, certs).add_argument(
-            "id"
-        )
-
-    lbs = sub.add_parser("lb", help="load balancers").add_subparsers(dest="sub", required=True)
-    command(
-        "lb create", "CreateLoadBalancer", lambda a: {"LoadBalancerName": a.name}, lbs
-    ).add_argument("name")
-
-    groups = sub.add_parser("server-groups", help="backend server groups").add_subparsers(
-        dest="sub", required=True
+    p.add_argument(
+        "--type", choices=["Server", "Ca", "Client"], help="Only this type (default: all)."
     )
+    p.add_argument(
+        "--expiring-within",
+        type=int,
+        metavar="DAYS",
+        help="Only certificates that expire within this many days (default: all).",
+    )
+    for name, action, text in (
+        ("show", "GetCertificate", "Show one certificate's fields."),
+        ("delete", "DeleteCertificate", "Delete a certificate no listener or staging uses."),
+    ):
+        command(
+            f"certs {name}", text, Command(action, lambda a: {"CertificateId": a.id}), certs
+        ).add_argument("id", metavar="CERT", help="The certificate id (cert-…).")
+
+    lbs = group("lb", "Create, list and delete load balancers (they group listeners).")
+    command(
+        "lb create",
+        "Create a load balancer.",
+        Command("CreateLoadBalancer", lambda a: {"LoadBalancerName": a.name}),
+        lbs,
+    ).add_argument("name", help="The load balancer's name.")
+    command(
+        "lb list",
+        "List load balancers with the listeners they hold.",
+        Command("ListLoadBalancers", lambda a: {}),
+        lbs,
+    )
+    command(
+        "lb delete",
+        "Delete a load balancer that holds no listener.",
+        Command("DeleteLoadBalancer", lambda a: {"LoadBalancerId": a.id}),
+        lbs,
+    ).add_argument("id", metavar="NLB", help="The load balancer id (nlb-…).")
+
+    groups = group("server-groups", "Create, change, list and delete backend server groups.")
     p = command(
         "server-groups create",
-        "CreateServerGroup",
-        lambda a: {"ServerGroupName": a.name, "Servers": _servers(a.server) or []},
+        "Create a server group.",
+        Command(
+            "CreateServerGroup",
+            lambda a: {"ServerGroupName": a.name, "Servers": _servers(a.server) or []},
+        ),
         groups,
     )
-    p.add_argument("name")
-    p.add_argument("--server", action="append", metavar="IP:PORT[:WEIGHT]")
-    for name, action in (
-        ("add", "AddServersToServerGroup"),
-        ("remove", "RemoveServersFromServerGroup"),
+    p.add_argument("name", help="The server group's name.")
+    p.add_argument(
+        "--server",
+        action="append",
+        metavar="IP:PORT[:WEIGHT]",
+        help="A backend server, weight 0-100 (default: 100); repeat for more (default: none).",
+    )
+    command(
+        "server-groups list",
+        "List server groups with their servers and the listeners that use them.",
+        Command("ListServerGroups", lambda a: {}),
+        groups,
+    )
+    command(
+        "server-groups delete",
+        "Delete a server group that no listener uses.",
+        Command("DeleteServerGroup", lambda a: {"ServerGroupId": a.id}),
+        groups,
+    ).add_argument("id", metavar="SGP", help="The server group id (sgp-…).")
+    for name, action, text in (
+        ("add", "AddServersToServerGroup", "Add servers to a server group."),
+        ("remove", "RemoveServersFromServerGroup", "Remove servers from a server group."),
     ):
         p = command(
             f"server-groups {name}",
-            action,
-            lambda a: {"ServerGroupId": a.id, "Servers": _servers(a.server)},
+            text,
+            Command(action, lambda a: {"ServerGroupId": a.id, "Servers": _servers(a.server)}),
             groups,
         )
-        p.add_argument("id")
-        p.add_argument("--server", action="append", required=True, metavar="IP:PORT[:WEIGHT]")
+        p.add_argument("id", metavar="SGP", help="The server group id (sgp-…).")
+        p.add_argument(
+            "--server",
+            action="append",
+            required=True,
+            metavar="IP:PORT[:WEIGHT]",
+            help="A backend server (weight default: 100); repeat for more.",
+        )
 
-    lsn = sub.add_parser("listeners", help="listeners").add_subparsers(dest="sub", required=True)
+    lsn = group("listeners", "Create, change, list and show TLS listeners.")
     p = command(
         "listeners create",
-        "CreateListener",
-        lambda a: {
-            "LoadBalancerId": a.lb,
-            "ListenerPort": a.port,
-            "ListenerAddress": a.address,
-            "ListenerProtocol": a.protocol,
-            **_listener_fields(a),
-        },
+        "Create a listener and start serving it.",
+        Command(
+            "CreateListener",
+            lambda a: {
+                "LoadBalancerId": a.lb,
+                "ListenerPort": a.port,
+                "ListenerAddress": a.address,
+                "ListenerProtocol": a.protocol,
+                **_listener_fields(a),
+            },
+        ),
         lsn,
     )
-    p.add_argument("--lb", required=True, help="load balancer id")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--address")
-    p.add_argument("--protocol", choices=["TCPSSL", "TCP"])
-    _add_listener_fields(p)
+    p.add_argument("--lb", required=True, metavar="NLB", help="The load balancer id (nlb-…).")
+    p.add_argument("--port", type=int, required=True, help="The TCP port to listen on.")
+    p.add_argument("--address", help="The address to listen on (default: 127.0.0.1).")
+    p.add_argument(
+        "--protocol", choices=["TCPSSL", "TCP"], help="TLS offload or plain TCP (default: TCPSSL)."
+    )
+    _add_listener_fields(p, creating=True)
     p = command(
         "listeners update",
-        "UpdateListenerAttribute",
-        lambda a: {"ListenerId": a.id, **_listener_fields(a)},
+        "Change a listener's attributes; new connections use them at once.",
+        Command("UpdateListenerAttribute", lambda a: {"ListenerId": a.id, **_listener_fields(a)}),
         lsn,
     )
-    p.add_argument("id")
-    _add_listener_fields(p)
+    p.add_argument("id", metavar="LISTENER", help="The listener id (lsn-…).")
+    _add_listener_fields(p, creating=False)
     command(
-        "listeners list", "ListListeners", lambda a: {"LoadBalancerId": a.lb}, lsn
-    ).add_argument("--lb")
-    for name, action in (
-        ("show", "GetListenerAttribute"),
-        ("start", "StartListener"),
-        ("stop", "StopListener"),
-        ("delete", "DeleteListener"),
+        "listeners list",
+        "List listeners.",
+        Command("ListListeners", lambda a: {"LoadBalancerId": a.lb}),
+        lsn,
+    ).add_argument("--lb", metavar="NLB", help="Only this load balancer's (default: all).")
+    for name, action, text in (
+        ("show", "GetListenerAttribute", "Show one listener's attributes."),
+        ("start", "StartListener", "Start serving a stopped listener."),
+        ("stop", "StopListener", "Stop serving a listener (it stays configured)."),
+        ("delete", "DeleteListener", "Delete a listener."),
     ):
-        command(f"listeners {name}", action, lambda a: {"ListenerId": a.id}, lsn).add_argument("id")
+        command(
+            f"listeners {name}", text, Command(action, lambda a: {"ListenerId": a.id}), lsn
+        ).add_argument("id", metavar="LISTENER", help="The listener id (lsn-…).")
     p = command(
         "listeners certs",
-        "ListListenerCertificates",
-        lambda a: {"ListenerId": a.id, "CertificateType": a.type},
+        "List a listener's certificates (default, additional, CA).",
+        Command(
+            "ListListenerCertificates", lambda a: {"ListenerId": a.id, "CertificateType": a.type}
+        ),
         lsn,
     )
-    p.add_argument("id")
-    p.add_argument("--type", choices=["Server", "Ca"])
-    for name, action in (
-        ("add-certs", "AssociateAdditionalCertificatesWithListener"),
-        ("remove-certs", "DisassociateAdditionalCertificatesWithListener"),
+    p.add_argument("id", metavar="LISTENER", help="The listener id (lsn-…).")
+    p.add_argument("--type", choices=["Server", "Ca"], help="Only this type (default: both).")
+    for name, action, text in (
+        (
+            "add-certs",
+            "AssociateAdditionalCertificatesWithListener",
+            "Add additional (SNI) certificates to a listener.",
+        ),
+        (
+            "remove-certs",
+            "DisassociateAdditionalCertificatesWithListener",
+            "Remove additional certificates from a listener.",
+        ),
     ):
         p = command(
             f"listeners {name}",
-            action,
-            lambda a: {"ListenerId": a.id, "AdditionalCertificateIds": a.certs},
+            text,
+            Command(action, lambda a: {"ListenerId": a.id, "AdditionalCertificateIds": a.certs}),
             lsn,
         )
-        p.add_argument("id")
-        p.add_argument("certs", nargs="+")
+        p.add_argument("id", metavar="LISTENER", help="The listener id (lsn-…).")
+        p.add_argument("certs", nargs="+", metavar="CERT", help="Certificate ids (cert-…).")
 
-    pol = sub.add_parser("policies", help="TLS security policies").add_subparsers(
-        dest="sub", required=True
-    )
-    command("policies list", "ListSecurityPolicies", lambda a: {}, pol)
-    p = command(
-        "policies create",
-        "CreateSecurityPolicy",
-        lambda a: {"SecurityPolicyName": a.name, "TlsVersions": a.version, "Ciphers": a.cipher},
+    pol = group("policies", "List and create TLS security policies.")
+    command(
+        "policies list",
+        "List the system and custom TLS security policies.",
+        Command("ListSecurityPolicies", lambda a: {}),
         pol,
     )
-    p.add_argument("name")
-    p.add_argument("--version", action="append", required=True)
-    p.add_argument("--cipher", action="append", required=True)
-    alerts = sub.add_parser(
-        "alerts", help="expiry alerts (`certwatch alerts` lists them)", parents=[common]
+    p = command(
+        "policies create",
+        "Create a custom TLS security policy.",
+        Command(
+            "CreateSecurityPolicy",
+            lambda a: {
+                "SecurityPolicyName": a.name, "TlsVersions": a.version, "Ciphers": a.cipher
+            },
+        ),
+        pol,
     )
+    p.add_argument("name", help="The policy's name.")
+    p.add_argument(
+        "--version", action="append", required=True, help="A TLS version, e.g. TLSv1.2; repeat."
+    )
+    p.add_argument(
+        "--cipher", action="append", required=True, help="A cipher suite name; repeat."
+    )
+    text = "List expiry alerts (`certwatch alerts` alone) or send a test notification."
+    alerts = sub.add_parser("alerts", help=text, description=text, parents=[common])
     alerts.set_defaults(command_key="alerts list", listener=None, certificate=None)
-    al = alerts.add_subparsers(dest="sub")
+    al = alerts.add_subparsers(dest="sub", metavar="COMMAND")
     p = command(
         "alerts list",
-        "ListAlerts",
-        lambda a: {"ListenerId": a.listener, "CertificateId": a.certificate},
+        "List expiry alerts, sent and pending, newest first.",
+        Command(
+            "ListAlerts", lambda a: {"ListenerId": a.listener, "CertificateId": a.certificate}
+        ),
         al,
     )
-    p.add_argument("--listener")
-    p.add_argument("--certificate")
+    p.add_argument("--listener", metavar="LISTENER", help="Only this listener's (default: all).")
+    p.add_argument("--certificate", metavar="CERT", help="Only this certificate's (default: all).")
     command(
         "alerts test",
-        "TestNotification",
-        lambda a: {},
+        "Send a test message to every alert URL and report each; exit 1 unless all arrive.",
+        Command("TestNotification", lambda a: {}, _notification_failed),
         al,
-        help_text="send a test message to every alert URL",
     )
 
-    p = command("stage", "StageCertificate", _stage, help_text="stage renewed certificates")
-    p.add_argument("files", nargs="+", help="a PEM with chain and key, or CRT then KEY")
-    p.add_argument("--listener", help="only for this listener")
+    p = command(
+        "stage",
+        "Stage a renewed certificate for rotation; exit 1 when it is Rejected.",
+        Command("StageCertificate", _stage, _staging_failed),
+    )
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="One PEM with the chain and the key, or a CRT file then a KEY file.",
+    )
+    p.add_argument(
+        "--listener", metavar="LISTENER", help="Only for this listener (default: any it fits)."
+    )
     p = command(
         "rotate",
-        "RotateListenerCertificate",
-        lambda a: {"ListenerId": a.listener, "StagedCertificateId": a.staged},
-        help_text="rotate a listener's default certificate now",
+        "Rotate a listener's default certificate now; exit 1 when Rejected or RolledBack.",
+        Command(
+            "RotateListenerCertificate",
+            lambda a: {"ListenerId": a.listener, "StagedCertificateId": a.staged},
+            _rotation_failed,
+        ),
     )
-    p.add_argument("listener")
-    p.add_argument("--staged", help="a staged certificate id (else the best candidate)")
+    p.add_argument("listener", metavar="LISTENER", help="The listener id (lsn-…).")
+    p.add_argument(
+        "--staged",
+        metavar="STG",
+        help="The staged certificate (stg-…) to use (default: the best candidate).",
+    )
     command(
         "rollback",
-        "RollbackListenerCertificate",
-        lambda a: {"ListenerId": a.listener},
-        help_text="restore the previous default certificate",
-    ).add_argument("listener")
+        "Restore the default certificate in place before the last change.",
+        Command(
+            "RollbackListenerCertificate", lambda a: {"ListenerId": a.listener}, _rotation_failed
+        ),
+    ).add_argument("listener", metavar="LISTENER", help="The listener id (lsn-…).")
     command(
         "history",
-        "ListRotationEvents",
-        lambda a: {"ListenerId": a.listener},
-        help_text="a listener's certificate history",
-    ).add_argument("listener")
+        "List a listener's certificate changes, newest first.",
+        Command("ListRotationEvents", lambda a: {"ListenerId": a.listener}),
+    ).add_argument("listener", metavar="LISTENER", help="The listener id (lsn-…).")
     command(
         "staged",
-        "ListStagedCertificates",
-        lambda a: {"Status": a.status},
-        help_text="list staged certificates",
-    ).add_argument("--status")
+        "List staged certificates.",
+        Command("ListStagedCertificates", lambda a: {"Status": a.status}),
+    ).add_argument(
+        "--status",
+        choices=["Pending", "Applied", "Rejected", "Superseded"],
+        help="Only this status (default: all).",
+    )
     return parser, commands
 
 
+def _demo_renewal(a: argparse.Namespace) -> Params:
+    from certwatch.app.demo import renewal
+    from certwatch.config import ConfigError, load_config
+
+    try:
+        renewed = renewal(load_config(a.config).data_dir)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    return {"Certificate": renewed.chain_pem, "PrivateKey": renewed.key_pem}
+
+
 def _stage(a: argparse.Namespace) -> Params:
+    if len(a.files) > 2:
+        raise UsageError(
+            f"stage takes one PEM file, or a CRT then a KEY file; got {len(a.files)} files"
+        )
     chain, key = split_pem("".join(_read(path) for path in a.files))
     if not key:
-        raise SystemExit("stage: no private key found in " + " ".join(a.files))
+        raise UsageError("stage: no private key found in " + " ".join(a.files))
     return {"Certificate": chain, "PrivateKey": key, "ListenerId": a.listener}
 
 
 def _render(value: Any) -> str:
+    if isinstance(value, dict):
+        if {"ServerIp", "Port"} <= value.keys():
+            return f"{value['ServerIp']}:{value['Port']}/{value.get('Weight', 100)}"
+        return ", ".join(f"{k} {_render(v)}" for k, v in value.items()) or "-"
     if isinstance(value, list):
-        return ",".join(str(v) for v in value) or "-"
+        return ",".join(_render(v) for v in value) or "-"
     return "-" if value is None else str(value)
+
+
+def print_table(rows: list[Params], columns: list[str]) -> None:
+    """Rows as aligned columns under a header line."""
+    cells = [columns] + [[_render(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def print_scan(answer: Params) -> None:
+    """A ScanNow answer as three sentences."""
+    counts: dict[str, int] = answer.get("Certificates") or {}
+    by_status = ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "none"
+    print(f"Scan {answer.get('ScanId')}: {sum(counts.values())} certificates in use ({by_status}).")
+    print(f"Probes: {answer.get('ProbesRun', 0)} run, {answer.get('ProbesFailed', 0)} failed.")
+    print(
+        f"Alerts: {answer.get('AlertsSent', 0)} sent, "
+        f"{answer.get('AlertsFailed', 0)} not delivered."
+    )
 
 
 def print_human(answer: Params) -> None:
@@ -364,10 +715,7 @@ def print_human(answer: Params) -> None:
     for key, columns in LIST_FIELDS.items():
         rows = answer.get(key)
         if isinstance(rows, list):
-            cells = [columns] + [[_render(row.get(c)) for c in columns] for row in rows]
-            widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-            for row in cells:
-                print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+            print_table(rows, columns)
             extra = {k: v for k, v in answer.items() if k not in (key, "RequestId") and v}
             for k, v in extra.items():
                 print(f"{k}: {_render(v)}")
@@ -379,32 +727,121 @@ def print_human(answer: Params) -> None:
             print(f"{k}: {_render(v)}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `certwatch` console script."""
+def call_all_pages(client: Client, action: str, params: Params) -> Params:
+    """Call `action`; while the answer has a NextToken, fetch the next page and join the lists."""
+    answer = client.call(action, **params)
+    for _ in range(MAX_PAGES):
+        token = answer.pop("NextToken", None)
+        if not token:
+            return answer
+        page = client.call(action, **params, NextToken=token)
+        for key, value in page.items():
+            if isinstance(value, list) and isinstance(answer.get(key), list):
+                answer[key].extend(value)
+        answer["NextToken"] = page.get("NextToken")
+    raise ApiFailure("TooManyPages", f"{action} returned more than {MAX_PAGES} pages")
+
+
+def _print_answer(command_key: str, answer: Params, output: str) -> None:
+    if output == "json":
+        print(json.dumps(answer, indent=2))
+    elif command_key == "scan":
+        print_scan(answer)
+    else:
+        print_human(answer)
+
+
+def _notes(command_key: str, answer: Params) -> None:
+    """What an empty answer means, on stderr (kept out of JSON output)."""
+    if command_key == "alerts test" and not answer.get("Results"):
+        print(
+            "no alert URL is configured (alerts.urls): alerts go to the service's log; "
+            "nothing was sent",
+            file=sys.stderr,
+        )
+
+
+def _run_command(args: argparse.Namespace, run: Command) -> int:
+    client = Client(args.api, args.token)
+    try:
+        answer = call_all_pages(client, run.action, run.build(args))
+    except UsageError as exc:
+        print(f"certwatch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Unreachable as exc:
+        print(f"{exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ApiFailure as exc:
+        print(f"{exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        client.close()
+    _print_answer(args.command_key, answer, args.output)
+    sys.stdout.flush()
+    _notes(args.command_key, answer)
+    failure = run.failed(answer)
+    if failure:
+        print(failure, file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _config_check(config_path: str | None) -> int:
+    from certwatch.app.serve import load_and_check
+    from certwatch.config import ConfigError
+
+    try:
+        load_and_check(config_path, "serve")
+    except ConfigError as exc:
+        print(f"certwatch: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"configuration OK ({config_path or 'defaults and CERTWATCH_* variables'})")
+    return EXIT_OK
+
+
+def _stop_before_start(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(EXIT_OK)
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     parser, commands = _build_parser()
     args = parser.parse_args(argv)
     if args.command in ("serve", "proxy"):
+        # A signal while the service's modules load ends the start quietly; `run` then
+        # installs the real handlers.
+        signal.signal(signal.SIGTERM, _stop_before_start)
+        signal.signal(signal.SIGINT, _stop_before_start)
         from certwatch.app.serve import run
 
         demo_port = args.demo_port if getattr(args, "demo", False) else None
-        return run(args.command, args.config, demo_port=demo_port, log_format=args.log_format)
-    action, build = commands[args.command_key]
-    client = Client(args.api, args.token)
+        return run(
+            args.command,
+            args.config,
+            demo_port=demo_port,
+            log_format=args.log_format,
+            log_level=args.log_level,
+        )
+    if args.command_key == "config check":
+        return _config_check(args.config)
+    return _run_command(args, commands[args.command_key])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `certwatch` console script; returns the exit code.
+
+    Output into a pipe that was closed (`| head`) ends quietly.
+    """
     try:
-        answer = client.call(action, **build(args))
-    except ApiFailure as exc:
-        print(f"{exc.code}: {exc.message}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 1
-    finally:
-        client.close()
-    if args.json:
-        print(json.dumps(answer, indent=2))
-    else:
-        print_human(answer)
-    return 0
+        code = _dispatch(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit: point it at nothing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+    return code
 
 
 if __name__ == "__main__":

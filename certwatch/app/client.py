@@ -16,6 +16,10 @@ class ApiFailure(Exception):
         self.message = message
 
 
+class Unreachable(ApiFailure):
+    """No certwatch API answered at the URL: nothing listens, or something else answers."""
+
+
 class Client:
     """Calls `POST /v1/<Action>` on a running certwatch."""
 
@@ -30,14 +34,15 @@ class Client:
         try:
             response = self._http.post(f"/v1/{action}", json=body)
         except httpx.HTTPError as exc:
-            raise ApiFailure(
+            raise Unreachable(
                 "Unreachable", f"cannot reach certwatch at {self.base_url}: {exc}"
             ) from exc
         try:
             payload: dict[str, Any] = response.json()
         except ValueError as exc:
-            raise ApiFailure(
-                "BadResponse", f"HTTP {response.status_code}: {response.text[:200]}"
+            raise Unreachable(
+                "BadResponse",
+                f"{self.base_url} does not answer as certwatch: HTTP {response.status_code}",
             ) from exc
         if response.status_code != 200:
             raise ApiFailure(payload.get("Code", "Error"), payload.get("Message", response.text))

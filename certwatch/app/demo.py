@@ -1,6 +1,8 @@
 """`certwatch serve --demo`: a demo PKI, an echo backend and a listener on 127.0.0.1:8443.
 
 One additional certificate expires in five days, so the first scan raises a demo alert.
+The demo keeps its issuing CA (certificate and key, 0600) in `DATA_DIR/demo/issuer.pem`,
+so `certwatch demo renew` can issue a renewal of the demo certificate to stage and rotate.
 """
 
 from __future__ import annotations
@@ -8,10 +10,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from sqlmodel import select
 
 from certwatch.app.service import Service
-from certwatch.pki.devpki import make_pki
+from certwatch.config import ConfigError
+from certwatch.pki.devpki import Issued, PrivateKey, make_pki
+from certwatch.pki.pem import split_pem
+from certwatch.private_files import write_private
 from certwatch.store.db import transaction
 from certwatch.store.models import Listener, ServerGroup
 from offload.echo import EchoServer
@@ -19,6 +26,9 @@ from offload.echo import EchoServer
 log = logging.getLogger(__name__)
 DEMO_PORT = 8443
 DEMO_DESCRIPTION = "certwatch demo listener"
+DEMO_NAMES = ("demo.localhost", "localhost", "127.0.0.1")
+ISSUER_FILE = "issuer.pem"
+RENEWED_DAYS = 120
 
 
 def install(service: Service, port: int = DEMO_PORT) -> EchoServer:
@@ -45,14 +55,20 @@ def install(service: Service, port: int = DEMO_PORT) -> EchoServer:
             "AddServersToServerGroup", {"ServerGroupId": group_id, "Servers": backend}, actor="demo"
         )
         log.info(
-            "demo listener %s now forwards to the echo backend on port %d", existing.id, echo_port
+            "demo listener %s now forwards to the echo backend on port %d",
+            existing.id,
+            echo_port,
+            extra={"listener_id": existing.id},
         )
         return echo
     demo_dir = Path(service.config.data_dir) / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
     pki = make_pki("certwatch demo")
     (demo_dir / "ca.pem").write_text(pki.root_pem)
-    main = pki.leaf("demo.localhost", "localhost", "127.0.0.1", days=90)
+    write_private(
+        demo_dir / ISSUER_FILE, (pki.intermediate.chain_pem + pki.intermediate.key_pem).encode()
+    )
+    main = pki.leaf(*DEMO_NAMES, days=90)
     soon = pki.leaf("expiring.demo.localhost", days=5)
     service.call("UploadCertificate", pki.root.upload_params("demo-root", "Ca"), actor="demo")
     ids = [
@@ -87,6 +103,7 @@ def install(service: Service, port: int = DEMO_PORT) -> EchoServer:
         listener["ListenerId"],
         port,
         demo_dir / "ca.pem",
+        extra={"listener_id": listener["ListenerId"], "certificate_id": ids[0]},
     )
     return echo
 
@@ -103,3 +120,20 @@ certwatch demo is running. Try:
   curl -s -X POST {api}/v1/ListCertificates -d '{{"ExpiringWithinDays": 30}}'
   curl -s {api}/metrics | grep certwatch_
 """
+
+
+def renewal(data_dir: str) -> Issued:
+    """A new demo certificate (the same names, valid longer) from the demo's own issuing CA."""
+    path = Path(data_dir) / "demo" / ISSUER_FILE
+    try:
+        chain, key_pem = split_pem(path.read_text())
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: {exc.strerror}: start the demo first (certwatch serve --demo); a demo "
+            "folder made by an older certwatch has no issuer: remove it and start again"
+        ) from exc
+    key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    if not isinstance(key, PrivateKey):
+        raise ConfigError(f"{path}: holds no usable issuing key")
+    issuer = Issued(cert=x509.load_pem_x509_certificates(chain.encode())[0], key=key)
+    return issuer.issue(*DEMO_NAMES, days=RENEWED_DAYS)

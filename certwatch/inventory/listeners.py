@@ -44,7 +44,7 @@ def server_certificate(change: Change, certificate_id: str, what: str) -> Certif
             f"certificate {row.id} expired at {rfc3339(row.not_after)}; {what} refused"
         )
     if state == "NotYetValid":
-        raise errors.CertificateExpired(
+        raise errors.CertificateNotYetValid(
             f"certificate {row.id} is not valid before {rfc3339(row.not_before)}; {what} refused"
         )
     return row

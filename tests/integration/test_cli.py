@@ -109,9 +109,9 @@ def test_errors_print_code_and_exit_nonzero(url: str, capsys: pytest.CaptureFixt
 
 
 def test_unreachable_service(capsys: pytest.CaptureFixture[str]) -> None:
-    """A service that is not running is reported, not a traceback."""
+    """A service that is not running is reported, not a traceback, and exits 3."""
     code, _, err = run(capsys, "--api", f"http://127.0.0.1:{free_port()}", "certs", "list")
-    assert code == 1 and err.startswith("Unreachable: ")
+    assert code == 3 and err.startswith("Unreachable: ")
 
 
 def test_cli_subprocess_against_serve(tmp_path: Path) -> None:
@@ -169,5 +169,5 @@ def test_stage_takes_one_pem_or_a_crt_and_key(
             capsys, "--api", url, "--json", "stage", *(str(tmp_path / f) for f in files)
         )
         assert code == 0 and json.loads(out)["Status"] == "Pending"
-    with pytest.raises(SystemExit, match="no private key"):
-        main(["--api", url, "stage", str(tmp_path / "pair.crt")])
+    code, _, err = run(capsys, "--api", url, "stage", str(tmp_path / "pair.crt"))
+    assert code == 2 and "no private key" in err

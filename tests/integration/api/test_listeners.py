@@ -121,7 +121,7 @@ def test_default_certificate_rules(api: Api, base: dict[str, str]) -> None:
         "ListenerPort": port,
     }
     api.fails("CreateListener", "CertificateExpired", CertificateIds=[expired], **common)
-    api.fails("CreateListener", "CertificateExpired", CertificateIds=[future], **common)
+    api.fails("CreateListener", "CertificateNotYetValid", CertificateIds=[future], **common)
     api.fails("CreateListener", "IncorrectCertificateType", CertificateIds=[ca], **common)
     api.fails("CreateListener", "InvalidParameter", CertificateIds=[], **common)
     api.fails(
