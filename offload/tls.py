@@ -7,10 +7,15 @@ Rules (see DESIGN.md, "Traps known in Python's ssl"):
 - Contexts are never modified once built: a change builds new ones and swaps the
   reference that new connections read.
 - TLS 1.0/1.1 need `@SECLEVEL=0` on OpenSSL 3, added only when the policy allows them.
+- A session resumes only where a full handshake would be accepted the same way: the
+  session id context is a digest of the listener id, its CA bundle and its policy, so a
+  replaced CA or policy (or another listener) turns a resumption into a full handshake.
+  Renegotiation is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import ssl
 import tempfile
@@ -19,7 +24,7 @@ from collections.abc import Iterable
 
 from offload.sni import SniTable
 from offload.spec import TLS_VERSIONS, CertChain, ListenerSpec
-from offload.tlscontext import TlsContext
+from offload.tlscontext import TicketKeys, TlsContext
 
 _VERSION = {
     "TLSv1.0": ssl.TLSVersion.TLSv1,
@@ -69,6 +74,7 @@ def policy_context(tls_versions: Iterable[str], ciphers: Iterable[str]) -> ssl.S
     if unknown or not versions:
         raise ValueError(f"TLS versions must be a non-empty subset of {TLS_VERSIONS}")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
     with warnings.catch_warnings():
         # TLS 1.0/1.1 and OP_NO_TLS* are deprecated in Python, but policies ask for them.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -121,23 +127,34 @@ def _memory_file(text: str) -> int:
     return fd
 
 
-def build_context(spec: ListenerSpec) -> TlsContext | None:
-    """What new handshakes start from (None for plain TCP listeners).
+def session_id_context(spec: ListenerSpec) -> bytes:
+    """The 32 bytes a session of `spec` is bound to: listener, CA bundle and policy."""
+    digest = hashlib.sha256()
+    for part in (spec.listener_id, spec.ca_pem or "", *spec.tls_versions, "", *spec.ciphers):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.digest()
+
+
+def build_context(spec: ListenerSpec, tickets: TicketKeys | None = None) -> TlsContext | None:
+    """What new handshakes start from (None for plain TCP listeners); sessions are resumed
+    with the `tickets` ring (shared by the worker's listeners) when given.
 
     Raises `ssl.SSLError`, `ValueError` or `OSError` when the material or policy is bad.
     """
     if spec.protocol == "TCP":
         return None
     base = _listener_context(spec, spec.default_cert)
+    sid = session_id_context(spec)
     if not spec.additional_certs:
-        return TlsContext(base)
+        return TlsContext(base, tickets=tickets, session_id_context=sid)
     # Indexes, not contexts, in the table: -1 (the base context) stays on it.
     table = SniTable(
         [*((i, c.names) for i, c in enumerate(spec.additional_certs)),
          (-1, spec.default_cert.names)]
     )
     contexts = [_listener_context(spec, c) for c in spec.additional_certs]
-    return TlsContext(base, contexts, table.lookup)
+    return TlsContext(base, contexts, table.lookup, tickets=tickets, session_id_context=sid)
 
 
 def _offered(versions: list[str], ciphers: list[str]) -> list[dict[str, str]]:
