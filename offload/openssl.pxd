@@ -28,6 +28,7 @@ cdef extern from "openssl/ssl.h" nogil:
     int SSL_CTX_get_verify_mode(const SSL_CTX *ctx)
     long SSL_CTX_set_tlsext_servername_callback(SSL_CTX *ctx, int (*cb)(SSL *, int *, void *))
     long SSL_CTX_set_tlsext_servername_arg(SSL_CTX *ctx, void *arg)
+    int SSL_CTX_set_ciphersuites(SSL_CTX *ctx, const char *text)
     int SSL_CTX_set_session_id_context(SSL_CTX *ctx, const unsigned char *sid, unsigned int len)
     int SSL_session_reused(const SSL *s)
     enum:

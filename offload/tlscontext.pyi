@@ -3,6 +3,8 @@
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 
+def set_ciphersuites(context: ssl.SSLContext, suites: str) -> None: ...
+
 class TicketKeys:
     """A worker's session ticket keys, newest first (see tlscontext.pyx)."""
 

@@ -25,6 +25,7 @@ from offload.openssl cimport (
     SSL_CTX,
     SSL_CTX_get_options,
     SSL_CTX_get_verify_mode,
+    SSL_CTX_set_ciphersuites,
     SSL_CTX_set_session_id_context,
     SSL_CTX_set_tlsext_servername_arg,
     SSL_CTX_set_tlsext_servername_callback,
@@ -55,6 +56,13 @@ cdef SSL_CTX *_ctx_of(object context) except NULL:
     ):
         raise RuntimeError("ssl.SSLContext layout is not the one this module was built for")
     return ctx
+
+
+def set_ciphersuites(context, str suites):
+    """Restrict the TLS 1.3 suites of an `ssl.SSLContext` (Python has no call for it before
+    3.15): `suites` in OpenSSL's colon-separated form."""
+    if not SSL_CTX_set_ciphersuites(_ctx_of(context), suites.encode("ascii")):
+        raise ssl.SSLError(f"OpenSSL refuses the TLS 1.3 suites {suites!r}")
 
 
 cdef int _on_servername(SSL *tls, int *alert, void *arg) noexcept with gil:

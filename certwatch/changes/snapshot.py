@@ -222,7 +222,7 @@ class SnapshotBuilder:
             additional_certs=tuple(chains[c] for c in given.additional),
             ca_pem="".join(chains[c].chain_pem for c in cas) if cas else None,
             tls_versions=policy.tls_versions,
-            ciphers=policy.tls12_ciphers,
+            ciphers=policy.ciphers,
             backends=given.backends,
             idle_timeout=float(row.idle_timeout),
             handshake_timeout=self._proxy.handshake_timeout,
