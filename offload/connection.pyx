@@ -58,6 +58,7 @@ from offload.openssl cimport (
     SSL_R_CERTIFICATE_VERIFY_FAILED,
     SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE,
     SSL_read_ex,
+    SSL_session_reused,
     SSL_set_accept_state,
     SSL_set_bio,
     SSL_shutdown,
@@ -234,7 +235,10 @@ cdef class ClientSide:
             return False
         self._handshaking = False
         self._flush()
-        self.stats.observe_handshake(self.loop_time() - self._started)
+        stats = self.stats
+        stats.observe_handshake(self.loop_time() - self._started)
+        if SSL_session_reused(self._tls):
+            stats.resumptions += 1
         self._start_backend()
         return True
 

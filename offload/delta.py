@@ -2,8 +2,9 @@
 
 The parent's `DeltaEncoder` remembers what every worker has been told and turns each new
 `Snapshot` into a `Change`: listeners added or changed (with their certificates as keys),
-listeners removed, the material of keys no worker has yet, and the keys no listener uses
-any more. So a change costs what it changes, not what the inventory holds. A new worker
+listeners removed, the material of keys no worker has yet, the keys no listener uses
+any more, and the session ticket keys when they changed (rarely: every 12 hours). So a
+change costs what it changes, not what the inventory holds. A new worker
 gets `full()`: the whole current state, once. `Materials` is the worker's side: it turns the
 wire form back into the very `ListenerSpec`s the parent holds.
 """
@@ -16,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from offload.spec import CertChain, ListenerSpec, Snapshot
+from offload.spec import CertChain, ListenerSpec, Snapshot, TicketKey
 
 _NO_CERT = CertChain("", "")
 
@@ -35,6 +36,7 @@ class Change:
     """One step from what a worker serves to `revision`.
 
     `full`: the listeners are the whole state (every other one is removed).
+    `ticket_keys`: the new session ticket keys, None when they did not change.
     """
 
     revision: int
@@ -43,6 +45,7 @@ class Change:
     materials: dict[str, CertChain] = field(default_factory=dict)
     forget: tuple[str, ...] = ()
     full: bool = False
+    ticket_keys: tuple[TicketKey, ...] | None = None
 
 
 def material_key(chain: CertChain) -> str:
@@ -67,6 +70,7 @@ class DeltaEncoder:
         self._keys: dict[CertChain, str] = {}
         self._material: dict[str, CertChain] = {}
         self._uses: Counter[str] = Counter()
+        self._ticket_keys: tuple[TicketKey, ...] = ()
 
     def change(self, snapshot: Snapshot) -> Change:
         """The step from the last snapshot to `snapshot`; afterwards `snapshot` is current."""
@@ -90,15 +94,18 @@ class DeltaEncoder:
             del self._specs[lid]
         self._specs.update((spec.listener_id, spec) for spec in changed)
         self._revision = snapshot.revision
+        tickets = snapshot.ticket_keys if snapshot.ticket_keys != self._ticket_keys else None
+        self._ticket_keys = snapshot.ticket_keys
         return Change(
-            snapshot.revision, self._wire(changed), removed, new, tuple(forget)
+            snapshot.revision, self._wire(changed), removed, new, tuple(forget),
+            ticket_keys=tickets,
         )
 
     def full(self) -> Change:
         """The whole current state, for a worker that has nothing yet."""
         return Change(
             self._revision, self._wire(self._specs.values()), materials=dict(self._material),
-            full=True,
+            full=True, ticket_keys=self._ticket_keys,
         )
 
     def _key(self, chain: CertChain) -> str:

@@ -18,7 +18,7 @@ from offload.workers import ProxyControl
 
 
 class _Families:
-    """The five SPEC §6 families, empty until filled."""
+    """The SPEC §6 families, empty until filled."""
 
     def __init__(self) -> None:
         self.active = GaugeMetricFamily(
@@ -43,6 +43,11 @@ class _Families:
             "Time from accept to completed TLS handshake.",
             labels=["listener_id"],
         )
+        self.resumptions = CounterMetricFamily(
+            "certwatch_offload_tls_resumptions",
+            "Completed TLS handshakes that resumed a session (ticket).",
+            labels=["listener_id"],
+        )
 
     def add(self, lid: str, c: ListenerCounters) -> None:
         self.active.add_metric([lid], c.active)
@@ -56,9 +61,12 @@ class _Families:
             cumulative += count
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
         self.duration.add_metric([lid], buckets, c.handshake_sum)
+        self.resumptions.add_metric([lid], c.resumptions)
 
     def __iter__(self) -> Iterator[Metric]:
-        return iter((self.active, self.total, self.failures, self.traffic, self.duration))
+        return iter(
+            (self.active, self.total, self.failures, self.traffic, self.duration, self.resumptions)
+        )
 
 
 class OffloadCollector(Collector):
@@ -75,7 +83,7 @@ class OffloadCollector(Collector):
         return iter(_Families())
 
     def collect(self) -> Iterator[Metric]:
-        """One scrape: ask every worker, yield the five families."""
+        """One scrape: ask every worker, yield the families."""
         families = _Families()
         try:
             stats = self._control.stats().listeners

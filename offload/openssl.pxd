@@ -28,6 +28,9 @@ cdef extern from "openssl/ssl.h" nogil:
     int SSL_CTX_get_verify_mode(const SSL_CTX *ctx)
     long SSL_CTX_set_tlsext_servername_callback(SSL_CTX *ctx, int (*cb)(SSL *, int *, void *))
     long SSL_CTX_set_tlsext_servername_arg(SSL_CTX *ctx, void *arg)
+    int SSL_CTX_set_ciphersuites(SSL_CTX *ctx, const char *text)
+    int SSL_CTX_set_session_id_context(SSL_CTX *ctx, const unsigned char *sid, unsigned int len)
+    int SSL_session_reused(const SSL *s)
     enum:
         SSL_ERROR_WANT_READ
         SSL_ERROR_ZERO_RETURN
@@ -37,6 +40,7 @@ cdef extern from "openssl/ssl.h" nogil:
         SSL_AD_INTERNAL_ERROR
         SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE
         SSL_R_CERTIFICATE_VERIFY_FAILED
+        SSL_MAX_SID_CTX_LENGTH
 
 
 cdef extern from "openssl/err.h" nogil:
@@ -54,3 +58,85 @@ cdef extern from *:
     """
     SSL_CTX *certwatch_ssl_ctx(object context)
 
+
+
+cdef extern from *:
+    """
+    /* Session ticket keys shared by every context of a worker (offload/tlscontext.pyx): the
+       first key encrypts new tickets, every key decrypts, and a ticket under any but the
+       first is renewed. A key is 80 bytes: name (16), AES-256-CBC key (32), HMAC-SHA256
+       key (32). The ring is found through the SSL_CTX's ex_data. */
+    #include <string.h>
+    #include <openssl/core_names.h>
+    #include <openssl/crypto.h>
+    #include <openssl/evp.h>
+    #include <openssl/rand.h>
+    #include <openssl/ssl.h>
+
+    #define CW_TICKET_KEY_SIZE 80
+    #define CW_TICKET_KEYS_MAX 4
+
+    typedef struct {
+        int count;
+        unsigned char keys[CW_TICKET_KEYS_MAX][CW_TICKET_KEY_SIZE];
+    } cw_ticket_ring;
+
+    static int cw_ring_index = -1;
+
+    static int cw_ring_setup(void) {
+        if (cw_ring_index < 0)
+            cw_ring_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        return cw_ring_index;
+    }
+
+    static int cw_mac_key(EVP_MAC_CTX *hctx, unsigned char *key) {
+        OSSL_PARAM params[3];
+        params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key, 32);
+        params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0);
+        params[2] = OSSL_PARAM_construct_end();
+        return EVP_MAC_CTX_set_params(hctx, params);
+    }
+
+    static int cw_on_ticket(SSL *s, unsigned char key_name[16], unsigned char *iv,
+                            EVP_CIPHER_CTX *ctx, EVP_MAC_CTX *hctx, int enc) {
+        cw_ticket_ring *ring = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(s), cw_ring_index);
+        unsigned char *key;
+        int i;
+        if (ring == NULL || ring->count == 0)
+            return 0;  /* no ticket issued, none accepted: a full handshake */
+        if (enc) {
+            key = ring->keys[0];
+            if (RAND_bytes(iv, 16) <= 0)
+                return -1;
+            memcpy(key_name, key, 16);
+            if (!EVP_EncryptInit_ex(ctx, EVP_aes_256_cbc(), NULL, key + 16, iv)
+                || !cw_mac_key(hctx, key + 48))
+                return -1;
+            return 1;
+        }
+        for (i = 0; i < ring->count; i++) {
+            key = ring->keys[i];
+            if (CRYPTO_memcmp(key_name, key, 16) == 0) {
+                if (!cw_mac_key(hctx, key + 48)
+                    || !EVP_DecryptInit_ex(ctx, EVP_aes_256_cbc(), NULL, key + 16, iv))
+                    return -1;
+                return i == 0 ? 1 : 2;  /* 2: renew a ticket under an older key */
+            }
+        }
+        return 0;
+    }
+
+    static int cw_ring_install(SSL_CTX *ctx, cw_ticket_ring *ring) {
+        if (!SSL_CTX_set_ex_data(ctx, cw_ring_index, ring))
+            return 0;
+        return SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ring ? cw_on_ticket : NULL);
+    }
+    """
+    enum:
+        CW_TICKET_KEY_SIZE
+        CW_TICKET_KEYS_MAX
+    ctypedef struct cw_ticket_ring:
+        int count
+        unsigned char keys[4][80]
+    int cw_ring_setup()
+    int cw_ring_install(SSL_CTX *ctx, cw_ticket_ring *ring)

@@ -8,9 +8,11 @@ mean nothing about that listener needs to change.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 TLS_VERSIONS = ("TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+TICKET_KEY_SIZE = 80
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,29 @@ class ListenerSpec:
 
 
 @dataclass(frozen=True)
+class TicketKey:
+    """A session ticket key: 80 random bytes (name 16, AES-256 key 32, HMAC-SHA256 key 32)."""
+
+    material: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.material) != TICKET_KEY_SIZE:
+            raise ValueError(f"a ticket key has {TICKET_KEY_SIZE} bytes")
+
+    @classmethod
+    def generate(cls) -> TicketKey:
+        """A new random key."""
+        return cls(os.urandom(TICKET_KEY_SIZE))
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    """The whole desired state at one revision; only running listeners appear."""
+    """The whole desired state at one revision; only running listeners appear.
+
+    `ticket_keys`: the session ticket keys of every listener on every worker and node, the
+    one that encrypts first, then those still accepted (rotated by the control plane).
+    """
 
     revision: int
     listeners: tuple[ListenerSpec, ...] = field(default_factory=tuple)
+    ticket_keys: tuple[TicketKey, ...] = ()

@@ -18,7 +18,9 @@ FAILURE_REASONS = ("timeout", "tls_error", "client_cert", "backend_unavailable")
 class ListenerStats:
     """Mutable counters of one listener inside one worker."""
 
-    __slots__ = ("active", "total", "bytes_in", "bytes_out", "failures", "buckets", "hs_sum")
+    __slots__ = (
+        "active", "total", "bytes_in", "bytes_out", "failures", "buckets", "hs_sum", "resumptions",
+    )
 
     def __init__(self) -> None:
         self.active = 0
@@ -28,6 +30,7 @@ class ListenerStats:
         self.failures = dict.fromkeys(FAILURE_REASONS, 0)
         self.buckets = [0] * (len(HANDSHAKE_BUCKETS) + 1)
         self.hs_sum = 0.0
+        self.resumptions = 0
 
     def observe_handshake(self, seconds: float) -> None:
         """Count one completed handshake of `seconds` in the histogram."""
@@ -44,13 +47,15 @@ class ListenerStats:
             failures=tuple(self.failures[r] for r in FAILURE_REASONS),
             buckets=tuple(self.buckets),
             handshake_sum=self.hs_sum,
+            resumptions=self.resumptions,
         )
 
 
 @dataclass(frozen=True)
 class ListenerCounters:
     """One listener's counters; `failures` follows FAILURE_REASONS, `buckets` are per-bucket
-    (not cumulative) counts for HANDSHAKE_BUCKETS plus +Inf."""
+    (not cumulative) counts for HANDSHAKE_BUCKETS plus +Inf; `resumptions` are the completed
+    handshakes that resumed a session."""
 
     active: int = 0
     total: int = 0
@@ -59,6 +64,7 @@ class ListenerCounters:
     failures: tuple[int, ...] = (0,) * len(FAILURE_REASONS)
     buckets: tuple[int, ...] = (0,) * (len(HANDSHAKE_BUCKETS) + 1)
     handshake_sum: float = 0.0
+    resumptions: int = 0
 
     def __add__(self, other: ListenerCounters) -> ListenerCounters:
         return ListenerCounters(
@@ -69,6 +75,7 @@ class ListenerCounters:
             failures=tuple(a + b for a, b in zip(self.failures, other.failures, strict=True)),
             buckets=tuple(a + b for a, b in zip(self.buckets, other.buckets, strict=True)),
             handshake_sum=self.handshake_sum + other.handshake_sum,
+            resumptions=self.resumptions + other.resumptions,
         )
 
     def failure(self, reason: str) -> int:

@@ -7,10 +7,17 @@ Rules (see DESIGN.md, "Traps known in Python's ssl"):
 - Contexts are never modified once built: a change builds new ones and swaps the
   reference that new connections read.
 - TLS 1.0/1.1 need `@SECLEVEL=0` on OpenSSL 3, added only when the policy allows them.
+- TLS 1.3 suites are exactly the policy's (set through offload.tlscontext, since Python's
+  `ssl` cannot), CCM ones included; a policy naming none keeps OpenSSL's default suites.
+- A session resumes only where a full handshake would be accepted the same way: the
+  session id context is a digest of the listener id, its CA bundle and its policy, so a
+  replaced CA or policy (or another listener) turns a resumption into a full handshake.
+  Renegotiation is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import ssl
 import tempfile
@@ -19,7 +26,7 @@ from collections.abc import Iterable
 
 from offload.sni import SniTable
 from offload.spec import TLS_VERSIONS, CertChain, ListenerSpec
-from offload.tlscontext import TlsContext
+from offload.tlscontext import TicketKeys, TlsContext, set_ciphersuites
 
 _VERSION = {
     "TLSv1.0": ssl.TLSVersion.TLSv1,
@@ -46,7 +53,6 @@ _CIPHER_PROTOCOLS = {
     "TLSv1.2": {"SSLv3", "TLSv1.0", "TLSv1.2"},
     "TLSv1.3": {"TLSv1.3"},
 }
-_CAN_SET_SUITES = hasattr(ssl.SSLContext, "set_ciphersuites")
 _HAS_MEMFD = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
 
 
@@ -69,6 +75,7 @@ def policy_context(tls_versions: Iterable[str], ciphers: Iterable[str]) -> ssl.S
     if unknown or not versions:
         raise ValueError(f"TLS versions must be a non-empty subset of {TLS_VERSIONS}")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
     with warnings.catch_warnings():
         # TLS 1.0/1.1 and OP_NO_TLS* are deprecated in Python, but policies ask for them.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -80,8 +87,8 @@ def policy_context(tls_versions: Iterable[str], ciphers: Iterable[str]) -> ssl.S
                 ctx.options |= _NO_VERSION[gap]
     ctx.set_ciphers(_cipher_string(versions, ciphers))
     suites = [c for c in ciphers if _is_suite(c)]
-    if suites and _CAN_SET_SUITES:
-        ctx.set_ciphersuites(":".join(suites))  # type: ignore[attr-defined]
+    if suites:
+        set_ciphersuites(ctx, ":".join(suites))
     return ctx
 
 
@@ -121,23 +128,34 @@ def _memory_file(text: str) -> int:
     return fd
 
 
-def build_context(spec: ListenerSpec) -> TlsContext | None:
-    """What new handshakes start from (None for plain TCP listeners).
+def session_id_context(spec: ListenerSpec) -> bytes:
+    """The 32 bytes a session of `spec` is bound to: listener, CA bundle and policy."""
+    digest = hashlib.sha256()
+    for part in (spec.listener_id, spec.ca_pem or "", *spec.tls_versions, "", *spec.ciphers):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.digest()
+
+
+def build_context(spec: ListenerSpec, tickets: TicketKeys | None = None) -> TlsContext | None:
+    """What new handshakes start from (None for plain TCP listeners); sessions are resumed
+    with the `tickets` ring (shared by the worker's listeners) when given.
 
     Raises `ssl.SSLError`, `ValueError` or `OSError` when the material or policy is bad.
     """
     if spec.protocol == "TCP":
         return None
     base = _listener_context(spec, spec.default_cert)
+    sid = session_id_context(spec)
     if not spec.additional_certs:
-        return TlsContext(base)
+        return TlsContext(base, tickets=tickets, session_id_context=sid)
     # Indexes, not contexts, in the table: -1 (the base context) stays on it.
     table = SniTable(
         [*((i, c.names) for i, c in enumerate(spec.additional_certs)),
          (-1, spec.default_cert.names)]
     )
     contexts = [_listener_context(spec, c) for c in spec.additional_certs]
-    return TlsContext(base, contexts, table.lookup)
+    return TlsContext(base, contexts, table.lookup, tickets=tickets, session_id_context=sid)
 
 
 def _offered(versions: list[str], ciphers: list[str]) -> list[dict[str, str]]:
@@ -148,19 +166,20 @@ def _offered(versions: list[str], ciphers: list[str]) -> list[dict[str, str]]:
 
 
 def unenforceable(tls_versions: Iterable[str], ciphers: Iterable[str]) -> list[str]:
-    """Versions, ciphers and TLS 1.3 suites of a policy this Python/OpenSSL cannot honour.
+    """Versions, ciphers and TLS 1.3 suites of a policy this OpenSSL cannot honour.
 
-    A version counts when OpenSSL lacks it or none of the policy's ciphers works at it;
-    a cipher when OpenSSL cannot offer it; a TLS 1.3 suite when it is not offered, or
-    (without `set_ciphersuites`) when the policy names suites and a default one is
-    missing from them, because that one cannot be turned off.
+    A version counts when OpenSSL lacks it or none of the policy's ciphers works at it; a
+    cipher or suite when OpenSSL cannot offer it.
     """
     versions, wanted = list(tls_versions), list(ciphers)
-    legacy = [c for c in wanted if not _is_suite(c)]
-    defaults = _offered(versions, [])
-    suites_on = [c for c in defaults if c["protocol"] == "TLSv1.3"]
-    usable = [c for c in legacy if any(o["name"] == c for o in _offered(versions, [c]))]
-    offered = _offered(versions, usable) if usable else (suites_on if legacy else defaults)
+    suites = [c for c in wanted if _is_suite(c)]
+    usable = [
+        c for c in wanted
+        if not _is_suite(c) and any(o["name"] == c for o in _offered(versions, [c]))
+    ]
+    offered = _offered(versions, usable + suites)
+    if not usable:  # below TLS 1.3 the context falls back to OpenSSL's defaults: none counts
+        offered = [c for c in offered if c["protocol"] == "TLSv1.3"]
     names = {c["name"] for c in offered}
     result = [
         v for v in versions
@@ -168,7 +187,4 @@ def unenforceable(tls_versions: Iterable[str], ciphers: Iterable[str]) -> list[s
         or not any(c["protocol"] in _CIPHER_PROTOCOLS[v] for c in offered)
     ]
     result += [c for c in wanted if c not in names]
-    suites = [c for c in wanted if _is_suite(c)]
-    if suites and "TLSv1.3" in versions and not _CAN_SET_SUITES:
-        result += [s["name"] for s in suites_on if s["name"] not in suites]
     return result

@@ -1,16 +1,32 @@
 # cython: language_level=3
 """The TLS contexts a listener's handshakes start from, as the compiled connection path
-(offload/connection.pyx) uses them: the SSL_CTX of each `ssl.SSLContext`, and SNI as an
-OpenSSL servername callback."""
+(offload/connection.pyx) uses them: the SSL_CTX of each `ssl.SSLContext`, SNI as an
+OpenSSL servername callback, and session tickets under keys shared by every worker.
+
+Resumption rules:
+- Ticket keys live in one `TicketKeys` ring per worker, shared by all its contexts and
+  updated in place, so a key rotation rebuilds nothing and a rebuilt context (a certificate
+  swap) still accepts the tickets issued before it. The ticket callback is C
+  (offload/openssl.pxd): the first key encrypts, any key of the ring decrypts, and a ticket
+  under an older key is renewed.
+- Every context of a listener has the listener's session id context: a session resumes only
+  on the listener, CA bundle and policy it was made under (offload.tls derives it).
+"""
 
 import ssl
 
+from libc.string cimport memcpy
+
 from offload.openssl cimport (
+    CW_TICKET_KEY_SIZE,
+    CW_TICKET_KEYS_MAX,
     SSL,
     SSL_AD_INTERNAL_ERROR,
     SSL_CTX,
     SSL_CTX_get_options,
     SSL_CTX_get_verify_mode,
+    SSL_CTX_set_ciphersuites,
+    SSL_CTX_set_session_id_context,
     SSL_CTX_set_tlsext_servername_arg,
     SSL_CTX_set_tlsext_servername_callback,
     SSL_get_servername,
@@ -18,8 +34,14 @@ from offload.openssl cimport (
     SSL_TLSEXT_ERR_ALERT_FATAL,
     SSL_TLSEXT_ERR_OK,
     TLSEXT_NAMETYPE_host_name,
+    SSL_MAX_SID_CTX_LENGTH,
     certwatch_ssl_ctx,
+    cw_ring_install,
+    cw_ring_setup,
 )
+
+if cw_ring_setup() < 0:
+    raise ImportError("OpenSSL gave no SSL_CTX ex_data index for the ticket keys")
 
 
 cdef SSL_CTX *_ctx_of(object context) except NULL:
@@ -36,6 +58,13 @@ cdef SSL_CTX *_ctx_of(object context) except NULL:
     return ctx
 
 
+def set_ciphersuites(context, str suites):
+    """Restrict the TLS 1.3 suites of an `ssl.SSLContext` (Python has no call for it before
+    3.15): `suites` in OpenSSL's colon-separated form."""
+    if not SSL_CTX_set_ciphersuites(_ctx_of(context), suites.encode("ascii")):
+        raise ssl.SSLError(f"OpenSSL refuses the TLS 1.3 suites {suites!r}")
+
+
 cdef int _on_servername(SSL *tls, int *alert, void *arg) noexcept with gil:
     """SNI: switch to the context the listener's table names for the client's name."""
     cdef TlsContext owner = <TlsContext>arg
@@ -50,6 +79,28 @@ cdef int _on_servername(SSL *tls, int *alert, void *arg) noexcept with gil:
     return SSL_TLSEXT_ERR_OK
 
 
+cdef class TicketKeys:
+    """A worker's session ticket keys (80 bytes each: name, AES-256 key, HMAC key), newest
+    first; empty, no ticket is issued or accepted."""
+
+    def set(self, keys):
+        """Replace the keys in place: every context using this ring sees them at once."""
+        keys = [bytes(k) for k in keys]
+        if len(keys) > CW_TICKET_KEYS_MAX or any(len(k) != CW_TICKET_KEY_SIZE for k in keys):
+            raise ValueError(
+                f"at most {CW_TICKET_KEYS_MAX} ticket keys of {CW_TICKET_KEY_SIZE} bytes each"
+            )
+        if len({k[:16] for k in keys}) != len(keys):
+            raise ValueError("two ticket keys have the same name")
+        self.ring.count = 0
+        for i, key in enumerate(keys):
+            memcpy(self.ring.keys[i], <const char *>key, CW_TICKET_KEY_SIZE)
+        self.ring.count = len(keys)
+
+    def __len__(self):
+        return self.ring.count
+
+
 cdef class TlsContext:
     """What a listener's handshakes start from: the base `ssl.SSLContext` (default
     certificate, policy, client CA) and, by SNI, one context per additional certificate.
@@ -57,16 +108,33 @@ cdef class TlsContext:
     The `ssl.SSLContext` objects are built (and never modified afterwards) by
     `offload.tls`; this keeps them alive and hands their SSL_CTX to each connection.
     `lookup(server_name)` gives the index of the context to switch to, or None/-1 to
-    stay on the base one.
+    stay on the base one. With `tickets`, every context issues and accepts tickets under
+    those keys, and resumes only sessions of `session_id_context` (at most 32 bytes).
     """
 
-    def __cinit__(self, base, additional=(), lookup=None):
+    def __cinit__(
+        self, base, additional=(), lookup=None, TicketKeys tickets=None,
+        bytes session_id_context=None,
+    ):
         self.base = base
         self.additional = tuple(additional)
         self._lookup = lookup
         self._base = _ctx_of(base)
         for context in self.additional:
             _ctx_of(context)
+        if session_id_context is not None:
+            if len(session_id_context) > SSL_MAX_SID_CTX_LENGTH:
+                raise ValueError(f"a session id context has at most {SSL_MAX_SID_CTX_LENGTH} bytes")
+            for context in (base, *self.additional):
+                if not SSL_CTX_set_session_id_context(
+                    certwatch_ssl_ctx(context), session_id_context, len(session_id_context)
+                ):
+                    raise ssl.SSLError("cannot set the session id context")
+        if tickets is not None:
+            self.tickets = tickets
+            for context in (base, *self.additional):
+                if not cw_ring_install(certwatch_ssl_ctx(context), &tickets.ring):
+                    raise ssl.SSLError("cannot install the session ticket keys")
         if self.additional:
             if lookup is None:
                 raise ValueError("additional contexts need a lookup")
@@ -77,4 +145,7 @@ cdef class TlsContext:
     def __dealloc__(self):
         if self._sni:
             SSL_CTX_set_tlsext_servername_callback(self._base, NULL)
+        if self.tickets is not None:
+            for context in (self.base, *self.additional):
+                cw_ring_install(certwatch_ssl_ctx(context), NULL)
 

@@ -12,7 +12,8 @@ so it never blocks on them; only end-of-file means the parent is gone. Requests 
 
 A change names only the listeners that changed (`offload.delta`). A listener is recorded
 as applied only when everything about it succeeded; on failure its previous state keeps
-serving untouched, and every later change retries it.
+serving untouched, and every later change retries it. Session ticket keys, when a change
+carries them, replace the worker's one ring in place: no context is rebuilt for them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from offload.proxy import Listener, bind
 from offload.spec import ListenerSpec
 from offload.stats import ListenerStats, ProxyStats
 from offload.tls import build_context
+from offload.tlscontext import TicketKeys
 
 
 def _tls_material(spec: ListenerSpec) -> tuple[object, ...]:
@@ -59,6 +61,8 @@ class Worker:
         self.listeners: dict[str, Listener] = {}
         self.stats: dict[str, ListenerStats] = {}
         self.materials = Materials()
+        # One ring for every listener: updated in place, it outlives context rebuilds.
+        self.tickets = TicketKeys()
         self.revision = 0
         # What the parent wants served; a listener that failed keeps its previous state
         # running (in `listeners`) and is retried with every later change.
@@ -69,6 +73,8 @@ class Worker:
     async def apply(self, change: Change) -> dict[str, Failure]:
         """Bring the listeners to `change`; returns failures by listener id."""
         specs = self.materials.receive(change)
+        if change.ticket_keys is not None:
+            self.tickets.set(k.material for k in change.ticket_keys)
         removed = set(self.wanted) - {s.listener_id for s in specs} if change.full else set()
         for lid in [*change.removed, *removed]:
             self._unwant(lid)
@@ -116,7 +122,7 @@ class Worker:
         if current is not None and current.spec == spec:
             return
         if current is None or _tls_material(current.spec) != _tls_material(spec):
-            context = build_context(spec)
+            context = build_context(spec, self.tickets)
         else:
             context = current.context
         stats = self.stats.setdefault(spec.listener_id, ListenerStats())

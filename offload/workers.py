@@ -3,11 +3,14 @@
 Every public method is thread-safe: one lock serialises all socket traffic, so the
 control plane may call `apply`, `stats` and `healthy` from any thread. A supervisor
 thread replaces a worker that died and hands it the whole current state once; after
-that, every worker is sent only what changed (`offload.delta`).
+that, every worker is sent only what changed (`offload.delta`). A snapshot without session
+ticket keys gets the control's own random key, so a client resumes on any of its workers
+(without rotation: the control plane's snapshots carry rotated keys).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import socket
@@ -21,7 +24,7 @@ from offload import worker
 from offload.channel import READ_SIZE, FrameReader, encode, pack
 from offload.delta import Change, DeltaEncoder
 from offload.errors import ApplyError, ApplyTimeout, Failure, OffloadError, WorkerExited
-from offload.spec import Snapshot
+from offload.spec import Snapshot, TicketKey
 from offload.stats import ProxyStats
 
 log = logging.getLogger(__name__)
@@ -124,6 +127,7 @@ class ProxyControl:
         self._lock = threading.RLock()
         self._snapshot = Snapshot(revision=0)
         self._encoder = DeltaEncoder()
+        self._own_ticket_keys = (TicketKey.generate(),)
         self._retired = ProxyStats()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -164,6 +168,8 @@ class ProxyControl:
         """
         with self._lock:
             self._require_started()
+            if not snapshot.ticket_keys:
+                snapshot = dataclasses.replace(snapshot, ticket_keys=self._own_ticket_keys)
             self._snapshot = snapshot
             change = pack(self._encoder.change(snapshot))
             failures: dict[str, Failure] = {}

@@ -105,13 +105,17 @@ class Pipeline:
         return result
 
     def sync(self) -> None:
-        """Hand the proxy the store's current state (at start, and when another node moved
-        the revision)."""
+        """Hand the proxy the store's current state (at start, when another node moved the
+        revision, and when the session ticket keys are due to rotate)."""
         if self.data_plane is None:
             return
         with self._lock, store_faults(), transaction(self._engine) as session:
             revision = current_revision(session)
-            if self.applied is not None and self.applied.revision == revision:
+            if (
+                self.applied is not None
+                and self.applied.revision == revision
+                and not self._snapshots.stale()
+            ):
                 return
             snapshot = self._snapshots.build(session, revision)
             self.data_plane.apply(snapshot)

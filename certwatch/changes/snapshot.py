@@ -6,17 +6,28 @@ server group's servers) and rebuilds only the specs whose inputs differ from las
 unchanged listeners keep the very same `ListenerSpec` object, so the proxy's diff skips
 them at once. Certificates never change once stored, so each one's served chain and
 decrypted key are read once.
+
+Session ticket keys are shared by every worker of every node: one key per 12-hour period
+(epoch), created sealed in the store by the first node that builds a snapshot in it (a
+second node's insert of the same epoch does nothing), so all nodes serve the same keys. A
+snapshot carries the current epoch's key (it encrypts) and the previous one (still
+accepted for its last 12 hours); older keys are deleted. `stale()` tells the node's sync
+that a new epoch began, so the keys rotate even when nothing else changes.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from sqlalchemy import delete
 from sqlalchemy import select as sa_select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from certwatch import clock
 from certwatch.config import ProxyConfig
 from certwatch.inventory.policies import resolve_policy
 from certwatch.pki import x509
@@ -26,13 +37,20 @@ from certwatch.store.models import (
     Listener,
     ListenerCertificate,
     ServerGroup,
+    SessionTicketKey,
     StateRevision,
 )
-from offload.spec import Backend, CertChain, ListenerSpec, Snapshot
+from offload.spec import Backend, CertChain, ListenerSpec, Snapshot, TicketKey
 
 # SQLite allows 999 bound parameters in one statement by default.
 _IN_CHUNK = 500
 _NO_CERT = CertChain("", "")
+TICKET_KEY_PERIOD = 12 * 3600
+
+
+def ticket_epoch(now: dt.datetime) -> int:
+    """The 12-hour period `now` is in: its key encrypts the tickets issued then."""
+    return int(now.timestamp()) // TICKET_KEY_PERIOD
 
 
 def current_revision(session: Session) -> int:
@@ -100,6 +118,12 @@ class SnapshotBuilder:
         self._proxy = proxy
         self._specs: dict[str, tuple[_Inputs, ListenerSpec]] = {}
         self._chains: dict[str, CertChain] = {}
+        self._ticket_keys: dict[int, TicketKey] = {}
+        self._epoch: int | None = None
+
+    def stale(self) -> bool:
+        """True when a new ticket key period began since the last snapshot was built."""
+        return self._epoch != ticket_epoch(clock.now())
 
     def build(self, session: Session, revision: int) -> Snapshot:
         """The snapshot at `revision` of the store as `session` sees it."""
@@ -145,7 +169,38 @@ class SnapshotBuilder:
         for cid in [cid for cid in self._chains if cid not in in_use]:
             del self._chains[cid]
         specs = [spec for lid, (given, spec) in sorted(self._specs.items()) if given.servable()]
-        return Snapshot(revision, tuple(specs))
+        return Snapshot(revision, tuple(specs), self._tickets(session))
+
+    def _tickets(self, session: Session) -> tuple[TicketKey, ...]:
+        """The current period's ticket key (created if no node did yet), then the previous
+        one; keys older than that are deleted."""
+        now = clock.now()
+        epoch = ticket_epoch(now)
+        wanted = (epoch, epoch - 1)
+        query = sa_select(col(SessionTicketKey.epoch), col(SessionTicketKey.key_sealed)).where(
+            col(SessionTicketKey.epoch).in_(wanted)
+        )
+        stored: dict[int, bytes] = {e: k for e, k in session.execute(query)}
+        if epoch not in stored:
+            sealed = self._keybox.seal(TicketKey.generate().material.hex())
+            insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else (
+                sqlite.insert
+            )
+            session.execute(
+                insert(SessionTicketKey)
+                .values(epoch=epoch, key_sealed=sealed, created_at=now)
+                .on_conflict_do_nothing(index_elements=["epoch"])
+            )
+            session.execute(
+                delete(SessionTicketKey).where(col(SessionTicketKey.epoch) < epoch - 1)
+            )
+            stored = {e: k for e, k in session.execute(query)}
+        self._ticket_keys = {
+            e: self._ticket_keys.get(e) or TicketKey(bytes.fromhex(self._keybox.open(sealed)))
+            for e, sealed in stored.items()
+        }
+        self._epoch = epoch
+        return tuple(self._ticket_keys[e] for e in wanted if e in self._ticket_keys)
 
     def _load_chains(self, session: Session, ids: Iterable[str]) -> None:
         """Read and decrypt, once, the certificates not read before."""
@@ -178,7 +233,7 @@ class SnapshotBuilder:
             additional_certs=tuple(chains[c] for c in given.additional),
             ca_pem="".join(chains[c].chain_pem for c in cas) if cas else None,
             tls_versions=policy.tls_versions,
-            ciphers=policy.tls12_ciphers,
+            ciphers=policy.ciphers,
             backends=given.backends,
             idle_timeout=float(row.idle_timeout),
             handshake_timeout=self._proxy.handshake_timeout,

@@ -315,3 +315,14 @@ class NodeState(SQLModel, table=True):
     revision: int
     serves: bool
     heartbeat_at: dt.datetime = _time()
+
+
+class SessionTicketKey(SQLModel, table=True):
+    """A session ticket key of the data plane (80 random bytes, sealed by the key box), the
+    one that encrypts during its 12-hour `epoch` (seconds since 1970 // 43200)."""
+
+    __tablename__ = "session_ticket_keys"
+
+    epoch: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    key_sealed: bytes = Field(sa_type=LargeBinary)
+    created_at: dt.datetime = _time()

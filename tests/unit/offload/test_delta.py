@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from offload.delta import DeltaEncoder, Materials
-from offload.spec import Backend, CertChain, ListenerSpec, Snapshot
+from offload.spec import Backend, CertChain, ListenerSpec, Snapshot, TicketKey
 
 BACKENDS = (Backend("127.0.0.1", 9),)
 
@@ -71,3 +71,15 @@ def test_worker_rebuilds_the_parents_specs_from_changes_and_a_full_state() -> No
     fresh = Materials()
     assert fresh.receive(encoder.full()) == specs
     assert len(fresh) == len({c for s in specs for c in (s.default_cert, *s.additional_certs)})
+
+
+def test_ticket_keys_travel_only_when_they_change() -> None:
+    """Session ticket keys go out with the first change and each rotation, not otherwise;
+    a new worker's full state carries the current ones."""
+    encoder, specs = DeltaEncoder(), tuple(_inventory(3, 1))
+    first, second = TicketKey.generate(), TicketKey.generate()
+    assert encoder.change(Snapshot(1, specs, (first,))).ticket_keys == (first,)
+    assert encoder.change(Snapshot(2, specs, (first,))).ticket_keys is None
+    rotated = encoder.change(Snapshot(3, specs, (second, first)))
+    assert rotated.ticket_keys == (second, first) and rotated.listeners == ()
+    assert encoder.full().ticket_keys == (second, first)

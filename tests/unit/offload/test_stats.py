@@ -24,12 +24,13 @@ def test_handshake_lands_in_its_bucket() -> None:
 def test_stats_sum_over_workers() -> None:
     """Two workers' counters add up per listener; listeners only one saw are kept."""
     one, two = ListenerStats(), ListenerStats()
-    one.total, one.bytes_in, one.failures["timeout"] = 2, 10, 1
-    two.total, two.bytes_out, two.failures["timeout"] = 3, 7, 2
+    one.total, one.bytes_in, one.failures["timeout"], one.resumptions = 2, 10, 1, 1
+    two.total, two.bytes_out, two.failures["timeout"], two.resumptions = 3, 7, 2, 2
     total = ProxyStats({"a": one.freeze()}) + ProxyStats({"a": two.freeze(), "b": two.freeze()})
     assert total.get("a").total == 5
     assert (total.get("a").bytes_in, total.get("a").bytes_out) == (10, 7)
     assert total.get("a").failure("timeout") == 3
+    assert total.get("a").resumptions == 3
     assert total.get("b").total == 3
     assert total.get("missing").total == 0
 
@@ -45,6 +46,7 @@ def test_collector_of_a_proxy_not_running_exports_empty_families() -> None:
         "certwatch_offload_handshake_failures_total counter",
         "certwatch_offload_bytes_total counter",
         "certwatch_offload_handshake_duration_seconds histogram",
+        "certwatch_offload_tls_resumptions_total counter",
     ):
         assert f"# TYPE {name}" in text
     assert "listener_id=" not in text

@@ -35,10 +35,9 @@ SUITES = [
         (["TLSv1.1", "TLSv1.2"], STRONG + LEGACY, ["DES-CBC3-SHA"]),
         (["TLSv1.2"], STRONG + LEGACY, ["DES-CBC3-SHA"]),
         (["TLSv1.2"], STRONG, []),
-        (["TLSv1.2", "TLSv1.3"], STRONG + SUITES,
-         ["TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256"]),
-        (["TLSv1.3"], ["TLS_AES_128_GCM_SHA256"],
-         ["TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]),
+        (["TLSv1.2", "TLSv1.3"], STRONG + SUITES, []),
+        (["TLSv1.3"], ["TLS_AES_128_GCM_SHA256"], []),
+        (["TLSv1.3"], ["TLS_AES_128_CCM_8_SHA256"], []),
         (["TLSv1.0"], ["ECDHE-RSA-AES128-GCM-SHA256"], ["TLSv1.0"]),
         (["TLSv1.2"], ["DES-CBC3-SHA"], ["TLSv1.2", "DES-CBC3-SHA"]),
     ],
@@ -46,7 +45,8 @@ SUITES = [
 def test_unenforceable_on_this_openssl(
     versions: list[str], ciphers: list[str], expected: list[str]
 ) -> None:
-    """3DES, CCM suites, suite restriction and versions without usable ciphers are reported."""
+    """Only 3DES and versions without a usable cipher are reported: every TLS 1.3 suite,
+    CCM ones included, is set."""
     assert unenforceable(versions, ciphers) == expected
 
 
@@ -87,3 +87,10 @@ def test_build_context_plain_tcp_has_none() -> None:
         "lsn-1", "127.0.0.1", 1, CertChain(leaf.chain_pem, leaf.key_pem), (), protocol="TCP"
     )
     assert build_context(spec) is None
+
+
+def test_policy_context_offers_exactly_the_policy_suites() -> None:
+    """The TLS 1.3 suites offered are the policy's, CCM included, and no default one."""
+    ctx = policy_context(["TLSv1.3"], ["TLS_AES_128_CCM_8_SHA256", "TLS_AES_256_GCM_SHA384"])
+    suites = [c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.3"]
+    assert sorted(suites) == ["TLS_AES_128_CCM_8_SHA256", "TLS_AES_256_GCM_SHA384"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.tlscontext import TlsContext
+from offload.tlscontext import TicketKeys, TlsContext
 from tests.certfactory import Issued, Pki, make_pki
 
 
@@ -116,3 +116,26 @@ def test_dropping_it_unhooks_the_callback(
     del tls
     assert _served_name(base, pki, "other.example") == "default.example"
 
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [[b"x" * 79], [b"x" * 80] * 2, [bytes([i]) * 80 for i in range(5)]],
+    ids=["short", "same-name", "too-many"],
+)
+def test_ticket_keys_refuse_bad_material(keys: list[bytes]) -> None:
+    """A key of the wrong size, two keys of one name or more than four keys are refused, and
+    the ring keeps what it had."""
+    ring = TicketKeys()
+    ring.set([b"k" * 80])
+    with pytest.raises(ValueError):
+        ring.set(keys)
+    assert len(ring) == 1
+
+
+def test_session_id_context_longer_than_openssl_allows_is_refused(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """A session id context over 32 bytes is an error, not silently cut."""
+    with pytest.raises(ValueError):
+        TlsContext(contexts[0], session_id_context=b"s" * 33)
