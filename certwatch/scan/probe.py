@@ -2,7 +2,8 @@
 
 The handshake runs over a memory BIO so that the served chain is read even when the server
 then refuses us (a mutual-TLS listener asks for a client certificate the probe does not have).
-Chain verification is `x509.verify_served_chain`, the same rule rotation uses.
+Chain verification is `pki.verify.verify_chain`, the same rule uploads and rotation use; its
+strict-profile findings travel with the outcome as warnings.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from cryptography import x509 as cx509
 
 from certwatch.pki import x509
+from certwatch.pki.verify import verify_chain
 
 WILDCARD_LABEL = "probe"
 _WILDCARD_ADDRESSES = {"0.0.0.0": "127.0.0.1", "::": "::1"}
@@ -51,6 +53,7 @@ class ProbeOutcome:
     chain: tuple[cx509.Certificate, ...] = field(default=())
     chain_error: str | None = None
     error: str | None = None
+    findings: tuple[str, ...] = ()
 
     @property
     def leaf(self) -> cx509.Certificate | None:
@@ -125,8 +128,11 @@ async def probe(
     chain = _served_chain(obj)
     if not chain:
         return ProbeOutcome(target, False, error=error or "the server sent no certificate")
-    chain_error = x509.verify_served_chain(list(chain), roots, now, target.server_name)
-    return ProbeOutcome(target, True, chain=chain, chain_error=chain_error, error=error)
+    verdict = verify_chain(chain, roots, now, target.server_name)
+    return ProbeOutcome(
+        target, True, chain=chain, chain_error=verdict.problem, error=error,
+        findings=verdict.findings,
+    )
 
 
 async def probe_all(

@@ -73,6 +73,7 @@ def _probe_row(outcome: ProbeOutcome, expected: str | None, now: dt.datetime) ->
         chain_complete=outcome.chain_complete,
         matches_configured=matches,
         error=outcome.error or outcome.chain_error,
+        warnings=[f"NotStrictlyCompliant: {finding}" for finding in outcome.findings],
         probed_at=now,
     )
 
