@@ -139,6 +139,11 @@ class StoreCollector(Collector):
             "The served chain verified to a trusted root (1) or not",
             labels,
         )
+        taken = _gauge(
+            "certwatch_probe_timestamp_seconds",
+            "When the last recorded probe result was taken",
+            labels,
+        )
         matches = _gauge(
             "certwatch_probe_matches_configured",
             "The served leaf is the configured one (1) or not",
@@ -148,13 +153,14 @@ class StoreCollector(Collector):
             key = [row.target, row.server_name]
             success.add_metric(key, float(row.success))
             complete.add_metric(key, float(row.chain_complete))
+            taken.add_metric(key, row.probed_at.timestamp())
             if row.served_not_after is not None:
                 served.add_metric(key, row.served_not_after.timestamp())
             if row.listener_id is not None and row.matches_configured is not None:
                 matches.add_metric(
                     [row.listener_id, row.server_name], float(row.matches_configured)
                 )
-        yield from (success, served, complete, matches)
+        yield from (success, served, complete, taken, matches)
 
     def _scans(self, session: Session) -> Iterator[Metric]:
         last = session.exec(
