@@ -5,6 +5,8 @@ the verdict of this host's TLS clients (curl, Python's `ssl`). The verifier runs
 client sets it up (`X509_STORE_CTX_set_default(ctx, "ssl_server")`: purpose and trust of a
 server certificate), without `X509_V_FLAG_PARTIAL_CHAIN`, at a time given by the caller.
 Every call clears OpenSSL's per-thread error queue so that `ssl` never sees our errors.
+Building an X509_STORE is slow in OpenSSL 3.0 (quadratic in the roots), so the last few
+stores are kept, keyed by the roots' digest, and each call holds a reference while it runs.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import hashlib
 import ssl
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,12 +25,14 @@ X509_V_FLAG_X509_STRICT = 0x20
 _NO_PARTIAL_WILDCARDS = 0x4
 _VerifyCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
 _P = ctypes.c_void_p
+_KEPT_STORES = 4
 
 _SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
     "d2i_X509": (_P, [_P, ctypes.POINTER(ctypes.c_char_p), ctypes.c_long]),
     "X509_free": (None, [_P]),
     "X509_STORE_new": (_P, []),
     "X509_STORE_free": (None, [_P]),
+    "X509_STORE_up_ref": (ctypes.c_int, [_P]),
     "X509_STORE_add_cert": (ctypes.c_int, [_P, _P]),
     "OPENSSL_sk_new_null": (_P, []),
     "OPENSSL_sk_push": (ctypes.c_int, [_P, _P]),
@@ -110,6 +116,45 @@ def _parse(lib: ctypes.CDLL, der: bytes) -> int:
     return int(handle)
 
 
+@dataclass(frozen=True)
+class _Store:
+    handle: int
+    roots: dict[int, int]  # X509* of each root -> its index in the roots given
+
+
+_stores: dict[bytes, _Store] = {}
+_stores_lock = threading.Lock()
+
+
+def _build_store(lib: ctypes.CDLL, roots: Sequence[bytes]) -> _Store:
+    store = lib.X509_STORE_new()
+    if not store:
+        raise MemoryError("OpenSSL could not allocate a trust store")
+    where: dict[int, int] = {}
+    try:
+        for index, der in enumerate(roots):
+            handle = _parse(lib, der)
+            where[handle] = index
+            lib.X509_STORE_add_cert(store, handle)
+            lib.X509_free(handle)  # the store holds its own reference
+    except ValueError:
+        lib.X509_STORE_free(store)
+        raise
+    return _Store(int(store), where)
+
+
+def _acquire(lib: ctypes.CDLL, roots: Sequence[bytes]) -> _Store:
+    """A store of `roots` with one reference taken for the caller (free it after use)."""
+    key = hashlib.sha256(b"".join(len(d).to_bytes(4, "big") + d for d in roots)).digest()
+    with _stores_lock:
+        store = _stores.pop(key, None) or _build_store(lib, roots)
+        _stores[key] = store
+        while len(_stores) > _KEPT_STORES:
+            lib.X509_STORE_free(_stores.pop(next(iter(_stores))).handle)
+        lib.X509_STORE_up_ref(store.handle)
+    return store
+
+
 def verify(
     chain: Sequence[bytes],
     roots: Sequence[bytes],
@@ -128,26 +173,23 @@ def verify(
         raise ValueError("an empty chain")
     lib = _lib()
     owned: list[int] = []
-    store = lib.X509_STORE_new()
+    store = _acquire(lib, roots)
     untrusted = lib.OPENSSL_sk_new_null()
     ctx = lib.X509_STORE_CTX_new()
     failures: list[Failure] = []
     try:
-        if not (store and untrusted and ctx):
+        if not (untrusted and ctx):
             raise MemoryError("OpenSSL could not allocate a verification context")
-        where: dict[int, tuple[int | None, int | None]] = {}
-        for index, der in enumerate(roots):
-            handle = _parse(lib, der)
-            owned.append(handle)
-            where.setdefault(handle, (None, index))
-            lib.X509_STORE_add_cert(store, handle)
+        where: dict[int, tuple[int | None, int | None]] = {
+            handle: (None, index) for handle, index in store.roots.items()
+        }
         for index, der in enumerate(chain):
             handle = _parse(lib, der)
             owned.append(handle)
             where[handle] = (index, None)
             if index:
                 lib.OPENSSL_sk_push(untrusted, handle)
-        if not lib.X509_STORE_CTX_init(ctx, store, owned[len(roots)], untrusted):
+        if not lib.X509_STORE_CTX_init(ctx, store.handle, owned[0], untrusted):
             raise MemoryError("OpenSSL could not initialise the verification context")
         lib.X509_STORE_CTX_set_default(ctx, b"ssl_server")
         param = lib.X509_STORE_CTX_get0_param(ctx)
@@ -190,8 +232,7 @@ def verify(
             lib.X509_STORE_CTX_free(ctx)
         if untrusted:
             lib.OPENSSL_sk_free(untrusted)
-        if store:
-            lib.X509_STORE_free(store)
+        lib.X509_STORE_free(store.handle)
         for handle in owned:
             lib.X509_free(handle)
         lib.ERR_clear_error()

@@ -11,6 +11,7 @@ after a swap all call `verify_chain`, so they cannot disagree.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,8 +93,13 @@ def _reason(
     return f"{about}: {failure.text}"
 
 
+@functools.lru_cache(maxsize=4096)
+def _der_of(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(Encoding.DER)
+
+
 def _der(certs: Sequence[x509.Certificate]) -> list[bytes]:
-    return [cert.public_bytes(Encoding.DER) for cert in certs]
+    return [_der_of(cert) for cert in certs]
 
 
 def verify_chain(
