@@ -10,10 +10,21 @@ through `Monitoring.rotations`.
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
+import ssl
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -48,6 +59,7 @@ class StoreCollector(Collector):
 
     def __init__(self, engine: Engine, thresholds: Sequence[int]) -> None:
         self._engine = engine
+        self._default_days = tuple(thresholds)
         self._thresholds = [str(d) for d in thresholds] + [EXPIRED]
 
     def describe(self) -> Iterator[Metric]:
@@ -59,6 +71,7 @@ class StoreCollector(Collector):
         with Session(self._engine) as session:
             yield from self._certificates(session)
             yield from self._listeners(session)
+            yield from self._alert_thresholds(session)
             yield from self._probes(session)
             yield from self._scans(session)
             yield from self._alerts(session)
@@ -74,18 +87,25 @@ class StoreCollector(Collector):
             "NotBefore of each certificate of the inventory",
             ("certificate_id", "common_name", "certificate_type"),
         )
-        for cert_id, common_name, cert_type, not_before, not_after in session.execute(
-            sa_select(
-                col(Certificate.id),
-                col(Certificate.common_name),
-                col(Certificate.type),
-                col(Certificate.not_before),
-                col(Certificate.not_after),
+        info = _gauge(
+            "certwatch_certificate_info",
+            "Facts of each certificate of the inventory (always 1)",
+            (
+                "certificate_id", "common_name", "issuer", "serial_number",
+                "fingerprint_sha256", "key_algorithm",
+            ),
+        )
+        for row in session.exec(select(Certificate)):
+            labels = [row.id, row.common_name, row.type]
+            after.add_metric(labels, row.not_after.timestamp())
+            before.add_metric(labels, row.not_before.timestamp())
+            info.add_metric(
+                [
+                    row.id, row.common_name, row.issuer, row.serial_number, row.fingerprint,
+                    row.key_algorithm,
+                ],
+                1.0,
             )
-        ):
-            labels = [cert_id, common_name, cert_type]
-            after.add_metric(labels, not_after.timestamp())
-            before.add_metric(labels, not_before.timestamp())
         chain = _gauge(
             "certwatch_chain_certificate_not_after_timestamp_seconds",
             "NotAfter of each chain certificate above a leaf (position 1 = first intermediate)",
@@ -100,7 +120,25 @@ class StoreCollector(Collector):
             )
         ):
             chain.add_metric([cert_id, str(position), common_name], not_after.timestamp())
-        yield from (after, chain, before)
+        yield from (after, chain, before, info)
+
+    def _alert_thresholds(self, session: Session) -> Iterator[Metric]:
+        gauge = _gauge(
+            "certwatch_certificate_alert_threshold_seconds",
+            "Each alert threshold that applies to a certificate in use, in seconds before "
+            "NotAfter (a listener's AlertThresholdsDays, else alerts.thresholds_days)",
+            ("certificate_id", "threshold"),
+        )
+        days: dict[str, set[int]] = defaultdict(set)
+        for cert_id, own in session.execute(
+            sa_select(col(ListenerCertificate.certificate_id), col(Listener.alert_thresholds_days))
+            .join(Listener, col(Listener.id) == col(ListenerCertificate.listener_id))
+        ):
+            days[cert_id].update(own if own is not None else self._default_days)
+        for cert_id in sorted(days):
+            for threshold in sorted(days[cert_id], reverse=True):
+                gauge.add_metric([cert_id, str(threshold)], threshold * 86400.0)
+        yield gauge
 
     def _listeners(self, session: Session) -> Iterator[Metric]:
         gauge = _gauge(
@@ -139,6 +177,11 @@ class StoreCollector(Collector):
             "The served chain verified to a trusted root (1) or not",
             labels,
         )
+        taken = _gauge(
+            "certwatch_probe_timestamp_seconds",
+            "When the last recorded probe result was taken",
+            labels,
+        )
         matches = _gauge(
             "certwatch_probe_matches_configured",
             "The served leaf is the configured one (1) or not",
@@ -148,13 +191,14 @@ class StoreCollector(Collector):
             key = [row.target, row.server_name]
             success.add_metric(key, float(row.success))
             complete.add_metric(key, float(row.chain_complete))
+            taken.add_metric(key, row.probed_at.timestamp())
             if row.served_not_after is not None:
                 served.add_metric(key, row.served_not_after.timestamp())
             if row.listener_id is not None and row.matches_configured is not None:
                 matches.add_metric(
                     [row.listener_id, row.server_name], float(row.matches_configured)
                 )
-        yield from (success, served, complete, matches)
+        yield from (success, served, complete, taken, matches)
 
     def _scans(self, session: Session) -> Iterator[Metric]:
         last = session.exec(
@@ -236,6 +280,17 @@ class Monitoring:
     ) -> None:
         self.notifier = Notifier(urls)
         registry.register(StoreCollector(engine, thresholds))
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        Gauge(
+            "certwatch_build_info",
+            "certwatch's version and the Python and OpenSSL it runs on (always 1)",
+            ["version", "python", "openssl"],
+            registry=registry,
+        ).labels(
+            importlib.metadata.version("certwatch"), platform.python_version(), ssl.OPENSSL_VERSION
+        ).set(1)
         self.scan_duration = Histogram(
             "certwatch_scan_duration_seconds",
             "How long scans took (observed by the node that ran them)",

@@ -85,7 +85,7 @@ def store_certificate(
         key_size=info.key_size,
         signature_algorithm=info.signature_algorithm,
         chain_length=len(chain),
-        warnings=x509.cert_warnings(chain, roots),
+        warnings=x509.cert_warnings(chain, roots, change.now),
         created_at=change.now,
     )
     change.session.add(row)

@@ -97,11 +97,13 @@ def issue(
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
     client: bool = False,
+    aki: bool = True,
 ) -> Issued:
     """Issue a certificate for DNS `names` (or an IP), self-signed when no `issuer`.
 
     Validity runs from `not_before` (default: an hour ago) to `not_after`
     (default: `days` from now); expired or not-yet-valid windows are allowed.
+    `aki=False` leaves out the Authority Key Identifier, as some private CAs do.
     """
     private_key = make_key(key)
     start = not_before or _now() - dt.timedelta(hours=1)
@@ -122,7 +124,7 @@ def issue(
             x509.SubjectKeyIdentifier.from_public_key(private_key.public_key()), critical=False
         )
     )
-    if issuer is not None:
+    if issuer is not None and aki:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
             critical=False,
@@ -175,6 +177,7 @@ class Pki:
 
     root: Issued
     intermediate: Issued
+    aki: bool = True
 
     @property
     def root_pem(self) -> str:
@@ -183,11 +186,14 @@ class Pki:
 
     def leaf(self, *names: str, **kwargs: object) -> Issued:
         """A server leaf under the intermediate; its chain_pem carries the intermediate."""
-        return self.intermediate.issue(*names, **kwargs)
+        return self.intermediate.issue(*names, **{"aki": self.aki, **kwargs})
 
 
-def make_pki(name: str = "certwatch test", key: str = "ec256") -> Pki:
-    """A fresh two-level PKI (root → intermediate) valid for ten years."""
+def make_pki(name: str = "certwatch test", key: str = "ec256", aki: bool = True) -> Pki:
+    """A fresh two-level PKI (root → intermediate) valid for ten years; `aki=False`: no
+    certificate below the root carries an Authority Key Identifier."""
     root = issue(common_name=f"{name} root CA", ca=True, key=key, days=3650)
-    intermediate = root.issue(common_name=f"{name} intermediate CA", ca=True, key=key, days=3000)
-    return Pki(root=root, intermediate=intermediate)
+    intermediate = root.issue(
+        common_name=f"{name} intermediate CA", ca=True, key=key, days=3000, aki=aki
+    )
+    return Pki(root=root, intermediate=intermediate, aki=aki)

@@ -1,7 +1,7 @@
 """The x509 layer: parse PEM, check keys and chains, describe certificates, warn, verify.
 
 Pure functions over `cryptography` objects; anything time-dependent takes `now`.
-Roots and served-chain verification live in `certwatch.truststore` and are re-exported.
+Roots live in `certwatch.pki.truststore` and are re-exported; the chain rule is `pki.verify`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
-from certwatch.pki.truststore import load_bundle, system_roots, verify_served_chain
+from certwatch.pki.truststore import load_bundle, system_roots
+from certwatch.pki.verify import verify_chain
 
 __all__ = [
     "CertInfo",
@@ -43,7 +44,6 @@ __all__ = [
     "status",
     "system_roots",
     "to_pem",
-    "verify_served_chain",
 ]
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -318,9 +318,14 @@ def is_weak(cert: x509.Certificate) -> bool:
 
 
 def cert_warnings(
-    chain: list[x509.Certificate], known_roots: Sequence[x509.Certificate]
+    chain: list[x509.Certificate], known_roots: Sequence[x509.Certificate], now: dt.datetime
 ) -> list[str]:
-    """Sorted unique warnings: WeakKey, Sha1Signature (SHA-1 or MD5, non-root), IncompleteChain."""
+    """Sorted unique warnings: WeakKey, Sha1Signature (SHA-1 or MD5, non-root), IncompleteChain
+    (no path to a known root), `NotStrictlyCompliant: <finding>` (one per strict finding).
+
+    The chain rule is `verify_chain` at `now`; a self-signed certificate the upload carries
+    counts as a root (the uploader names it), and an expired chain is not an incomplete one.
+    """
     warnings: set[str] = set()
     for cert in chain:
         if is_weak(cert):
@@ -329,9 +334,11 @@ def cert_warnings(
         if weak_hash and not _signed_by(cert, cert):
             warnings.add("Sha1Signature")
     if chain:
-        last = chain[-1]
-        if not any(_signed_by(last, c) for c in [*chain, *known_roots]):
+        carried = [cert for cert in chain if _signed_by(cert, cert)]
+        verdict = verify_chain(chain, [*known_roots, *carried], now)
+        if verdict.incomplete:
             warnings.add("IncompleteChain")
+        warnings.update(f"NotStrictlyCompliant: {finding}" for finding in verdict.findings)
     return sorted(warnings)
 
 

@@ -17,6 +17,7 @@ from cryptography import x509 as cx509
 
 from certwatch.clock import rfc3339
 from certwatch.pki import x509
+from certwatch.pki.verify import verify_chain
 from offload.sni import name_matches
 
 T = TypeVar("T")
@@ -77,9 +78,9 @@ def offer_problem(
             f"weak key: {info.key_algorithm} {info.key_size} bits "
             f"(CN={info.common_name or info.subject})"
         )
-    chain_error = x509.verify_served_chain(list(offer.chain), roots, now, None)
-    if chain_error is not None:
-        return f"the chain does not verify to a trusted root: {chain_error}"
+    verdict = verify_chain(offer.chain, roots, now)
+    if verdict.problem is not None:
+        return f"the chain does not verify to a trusted root: {verdict.problem}"
     return None
 
 

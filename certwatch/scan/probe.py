@@ -2,7 +2,12 @@
 
 The handshake runs over a memory BIO so that the served chain is read even when the server
 then refuses us (a mutual-TLS listener asks for a client certificate the probe does not have).
-Chain verification is `x509.verify_served_chain`, the same rule rotation uses.
+Chain verification is `pki.verify.verify_chain`, the same rule uploads and rotation use; its
+strict-profile findings travel with the outcome as warnings.
+
+One refused handshake is not an outage: a probe that gets no certificate is tried again, up
+to `ATTEMPTS` times (each within the time limit, `RETRY_PAUSE` seconds apart), and its outcome
+carries the time it was taken (`taken_at`, the clock read when the last attempt ended).
 """
 
 from __future__ import annotations
@@ -11,12 +16,16 @@ import asyncio
 import datetime as dt
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cryptography import x509 as cx509
 
+from certwatch import clock
 from certwatch.pki import x509
+from certwatch.pki.verify import verify_chain
 
+ATTEMPTS = 3
+RETRY_PAUSE = 0.25
 WILDCARD_LABEL = "probe"
 _WILDCARD_ADDRESSES = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
@@ -48,9 +57,12 @@ class ProbeOutcome:
 
     target: ProbeTarget
     success: bool
+    taken_at: dt.datetime
+    attempts: int = 1
     chain: tuple[cx509.Certificate, ...] = field(default=())
     chain_error: str | None = None
     error: str | None = None
+    findings: tuple[str, ...] = ()
 
     @property
     def leaf(self) -> cx509.Certificate | None:
@@ -112,21 +124,43 @@ async def _handshake(target: ProbeTarget, ctx: ssl.SSLContext) -> tuple[ssl.SSLO
     return obj, error
 
 
-async def probe(
+async def _attempt(
     target: ProbeTarget, roots: Sequence[cx509.Certificate], now: dt.datetime, time_limit: float
 ) -> ProbeOutcome:
-    """Handshake with one endpoint; a failure is a result, never an exception."""
     try:
         obj, error = await asyncio.wait_for(_handshake(target, _client_context()), time_limit)
     except TimeoutError:
-        return ProbeOutcome(target, False, error=f"no TLS handshake within {time_limit:g}s")
+        return ProbeOutcome(
+            target, False, clock.now(), error=f"no TLS handshake within {time_limit:g}s"
+        )
     except OSError as exc:
-        return ProbeOutcome(target, False, error=f"cannot connect: {exc.strerror or exc}")
+        return ProbeOutcome(
+            target, False, clock.now(), error=f"cannot connect: {exc.strerror or exc}"
+        )
     chain = _served_chain(obj)
     if not chain:
-        return ProbeOutcome(target, False, error=error or "the server sent no certificate")
-    chain_error = x509.verify_served_chain(list(chain), roots, now, target.server_name)
-    return ProbeOutcome(target, True, chain=chain, chain_error=chain_error, error=error)
+        return ProbeOutcome(
+            target, False, clock.now(), error=error or "the server sent no certificate"
+        )
+    verdict = verify_chain(chain, roots, now, target.server_name)
+    return ProbeOutcome(
+        target, True, clock.now(), chain=chain, chain_error=verdict.problem, error=error,
+        findings=verdict.findings,
+    )
+
+
+async def probe(
+    target: ProbeTarget, roots: Sequence[cx509.Certificate], now: dt.datetime, time_limit: float
+) -> ProbeOutcome:
+    """Handshake with one endpoint, retried while it fails (see the module docstring); a
+    failure is a result, never an exception."""
+    outcome = await _attempt(target, roots, now, time_limit)
+    for attempt in range(2, ATTEMPTS + 1):
+        if outcome.success:
+            break
+        await asyncio.sleep(RETRY_PAUSE)
+        outcome = replace(await _attempt(target, roots, now, time_limit), attempts=attempt)
+    return outcome
 
 
 async def probe_all(

@@ -10,7 +10,8 @@ hosts go in brackets: `"[::1]:8443/example.com"`. Metrics label them `target="ho
 A probe sent without SNI is stored and labelled with `server_name=""`.
 
 Each scan replaces every stored result (`probe_results`), so a deleted listener or target
-leaves the metrics. A failed probe (refused, timeout, no certificate) is a result, not an error.
+leaves the metrics. A failed probe (refused, timeout, no certificate; after the probe's own
+retries) is a result, not an error; each row carries the time its probe was taken.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def parse_target(text: str) -> ProbeTarget:
     return ProbeTarget(address, host, int(port), name or None)
 
 
-def _probe_row(outcome: ProbeOutcome, expected: str | None, now: dt.datetime) -> ProbeResult:
+def _probe_row(outcome: ProbeOutcome, expected: str | None) -> ProbeResult:
     target = outcome.target
     leaf = outcome.leaf
     matches = None
@@ -77,7 +78,8 @@ def _probe_row(outcome: ProbeOutcome, expected: str | None, now: dt.datetime) ->
         chain_complete=outcome.chain_complete,
         matches_configured=matches,
         error=outcome.error or outcome.chain_error,
-        probed_at=now,
+        warnings=[f"NotStrictlyCompliant: {finding}" for finding in outcome.findings],
+        probed_at=outcome.taken_at,
     )
 
 
@@ -126,7 +128,7 @@ def probe_everything(
             [t for t, _ in planned], roots, now, scan.probe_timeout, scan.probe_concurrency
         )
         rows.extend(
-            _probe_row(o, expected, now) for o, (_, expected) in zip(outcomes, planned, strict=True)
+            _probe_row(o, expected) for o, (_, expected) in zip(outcomes, planned, strict=True)
         )
     if not store:
         return rows

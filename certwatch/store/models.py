@@ -270,6 +270,7 @@ class ProbeResult(SQLModel, table=True):
     chain_complete: bool = False
     matches_configured: bool | None = None
     error: str | None = _text(default=None, nullable=True)
+    warnings: list[str] = _json(default_factory=list)
     probed_at: dt.datetime = _time()
 
 

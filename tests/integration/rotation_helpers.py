@@ -81,9 +81,12 @@ class Env:
         self.echo.stop()
 
 
-def make_env(tmp_path: Path, old_days: float = 10, **rotation: Any) -> Env:
-    """Start a proxy, an echo backend and a service; upload the root CA; create a listener."""
-    pki = make_pki("rotation")
+def make_env(
+    tmp_path: Path, old_days: float = 10, pki: Pki | None = None, **rotation: Any
+) -> Env:
+    """Start a proxy, an echo backend and a service; upload the root CA of `pki` (default: a
+    fresh one); create a listener."""
+    pki = pki or make_pki("rotation")
     echo = EchoServer()
     echo_port = echo.start()
     proxy = ProxyControl(1)

@@ -38,6 +38,7 @@ SPEC_METRICS = (
     "certwatch_probe_certificate_not_after_timestamp_seconds",
     "certwatch_probe_chain_complete",
     "certwatch_probe_matches_configured",
+    "certwatch_probe_timestamp_seconds",
     "certwatch_scan_last_success_timestamp_seconds",
     "certwatch_scan_duration_seconds_bucket",
     "certwatch_alerts_sent_total",

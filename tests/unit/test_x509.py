@@ -16,6 +16,7 @@ from tests.certfactory import Issued, Pki, issue, make_pki
 
 NOW = dt.datetime(2026, 11, 27, 0, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
+AT = dt.datetime.now(dt.UTC)  # inside the validity of certificates issued by the fixtures
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +252,7 @@ def test_warning_weak_key(pki: Pki) -> None:
     leaf = pki.leaf("a.example.com", key="rsa1024")
     assert cx.is_weak(leaf.cert)
     assert not cx.is_weak(pki.leaf("a.example.com", key="rsa2048").cert)
-    assert cx.cert_warnings([leaf.cert, pki.intermediate.cert], [pki.root.cert]) == ["WeakKey"]
+    assert cx.cert_warnings([leaf.cert, pki.intermediate.cert], [pki.root.cert], AT) == ["WeakKey"]
 
 
 def test_warning_sha1_signature(rsa_pki: Pki) -> None:
@@ -259,36 +260,53 @@ def test_warning_sha1_signature(rsa_pki: Pki) -> None:
     sha1_leaf = _sha1_resign(rsa_pki.leaf("old.example.com"), rsa_pki.intermediate)
     assert cx.describe(sha1_leaf).signature_algorithm == "sha1WithRSAEncryption"
     chain = [sha1_leaf, rsa_pki.intermediate.cert]
-    assert cx.cert_warnings(chain, [rsa_pki.root.cert]) == ["Sha1Signature"]
+    assert cx.cert_warnings(chain, [rsa_pki.root.cert], AT) == ["Sha1Signature"]
 
 
 def test_warning_incomplete_chain(pki: Pki) -> None:
     """A leaf without its intermediate is IncompleteChain even when the root is known."""
     leaf = pki.leaf("a.example.com")
-    assert cx.cert_warnings([leaf.cert], [pki.root.cert]) == ["IncompleteChain"]
-    assert cx.cert_warnings([leaf.cert], []) == ["IncompleteChain"]
+    assert cx.cert_warnings([leaf.cert], [pki.root.cert], AT) == ["IncompleteChain"]
+    assert cx.cert_warnings([leaf.cert], [], AT) == ["IncompleteChain"]
 
 
 def test_warning_complete_chain(pki: Pki) -> None:
     """Leaf + intermediate with the root known, a full chain, or a self-signed cert: no warning."""
     leaf = pki.leaf("a.example.com")
-    assert cx.cert_warnings([leaf.cert, pki.intermediate.cert], [pki.root.cert]) == []
-    assert cx.cert_warnings([leaf.cert, pki.intermediate.cert, pki.root.cert], []) == []
-    assert cx.cert_warnings([issue("self.example.com").cert], []) == []
+    assert cx.cert_warnings([leaf.cert, pki.intermediate.cert], [pki.root.cert], AT) == []
+    assert cx.cert_warnings([leaf.cert, pki.intermediate.cert, pki.root.cert], [], AT) == []
+    assert cx.cert_warnings([issue("self.example.com").cert], [], AT) == []
+
+
+def test_warning_not_strictly_compliant_without_aki() -> None:
+    """A chain without AKIs is complete but NotStrictlyCompliant, saying why."""
+    lax = make_pki("lax", aki=False)
+    chain = [lax.leaf("a.example.com").cert, lax.intermediate.cert]
+    assert cx.cert_warnings(chain, [lax.root.cert], AT) == [
+        "NotStrictlyCompliant: certificate 1 (CN=a.example.com): Missing Authority Key Identifier",
+        "NotStrictlyCompliant: certificate 2 (CN=lax intermediate CA): "
+        "Missing Authority Key Identifier",
+    ]
+
+
+def test_warning_expired_chain_is_not_incomplete(pki: Pki) -> None:
+    """An expired upload with its intermediate is not called IncompleteChain."""
+    chain = [pki.leaf("a.example.com", days=1).cert, pki.intermediate.cert]
+    assert cx.cert_warnings(chain, [pki.root.cert], AT + 2 * DAY) == []
 
 
 def test_warning_root_matched_by_signature_not_only_name(pki: Pki) -> None:
     """A known root with the issuer's name but another key does not complete the chain."""
     fake_root = issue(common_name="certwatch test root CA", ca=True)
     chain = [pki.leaf("a.example.com").cert, pki.intermediate.cert]
-    assert cx.cert_warnings(chain, [fake_root.cert]) == ["IncompleteChain"]
+    assert cx.cert_warnings(chain, [fake_root.cert], AT) == ["IncompleteChain"]
 
 
 def test_warnings_sorted_unique(pki: Pki) -> None:
     """Several problems give each code once, sorted."""
     weak = pki.leaf("a.example.com", key="rsa1024")
     weak2 = weak.issue("b.example.com", key="rsa1024")
-    assert cx.cert_warnings([weak2.cert, weak.cert], []) == ["IncompleteChain", "WeakKey"]
+    assert cx.cert_warnings([weak2.cert, weak.cert], [], AT) == ["IncompleteChain", "WeakKey"]
 
 
 # --- status and days ------------------------------------------------------------------------
@@ -313,55 +331,7 @@ def test_days_remaining_floors() -> None:
     assert cx.days_remaining(NOW - 2 * DAY, NOW) == -2
 
 
-# --- served-chain verification --------------------------------------------------------------
-
-def test_verify_served_chain_ok(pki: Pki) -> None:
-    """Leaf + intermediate verify to the trusted root, with and without a server name."""
-    leaf = pki.leaf("a.example.com", "192.0.2.7")
-    chain = [leaf.cert, pki.intermediate.cert]
-    now = dt.datetime.now(dt.UTC)
-    assert cx.verify_served_chain(chain, [pki.root.cert], now, "a.example.com") is None
-    assert cx.verify_served_chain(chain, [pki.root.cert], now, "192.0.2.7") is None
-    assert cx.verify_served_chain(chain, [pki.root.cert], now, None) is None
-
-
-def test_verify_served_chain_missing_intermediate(pki: Pki) -> None:
-    """Without the intermediate no path is built."""
-    leaf = pki.leaf("a.example.com")
-    now = dt.datetime.now(dt.UTC)
-    for name in ("a.example.com", None):
-        assert cx.verify_served_chain([leaf.cert], [pki.root.cert], now, name) == (
-            "unable to build a path to a trusted root")
-
-
-def test_verify_served_chain_untrusted_root(pki: Pki) -> None:
-    """A chain to a root that is not trusted fails; an empty root list too."""
-    leaf = pki.leaf("a.example.com")
-    other = make_pki("other")
-    chain = [leaf.cert, pki.intermediate.cert]
-    now = dt.datetime.now(dt.UTC)
-    assert cx.verify_served_chain(chain, [other.root.cert], now, "a.example.com") == (
-        "unable to build a path to a trusted root")
-    assert cx.verify_served_chain(chain, [], now, "a.example.com") == "no trusted roots"
-
-
-def test_verify_served_chain_expired(pki: Pki) -> None:
-    """A leaf past its not_after at `now` is reported expired."""
-    leaf = pki.leaf("a.example.com", days=10)
-    later = dt.datetime.now(dt.UTC) + 11 * DAY
-    chain = [leaf.cert, pki.intermediate.cert]
-    assert cx.verify_served_chain(chain, [pki.root.cert], later, "a.example.com") == "expired"
-    assert cx.verify_served_chain(chain, [pki.root.cert], later, None) == "expired"
-
-
-def test_verify_served_chain_name_mismatch(pki: Pki) -> None:
-    """A server name the leaf does not cover is a name mismatch."""
-    leaf = pki.leaf("a.example.com")
-    now = dt.datetime.now(dt.UTC)
-    reason = cx.verify_served_chain([leaf.cert, pki.intermediate.cert], [pki.root.cert], now,
-                                    "b.example.com")
-    assert reason == "name mismatch"
-
+# --- trust roots ----------------------------------------------------------------------------
 
 def test_load_bundle_and_system_roots(tmp_path: object, pki: Pki) -> None:
     """load_bundle() reads every certificate of a PEM file; system_roots() returns a list."""
