@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import hashlib
 import ssl
 import threading
 from collections.abc import Sequence
@@ -122,7 +121,7 @@ class _Store:
     roots: dict[int, int]  # X509* of each root -> its index in the roots given
 
 
-_stores: dict[bytes, _Store] = {}
+_stores: dict[tuple[bytes, ...], _Store] = {}
 _stores_lock = threading.Lock()
 
 
@@ -145,7 +144,8 @@ def _build_store(lib: ctypes.CDLL, roots: Sequence[bytes]) -> _Store:
 
 def _acquire(lib: ctypes.CDLL, roots: Sequence[bytes]) -> _Store:
     """A store of `roots` with one reference taken for the caller (free it after use)."""
-    key = hashlib.sha256(b"".join(len(d).to_bytes(4, "big") + d for d in roots)).digest()
+    # The DER strings themselves are the key: their hashes are computed once per object.
+    key = tuple(roots)
     with _stores_lock:
         store = _stores.pop(key, None) or _build_store(lib, roots)
         _stores[key] = store

@@ -107,22 +107,39 @@ def verify_chain(
     roots: Sequence[x509.Certificate],
     now: dt.datetime,
     server_name: str | None = None,
+    findings: bool = True,
 ) -> Verdict:
     """Judge `chain` (leaf first, then intermediates in any order) against `roots` at `now`.
 
     With `server_name` the leaf must match it (a DNS name, or an IP address, bracketed or not).
+    `findings` False skips the strict pass (the rule alone: candidates, the live check).
+    Verdicts are kept (the same chain, roots, second and name give the same verdict), so a
+    scan or a rotation that judges one chain many times pays once.
     """
     if not chain:
         return Verdict("empty chain", incomplete=True)
     if not roots:
         return Verdict("no trusted roots", incomplete=True)
+    return _judge(
+        tuple(chain), tuple(roots), int(now.timestamp()), server_name or None, findings
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _judge(
+    chain: tuple[x509.Certificate, ...],
+    roots: tuple[x509.Certificate, ...],
+    at: int,
+    server_name: str | None,
+    with_findings: bool,
+) -> Verdict:
     host = ip = None
     if server_name:
         try:
             ip = str(ipaddress.ip_address(server_name.strip("[]")))
         except ValueError:
             host = server_name
-    served, trusted, at = _der(chain), _der(roots), int(now.timestamp())
+    served, trusted = _der(chain), _der(roots)
     try:
         failures = openssl.verify(served, trusted, at, host=host, ip=ip)
     except ValueError:
@@ -131,6 +148,8 @@ def verify_chain(
         first = failures[0]
         incomplete = first.code in _NO_PATH or first.code in _SELF_SIGNED
         return Verdict(_reason(first, chain, roots), incomplete=incomplete)
+    if not with_findings:
+        return Verdict(None)
     strict = openssl.verify(served, trusted, at, strict=True)
     findings = [f"{_about(f, chain, roots)}: {f.text}" for f in strict]
     return Verdict(None, findings=tuple(dict.fromkeys(findings)))

@@ -1,7 +1,7 @@
 """probe_results.warnings: the strict-profile findings of a served chain that verifies
 
 Revision ID: 0004_trust
-Revises: 0002
+Revises: 0005_dataplane
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_trust"
-down_revision = "0002"
+down_revision = "0005_dataplane"
 branch_labels = None
 depends_on = None
 
