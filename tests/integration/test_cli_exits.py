@@ -206,7 +206,7 @@ def test_closed_pipe_ends_quietly(service: Service, url: str, tmp_path: Path) ->
 def test_scan_prints_sentences(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`certwatch scan` prints what the scan counted as sentences, not a Python dict."""
     code, out, _ = run(capsys, "--api", url, "scan")
-    assert code == 0 and out.startswith("Scan scan-")
+    assert code == 0 and out.startswith("Scan scn-")
     assert "{" not in out and "Probes: 0 run, 0 failed." in out
 
 
