@@ -18,6 +18,7 @@ that a new epoch began, so the keys rotate even when nothing else changes.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -25,7 +26,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import delete
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
 from certwatch import clock
 from certwatch.config import ProxyConfig
@@ -34,9 +35,6 @@ from certwatch.pki import x509
 from certwatch.store.db import KeyBox
 from certwatch.store.models import (
     Certificate,
-    Listener,
-    ListenerCertificate,
-    ServerGroup,
     SessionTicketKey,
     StateRevision,
 )
@@ -110,6 +108,16 @@ class _Inputs(NamedTuple):
         return self.row.protocol != "TCPSSL" or bool(self.defaults)
 
 
+_LISTENERS = (
+    f"SELECT {', '.join(_Row._fields)} FROM listeners WHERE status = 'Running'"
+)
+_LINKS = (
+    "SELECT listener_id, role, certificate_id FROM listener_certificates "
+    "ORDER BY created_at, certificate_id"
+)
+_GROUPS = "SELECT id, servers FROM server_groups"
+
+
 class SnapshotBuilder:
     """Snapshots of every running listener, reusing the specs whose inputs did not change."""
 
@@ -127,30 +135,21 @@ class SnapshotBuilder:
 
     def build(self, session: Session, revision: int) -> Snapshot:
         """The snapshot at `revision` of the store as `session` sees it."""
-        listeners = session.execute(
-            sa_select(
-                *(col(getattr(Listener, name)) for name in _Row._fields)
-            ).where(col(Listener.status) == "Running")
-        ).all()
+        # The inputs of every running listener, read through the driver (no ORM rows): this
+        # is the one part of a build that reads the whole inventory, so it is kept lean.
+        connection = session.connection()
+        listeners = connection.exec_driver_sql(_LISTENERS).fetchall()
         links: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-        for lid, role, cid in session.exec(
-            select(
-                ListenerCertificate.listener_id, ListenerCertificate.role,
-                ListenerCertificate.certificate_id,
-            ).order_by(
-                col(ListenerCertificate.created_at), col(ListenerCertificate.certificate_id)
-            )
-        ):
+        for lid, role, cid in connection.exec_driver_sql(_LINKS).fetchall():
             links[lid][role].append(cid)
         servers = {
-            gid: _backends(group_servers)
-            for gid, group_servers in session.execute(
-                sa_select(col(ServerGroup.id), col(ServerGroup.servers))
-            )
+            gid: _backends(json.loads(group) if isinstance(group, str | bytes) else group)
+            for gid, group in connection.exec_driver_sql(_GROUPS).fetchall()
         }
         inputs: dict[str, _Inputs] = {}
         for columns in listeners:
-            row = _Row(*columns)
+            lid, address, port, protocol, group, policy, ca_enabled, idle = columns
+            row = _Row(lid, address, port, protocol, group, policy, bool(ca_enabled), idle)
             roles = links.get(row.id, {})
             inputs[row.id] = _Inputs(
                 row, servers.get(row.server_group_id, ()), tuple(roles.get("default", ())),

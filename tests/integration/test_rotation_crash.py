@@ -157,7 +157,7 @@ def test_kill_9_during_rotations_never_leaves_a_listener_without_its_certificate
             stop = threading.Event()
             driver = threading.Thread(target=_drive, args=(node.url, plans, stop))
             driver.start()
-            time.sleep(rng.uniform(0.05, 0.9))
+            time.sleep(rng.uniform(0.3, 1.6))
             kill(node)
             stop.set()
             driver.join(timeout=30)
