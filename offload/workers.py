@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 _CTX = multiprocessing.get_context("spawn")
 SPAWN_TIMEOUT = 15.0
 # A new worker builds every context of the whole state: allow for that on top.
-FULL_STATE_SECONDS_PER_CERTIFICATE = 0.005
+FULL_STATE_SECONDS_PER_CERTIFICATE = 0.02
 
 
 class _Handle:
