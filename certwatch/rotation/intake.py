@@ -108,4 +108,7 @@ def intake(node: Node) -> None:
             _move(group, texts, "rejected", f"Rejected ({entry.id}): {entry.reason}")
         else:
             _move(group, texts, "processed", f"{entry.status}: staged as {entry.id}")
-        log.info("staged %s as %s: %s", names, entry.id, entry.status)
+        log.info(
+            "staged %s as %s: %s", names, entry.id, entry.status,
+            extra={"staged_certificate_id": entry.id, "certificate_id": entry.certificate_id},
+        )

@@ -113,7 +113,13 @@ def settle(node: Node, event_id: str, result: str, reason: str | None) -> Outcom
             staged.set_status(session, row, "Rejected", f"rolled back: {reason}", now)
     if event.staged_certificate_id is not None:  # a rotation, not a rollback
         count(node, event.listener_id, result)
-    log.info("rotation %s on %s: %s (%s)", event_id, event.listener_id, result, reason)
+    log.info(
+        "rotation %s on %s: %s (%s)", event_id, event.listener_id, result, reason,
+        extra={
+            "listener_id": event.listener_id, "rotation_event_id": event_id,
+            "certificate_id": event.new_certificate_id, "result": result,
+        },
+    )
     return Outcome(event_id, result, reason)
 
 

@@ -170,3 +170,25 @@ def test_store_files_are_private(umask: int, tmp_path: Path) -> None:
     finally:
         service.close()
     assert _mode(data_dir) == _mode(data_dir.parent) == 0o700
+
+
+def test_a_key_only_pem_is_rejected_and_the_next_drop_is_staged(
+    staging: tuple[Service, Pki],
+) -> None:
+    """A .pem holding only a private key goes to rejected/ with its reason, and a good pair
+    sorted after it is staged in the same scan (it no longer blocks the files after it)."""
+    service, pki = staging
+    leaf = pki.leaf(NAME, days=90)
+    _drop(
+        service.config.staging_dir,
+        {"a-key-only.pem": leaf.key_pem, "b-site.crt": leaf.chain_pem, "b-site.key": leaf.key_pem},
+    )
+
+    intake(service.node)
+
+    rejected = service.config.staging_dir / "rejected"
+    reason = (rejected / "a-key-only.pem.reason").read_text()
+    assert reason.startswith("InvalidCertificate: no certificate in the file")
+    assert (service.config.staging_dir / "processed" / "b-site.crt").is_file()
+    staged = service.call("ListStagedCertificates")["StagedCertificates"]
+    assert [s["Status"] for s in staged] == ["Pending"]
