@@ -6,6 +6,7 @@ Wiring, in the order it is built:
 - monitoring (metrics, notifier) and leadership, which make the `Node`;
 - the scan hooks the leader runs before each scan — crash recovery of rotations, staging
   intake, automatic rotation — and the staged-renewal lookup alerts name;
+- the ACME order runner (started by `certwatch serve` when `[acme]` is configured);
 - the scanner, and the dispatcher that runs API actions by name for the HTTP API, the CLI's
   service and the demo.
 """
@@ -23,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from certwatch.acme.runner import OrderRunner, orders_counter
 from certwatch.api import ACTIONS
 from certwatch.api.dispatch import Dispatcher
 from certwatch.api.registry import Request
@@ -71,6 +73,7 @@ class Service:
         self.before_scan: list[ScanHook] = [recover, intake, auto_rotate]
         self.scanner = Scanner(self.node, self.before_scan, StagedRenewals(self.node))
         self.dispatch = Dispatcher(self.node, self.scanner)
+        self.acme = OrderRunner(self.node, orders_counter(self.registry))
 
     @property
     def config(self) -> Config:
