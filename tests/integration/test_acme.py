@@ -178,7 +178,8 @@ def test_http01_request_is_issued_and_enters_the_inventory_as_managed(
 def test_issued_certificate_goes_onto_the_listener_and_chains_to_pebbles_root(
     tmp_path: Path, pebble: Pebble
 ) -> None:
-    """With ListenerId, the listener serves the issued leaf, verified against Pebble's root."""
+    """With ListenerId the listener serves the issued leaf (verified against Pebble's root), and
+    RenewCertificate rotates a renewed one onto it."""
     serve = _serve(tmp_path, pebble, "http-01", key_type="rsa-2048")
     demo = make_pki("acme-test")
     first = demo.leaf("shop.example.test", days=30)
@@ -206,6 +207,17 @@ def test_issued_certificate_goes_onto_the_listener_and_chains_to_pebbles_root(
             assert request["Status"] == "Issued", (request, serve.output())
             leaf = _served_leaf(port, pebble.root_pem, "shop.example.test")
             assert ("DNS", "shop.example.test") in leaf["subjectAltName"]
+            renewal = _call(serve, "RenewCertificate", CertificateId=request["CertificateId"])
+            renewed = _issued(serve, renewal.json()["CertificateRequestId"])
+            assert renewed["Status"] == "Issued" and renewed["Renewal"], (renewed, serve.output())
+            new = _call(serve, "GetCertificate", CertificateId=renewed["CertificateId"]).json()
+            serial = new["Certificate"]["SerialNumber"].lower().lstrip("0")
+
+            def serves_renewal() -> bool:
+                served = _served_leaf(port, pebble.root_pem, "shop.example.test")
+                return str(served["serialNumber"]).lower().lstrip("0") == serial
+
+            assert eventually(serves_renewal, 30), serve.output()
         finally:
             serve.stop()
 
