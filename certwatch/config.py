@@ -12,7 +12,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
@@ -143,6 +143,35 @@ class SecretsConfig(_Section):
     key_file: str | None = None
 
 
+AcmeChallenge = Literal["tls-alpn-01", "http-01", "dns-01"]
+KeyType = Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"]
+
+
+class AcmeConfig(_Section):
+    """Issuing and renewing through an ACME server; off while `directory_url` is unset."""
+
+    directory_url: str | None = None
+    email: str | None = None
+    ca_bundle: str | None = None
+    challenge: AcmeChallenge = "tls-alpn-01"
+    http_listen: str = "0.0.0.0:80"
+    dns_hook: str | None = None
+    key_type: KeyType = "ec-p256"
+    eab_kid: str = ""
+    eab_hmac_key: str = ""
+
+    @field_validator("http_listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_address(value)
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        """Whether an ACME server is configured."""
+        return bool(self.directory_url)
+
+
 class Config(_Section):
     """The whole configuration, with the SPEC's defaults."""
 
@@ -154,6 +183,7 @@ class Config(_Section):
     rotation: RotationConfig = Field(default_factory=RotationConfig)
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
+    acme: AcmeConfig = Field(default_factory=AcmeConfig)
 
     @property
     def store_url(self) -> str:

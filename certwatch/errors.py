@@ -7,6 +7,7 @@
     │   CertificateNotYetValid
     ├── limits and rules (400): QuotaExceeded, TooManyCertificates, IncorrectCertificateType,
     │   MissingCaCertificate, PortInUse, ResourceInUse
+    ├── ACME (400): AcmeNotConfigured, UnsupportedChallenge
     ├── NotFound (404): `<Object>NotFound`, the object named at raise time; InvalidAction (404)
     ├── Unauthorized (401)
     ├── ProxyUnavailable (503): the data plane did not take the change
@@ -116,6 +117,18 @@ class ResourceInUse(BadRequest):
     """The object is still used by a listener or a staged rotation."""
 
     code = "ResourceInUse"
+
+
+class AcmeNotConfigured(BadRequest):
+    """A certificate was requested while no ACME server is configured (`[acme]`)."""
+
+    code = "AcmeNotConfigured"
+
+
+class UnsupportedChallenge(BadRequest):
+    """The configured ACME challenge cannot prove control of a requested name."""
+
+    code = "UnsupportedChallenge"
 
 
 class NotFound(ApiError):

@@ -2,6 +2,7 @@
 the whole list of them."""
 
 from certwatch.api import (
+    acme,
     balancers,
     certificates,
     listener_certificates,
@@ -13,7 +14,7 @@ from certwatch.api import (
 from certwatch.api.registry import ACTIONS
 
 MODULES = (
-    balancers, certificates, listener_certificates, listeners, monitoring, policies, rotation,
+    acme, balancers, certificates, listener_certificates, listeners, monitoring, policies, rotation,
 )
 
 __all__ = ["ACTIONS", "MODULES"]

@@ -41,6 +41,7 @@ def certificate_view(row: Certificate, now: dt.datetime, expiring_days: int) -> 
         "SignatureAlgorithm": row.signature_algorithm,
         "ChainLength": row.chain_length,
         "Status": x509.status(row.not_before, row.not_after, now, expiring_days),
+        "Managed": row.managed,
         "Warnings": list(row.warnings),
     }
 

@@ -160,8 +160,12 @@ def run(
                 print(steps, file=sys.stderr)
             scheduler = start_scheduler(service)
             service.leadership.on_lead.append(scheduler.run_now)
+            if config.acme.enabled:
+                service.acme.start()
             if api_socket is not None and not stop.is_set():
                 server.run(sockets=[api_socket])
+            if config.acme.enabled:
+                service.acme.stop()
             scheduler.stop()
         heartbeat.stop()
     finally:

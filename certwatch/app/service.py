@@ -5,7 +5,9 @@ Wiring, in the order it is built:
   over the data plane (when this node runs one);
 - monitoring (metrics, notifier) and leadership, which make the `Node`;
 - the scan hooks the leader runs before each scan — crash recovery of rotations, staging
-  intake, automatic rotation — and the staged-renewal lookup alerts name;
+  intake, automatic rotation, ACME renewals that are due — and the staged-renewal lookup
+  alerts name;
+- the ACME order runner (started by `certwatch serve` when `[acme]` is configured);
 - the scanner, and the dispatcher that runs API actions by name for the HTTP API, the CLI's
   service and the demo.
 """
@@ -23,6 +25,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from certwatch.acme.renewal import renew_due
+from certwatch.acme.runner import OrderRunner, orders_counter
 from certwatch.api import ACTIONS
 from certwatch.api.dispatch import Dispatcher
 from certwatch.api.registry import Request
@@ -68,9 +72,10 @@ class Service:
                 self.node.is_leader, lambda: self.node.changes.revision, lambda: ping(engine)
             )
         )
-        self.before_scan: list[ScanHook] = [recover, intake, auto_rotate]
+        self.before_scan: list[ScanHook] = [recover, intake, auto_rotate, renew_due]
         self.scanner = Scanner(self.node, self.before_scan, StagedRenewals(self.node))
         self.dispatch = Dispatcher(self.node, self.scanner)
+        self.acme = OrderRunner(self.node, orders_counter(self.registry))
 
     @property
     def config(self) -> Config:

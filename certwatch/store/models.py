@@ -55,6 +55,14 @@ class RotationResult(StrEnum):
     REJECTED = "Rejected"
 
 
+class RequestStatus(StrEnum):
+    """Where an ACME certificate request stands (`Failed` is retried at `next_attempt_at`)."""
+
+    PENDING = "Pending"
+    ISSUED = "Issued"
+    FAILED = "Failed"
+
+
 class UtcDateTime(TypeDecorator[dt.datetime]):
     """A timestamp stored as naive UTC and returned aware, on SQLite and PostgreSQL alike."""
 
@@ -96,6 +104,7 @@ class Certificate(SQLModel, table=True):
     type: str = Field(index=True)
     chain_pem: str = _text()
     key_encrypted: bytes | None = Field(default=None, sa_type=LargeBinary)
+    managed: bool = False
     fingerprint: str = Field(index=True)
     common_name: str
     sans: list[str] = _json(default_factory=list)
@@ -327,3 +336,35 @@ class SessionTicketKey(SQLModel, table=True):
     epoch: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     key_sealed: bytes = Field(sa_type=LargeBinary)
     created_at: dt.datetime = _time()
+
+
+class AcmeAccount(SQLModel, table=True):
+    """The ACME account of one directory: its key (sealed by the key box) and registration."""
+
+    __tablename__ = "acme_accounts"
+
+    directory_url: str = Field(primary_key=True)
+    key_sealed: bytes = Field(sa_type=LargeBinary)
+    registration: str = _text()
+    created_at: dt.datetime = _time()
+
+
+class CertificateRequest(SQLModel, table=True):
+    """A certificate ordered through ACME (a first issue or a renewal) and how it stands."""
+
+    __tablename__ = "certificate_requests"
+
+    id: str = Field(primary_key=True)
+    domain_names: list[str] = _json(default_factory=list)
+    certificate_name: str | None = None
+    key_type: str
+    listener_id: str | None = None
+    role: str = "default"
+    renews_certificate_id: str | None = Field(default=None, index=True)
+    status: str = Field(default="Pending", index=True)
+    reason: str | None = _text(default=None, nullable=True)
+    certificate_id: str | None = None
+    failures: int = 0
+    next_attempt_at: dt.datetime = _time(index=True)
+    created_at: dt.datetime = _time()
+    updated_at: dt.datetime = _time()

@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("certwatch.node",),
     ("certwatch.scan",),
     ("certwatch.rotation",),
+    ("certwatch.acme",),
     ("certwatch.api",),
     ("certwatch.app", "certwatch"),
 )

@@ -1,0 +1,1 @@
+"""Issuing and renewing certificates through an ACME server (SPEC §12)."""
