@@ -1,7 +1,7 @@
 """acme: the ACME account, certificate requests, and which certificates certwatch manages
 
 Revision ID: 0006_acme
-Revises: 0005_dataplane
+Revises: 0004_trust
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 import certwatch.store.models
 
 revision = "0006_acme"
-down_revision = "0005_dataplane"
+down_revision = "0004_trust"
 branch_labels = None
 depends_on = None
 
