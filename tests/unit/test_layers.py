@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("certwatch.scan",),
     ("certwatch.rotation",),
     ("certwatch.api",),
+    ("certwatch.console",),
     ("certwatch.app", "certwatch"),
 )
 
