@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from certwatch.api.http import create_app
 from certwatch.app.service import Service
 from certwatch.console import mount
-from tests.certfactory import make_pki
+from tests.certfactory import Pki, make_pki
 from tests.conftest import Api, make_config
 from tests.support import free_port
 
@@ -47,9 +47,9 @@ def _csrf(html: str) -> str:
     return found.group(1)
 
 
-def _listener(api: Api) -> tuple[str, str, str]:
+def _listener(api: Api, pki: Pki | None = None) -> tuple[str, str, str]:
     """A TCPSSL listener with a default certificate; (listener id, its cert id, another id)."""
-    pki = make_pki()
+    pki = pki or make_pki()
     first = api.ok("UploadCertificate", **pki.leaf("a.example").upload_params("a"))
     second = api.ok("UploadCertificate", **pki.leaf("b.example").upload_params("b"))
     lb = api.ok("CreateLoadBalancer", LoadBalancerName="lb")["LoadBalancerId"]
@@ -170,3 +170,27 @@ def test_a_forged_session_cookie_opens_nothing(guarded: TestClient) -> None:
     guarded.cookies.set("certwatch_console", "00ff.deadbeef")
     response = guarded.get("/console/", follow_redirects=False)
     assert response.status_code == 303
+
+
+def test_over_tls_the_session_cookie_is_secure(console: TestClient) -> None:
+    """A page fetched over HTTPS sets the session cookie with Secure."""
+    response = console.get("https://testserver/console/")
+    assert "secure" in response.headers["set-cookie"].lower()
+
+
+def test_rotate_now_is_offered_only_with_a_staged_candidate(
+    console: TestClient, api: Api
+) -> None:
+    """The Manage certificates page offers `Rotate Now` once a renewal is staged for the
+    listener, and not before."""
+    pki = make_pki()
+    lid, _, _ = _listener(api, pki)
+    assert ">Rotate Now<" not in console.get(f"/console/listeners/{lid}").text
+    api.ok("UploadCertificate", **pki.root.upload_params("root", "Ca"))
+    renewal = pki.leaf("a.example", days=120)
+    staged = api.ok(
+        "StageCertificate", Certificate=renewal.chain_pem, PrivateKey=renewal.key_pem,
+        ListenerId=lid,
+    )
+    assert staged["Status"] == "Pending", staged
+    assert ">Rotate Now<" in console.get(f"/console/listeners/{lid}").text
