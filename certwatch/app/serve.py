@@ -33,6 +33,7 @@ from certwatch.app.scheduler import start_scheduler
 from certwatch.app.service import Service
 from certwatch.changes.follow import follow
 from certwatch.config import Config, ConfigError, load_config
+from certwatch.console import mount as mount_console
 from certwatch.store.cluster import is_postgres
 from offload.errors import OffloadError
 from offload.export import OffloadCollector
@@ -150,9 +151,9 @@ def run(
                     args=(service.node.changes, service.engine, config.proxy.reload_interval, stop),
                     daemon=True,
                 ).start()
-            server = _Server(
-                server_config(create_app(service), config.api, config.api.host, config.api.port)
-            )
+            app = create_app(service)
+            mount_console(app, service)
+            server = _Server(server_config(app, config.api, config.api.host, config.api.port))
             if demo_port is not None:
                 steps = demo_mode.next_steps(
                     f"http://{config.api.listen}", demo_port, config.data_dir

@@ -19,6 +19,7 @@ import uvicorn
 
 from certwatch.api.http import create_app, server_config
 from certwatch.app.service import Service
+from certwatch.console import mount as mount_console
 from tests.support import free_port
 
 
@@ -26,9 +27,9 @@ from tests.support import free_port
 def api_server(service: Service) -> Iterator[str]:
     """Serve the service's API with uvicorn on a free port; yield its base URL."""
     port = free_port()
-    server = uvicorn.Server(
-        server_config(create_app(service), service.config.api, "127.0.0.1", port)
-    )
+    app = create_app(service)
+    mount_console(app, service)
+    server = uvicorn.Server(server_config(app, service.config.api, "127.0.0.1", port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

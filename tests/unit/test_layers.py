@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("certwatch.rotation",),
     ("certwatch.acme",),
     ("certwatch.api",),
+    ("certwatch.console",),
     ("certwatch.app", "certwatch"),
 )
 
