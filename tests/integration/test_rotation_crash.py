@@ -18,7 +18,7 @@ from offload.echo import EchoServer
 from tests.certfactory import Issued, make_pki
 from tests.integration.rotation_helpers import NAMES, served_fingerprint
 from tests.integration.servers import ServeProcess
-from tests.support import free_port
+from tests.support import eventually, free_port
 
 KILLS = 8
 
@@ -77,16 +77,21 @@ def _setup(client: Client, pki: Any, echo_port: int) -> dict[str, list[str]]:
     return plans
 
 
-def _drive(api: str, plans: dict[str, list[str]], stop: threading.Event) -> None:
-    """Rotate each listener through its renewals, rolling back every other step."""
+def _drive(
+    api: str, plans: dict[str, list[str]], stop: threading.Event, done: list[str]
+) -> None:
+    """Rotate each listener through its renewals, rolling back every other step; each call
+    answered goes into `done`."""
     client = Client(api, timeout=30)
     try:
-        _steps(client, plans, stop)
+        _steps(client, plans, stop, done)
     finally:
         client.close()
 
 
-def _steps(client: Client, plans: dict[str, list[str]], stop: threading.Event) -> None:
+def _steps(
+    client: Client, plans: dict[str, list[str]], stop: threading.Event, done: list[str]
+) -> None:
     for step in range(200):
         for listener, staged in plans.items():
             if stop.is_set():
@@ -100,6 +105,7 @@ def _steps(client: Client, plans: dict[str, list[str]], stop: threading.Event) -
                         ListenerId=listener,
                         StagedCertificateId=staged[(step // 2) % len(staged)],
                     )
+                done.append(listener)
             except ApiFailure:
                 if stop.is_set():
                     return
@@ -154,10 +160,12 @@ def test_kill_9_during_rotations_never_leaves_a_listener_without_its_certificate
         plans = _setup(client, pki, echo.port)
         events_seen = 0
         for _ in range(KILLS):
-            stop = threading.Event()
-            driver = threading.Thread(target=_drive, args=(node.url, plans, stop))
+            stop, done = threading.Event(), []
+            driver = threading.Thread(target=_drive, args=(node.url, plans, stop, done))
             driver.start()
-            time.sleep(rng.uniform(0.3, 1.6))
+            # Kill at a random moment once the driver is under way, however slow the host.
+            eventually(lambda done=done: len(done) >= 3, timeout=60)
+            time.sleep(rng.uniform(0.0, 0.5))
             kill(node)
             stop.set()
             driver.join(timeout=30)
