@@ -17,9 +17,9 @@ Rules of a connection (all on one loop, no locks):
 - After the handshake a task connects to a backend (each attempt bounded by the
   listener's connect timeout, then the next candidate); client bytes that arrive
   meanwhile are held, and the client is paused only once they pass `PENDING_LIMIT`.
-- Bytes are read into per-listener buffers: `raw` for TLS records, `buffer` for
-  plaintext. A transport that could not send at once may keep a view of `buffer`, so
-  then the listener takes a new one.
+- Bytes are read into the worker's shared buffers (`proxy.ReadBuffers`, reached through
+  the listener): `raw` for TLS records, `buffer` for plaintext. A transport that could
+  not send at once may keep a view of `buffer`, so then a new one replaces it.
 - Relaying is protocol to protocol: each side's `pause_writing`/`resume_writing`
   pauses/resumes reading on the other side.
 - Half-close both ways: the end of one direction (close_notify or FIN from the client,

@@ -21,12 +21,23 @@ from offload.tlscontext import TlsContext
 BACKLOG = 1024
 
 
+class ReadBuffers:
+    """The read buffers every connection of a worker shares: `raw` for TLS records, `buffer`
+    for plaintext. One thread fills and consumes a buffer within one callback, so one pair
+    serves every listener (a pair per listener would hold 512 KiB each); `buffer` is
+    replaced when a transport keeps a view of it."""
+
+    __slots__ = ("buffer", "raw")
+
+    def __init__(self) -> None:
+        self.buffer = memoryview(bytearray(READ_BUFFER_SIZE))
+        self.raw = memoryview(bytearray(READ_BUFFER_SIZE))
+
+
 class Listener:
     """What new connections of one listener read at accept time; swapped by attribute."""
 
-    __slots__ = (
-        "spec", "context", "picker", "stats", "server", "loop", "deadlines", "buffer", "raw",
-    )
+    __slots__ = ("spec", "context", "picker", "stats", "server", "loop", "deadlines", "buffers")
 
     def __init__(
         self,
@@ -34,6 +45,7 @@ class Listener:
         context: TlsContext | None,
         stats: ListenerStats,
         deadlines: Deadlines,
+        buffers: ReadBuffers,
     ) -> None:
         self.spec = spec
         self.context = context
@@ -42,9 +54,21 @@ class Listener:
         self.server: asyncio.AbstractServer | None = None
         self.deadlines = deadlines
         self.loop = deadlines.loop
-        # Read buffers shared by this listener's connections: plaintext and TLS records.
-        self.buffer = memoryview(bytearray(READ_BUFFER_SIZE))
-        self.raw = memoryview(bytearray(READ_BUFFER_SIZE))
+        self.buffers = buffers
+
+    @property
+    def buffer(self) -> memoryview:
+        """The worker's plaintext read buffer."""
+        return self.buffers.buffer
+
+    @buffer.setter
+    def buffer(self, value: memoryview) -> None:
+        self.buffers.buffer = value
+
+    @property
+    def raw(self) -> memoryview:
+        """The worker's TLS record read buffer."""
+        return self.buffers.raw
 
     async def listen(self, sock: socket.socket) -> None:
         """Start accepting on `sock` (from `bind`), which this listener now owns."""

@@ -19,7 +19,10 @@ carries them, replace the worker's one ring in place: no context is rebuilt for 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import errno
+import gc
 import signal
 import socket
 import ssl
@@ -30,11 +33,15 @@ from offload.channel import READ_SIZE, FrameReader, encode, unpack
 from offload.deadlines import Deadlines
 from offload.delta import Change, Materials
 from offload.errors import Failure
-from offload.proxy import Listener, bind
+from offload.proxy import Listener, ReadBuffers, bind
 from offload.spec import ListenerSpec
 from offload.stats import ListenerStats, ProxyStats
 from offload.tls import build_context
 from offload.tlscontext import TicketKeys
+
+# A change this large (a first state) is followed by `_settle`.
+SETTLE_AFTER_CERTIFICATES = 1000
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
 
 
 def _tls_material(spec: ListenerSpec) -> tuple[object, ...]:
@@ -58,6 +65,7 @@ class Worker:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.deadlines = Deadlines(loop)
+        self.buffers = ReadBuffers()
         self.listeners: dict[str, Listener] = {}
         self.stats: dict[str, ListenerStats] = {}
         self.materials = Materials()
@@ -126,7 +134,7 @@ class Worker:
         else:
             context = current.context
         stats = self.stats.setdefault(spec.listener_id, ListenerStats())
-        listener = Listener(spec, context, stats, self.deadlines)
+        listener = Listener(spec, context, stats, self.deadlines, self.buffers)
         if current is not None and (current.spec.address, current.spec.port) == (
             spec.address, spec.port,
         ):
@@ -185,6 +193,8 @@ class _Channel:
                 if not isinstance(change, Change):
                     raise TypeError(f"apply takes a Change, not {type(change).__name__}")
                 await self._reply(seq, await worker.apply(change))
+                if change.full or len(change.materials) >= SETTLE_AFTER_CERTIFICATES:
+                    _settle()
             elif kind == "stats":
                 await self._reply(seq, worker.snapshot_stats())
             elif kind == "ping":
@@ -213,6 +223,16 @@ class _Channel:
             await self._worker.loop.sock_sendall(self._sock, encode((seq, payload)))
         except OSError:
             self.parent_gone.set()
+
+
+def _settle() -> None:
+    """After a large change: give the memory its transfer used back to the system, and keep
+    the long-lived objects it made out of the garbage collector's full passes (so a later
+    collection does not walk thousands of contexts in the middle of a change)."""
+    gc.collect()
+    gc.freeze()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 async def _main(sock: socket.socket) -> None:

@@ -30,7 +30,7 @@ from offload.stats import ProxyStats
 log = logging.getLogger(__name__)
 _CTX = multiprocessing.get_context("spawn")
 SPAWN_TIMEOUT = 15.0
-# A new worker builds every context of the whole state: allow for that on top.
+# A worker builds a context per new certificate (thousands in a first state): allowed for.
 FULL_STATE_SECONDS_PER_CERTIFICATE = 0.02
 
 
@@ -171,18 +171,20 @@ class ProxyControl:
             if not snapshot.ticket_keys:
                 snapshot = dataclasses.replace(snapshot, ticket_keys=self._own_ticket_keys)
             self._snapshot = snapshot
-            change = pack(self._encoder.change(snapshot))
+            step = self._encoder.change(snapshot)
+            timeout = self._change_timeout(step)
+            change = pack(step)
             failures: dict[str, Failure] = {}
             pending: list[tuple[_Handle, int]] = []
             for handle in self._handles:
                 try:
-                    seq = handle.send("apply", change, timeout=self._ack_timeout)
+                    seq = handle.send("apply", change, timeout=timeout)
                     pending.append((handle, seq))
                 except WorkerExited as exc:
                     failures.update(self._restart(handle, f"it could not be sent a change: {exc}"))
             for handle, seq in pending:
                 try:
-                    result = handle.wait(seq, self._ack_timeout)
+                    result = handle.wait(seq, timeout)
                 except WorkerExited as exc:
                     result = self._restart(handle, f"it exited while applying a change: {exc}")
                 failures.update(_failures(result))
@@ -253,13 +255,13 @@ class ProxyControl:
         handle.kill()
         full = self._encoder.full()
         handle.spawn(max(self._ack_timeout, SPAWN_TIMEOUT))
-        return _failures(handle.ask("apply", pack(full), timeout=self._full_state_timeout(full)))
+        timeout = max(self._ack_timeout, SPAWN_TIMEOUT) + self._change_timeout(full)
+        return _failures(handle.ask("apply", pack(full), timeout=timeout))
 
-    def _full_state_timeout(self, full: Change) -> float:
-        certificates = len(full.materials)
-        return max(self._ack_timeout, SPAWN_TIMEOUT) + certificates * (
-            FULL_STATE_SECONDS_PER_CERTIFICATE
-        )
+    def _change_timeout(self, change: Change) -> float:
+        """How long a worker may take to apply `change`: the ack timeout, plus the time to
+        build a context for each certificate new to it (a first state holds thousands)."""
+        return self._ack_timeout + len(change.materials) * FULL_STATE_SECONDS_PER_CERTIFICATE
 
     def _supervise(self) -> None:
         while not self._stopping.is_set():

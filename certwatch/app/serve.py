@@ -12,6 +12,7 @@ A second signal kills the proxy workers (they would go on draining) and exits at
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -126,6 +127,10 @@ def run(
                 echo = demo_mode.install(service, demo_port)
             if service is not None and not stop.is_set():
                 service.sync_data_plane()
+                # What start-up built lives as long as the process: keep it out of the
+                # collector's full passes, which would walk it in the middle of changes.
+                gc.collect()
+                gc.freeze()
         except Exception as exc:
             if stop.is_set():
                 log.info("stopped during start-up (%s)", type(exc).__name__)

@@ -8,9 +8,10 @@ API actions, the console, rotations, rollbacks, crash recovery and staging intak
    changes from several nodes run one after the other, each reading what the previous one
    committed: never zero or two defaults.
 2. The work runs in one transaction and receives a `Change` (session, now, actor, flags).
-3. Unless the work is discarded (dry run, replay), the revision is bumped and announced to
-   the other nodes, the new snapshot is built and every proxy worker must acknowledge it;
-   only then is the transaction committed.
+3. Unless the work is discarded (dry run, replay), the revision is bumped, the listeners the
+   work touched are stamped with it (`changes.stamps`) and it is announced to the other
+   nodes; the new snapshot is built from the stamped listeners and every proxy worker must
+   acknowledge it; only then is the transaction committed.
 4. If the proxy refuses the snapshot or the commit fails, the proxy is given the previous
    snapshot back and the transaction is rolled back: a failed change changes nothing.
 5. Store faults are mapped by type in `store_faults`: a lost or refused connection is
@@ -39,6 +40,7 @@ from certwatch.changes.snapshot import (
     current_revision,
     lock_revision,
 )
+from certwatch.changes.stamps import InputWatch, stamp
 from certwatch.inventory.change import Change
 from certwatch.store.cluster import announce, is_postgres, record_serving
 from certwatch.store.db import transaction
@@ -88,18 +90,25 @@ class Pipeline:
         with self._lock, store_faults(), transaction(self._engine) as session:
             lock_revision(session)
             change = Change(session, clock.now(), actor, dry_run, record_history, dry_run)
-            result = work(change)
-            if change.discard:
-                session.rollback()
-                return result
+            watch = InputWatch(session)
+            try:
+                result = work(change)
+                if change.discard:
+                    session.rollback()
+                    return result
+                touched = watch.touched()
+            finally:
+                watch.close()
             previous = self.applied
             revision = bump_revision(session)
+            stamp(session, revision, touched)
             announce(session, revision)
-            self._apply(self._snapshots.build(session, revision))
-            self._record_serving(session)
             try:
+                self._apply(self._snapshots.build(session, revision))
+                self._record_serving(session)
                 session.commit()
-            except Exception:
+            except BaseException:
+                self._snapshots.discard_pending()
                 self._restore(previous)
                 raise
         return result
@@ -157,7 +166,7 @@ class Pipeline:
         self.applied = snapshot
 
     def _restore(self, previous: Snapshot | None) -> None:
-        if self.data_plane is None or previous is None:
+        if self.data_plane is None or previous is None or self.applied is previous:
             return
         try:
             self.data_plane.apply(previous)

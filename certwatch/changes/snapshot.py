@@ -1,11 +1,12 @@
 """Build the data plane's desired state (`offload.spec.Snapshot`) from the store.
 
-A change's cost follows the change, not the inventory: `SnapshotBuilder` reads the few
-columns that decide each running listener's spec (its row, its certificate links, its
-server group's servers) and rebuilds only the specs whose inputs differ from last time;
-unchanged listeners keep the very same `ListenerSpec` object, so the proxy's diff skips
-them at once. Certificates never change once stored, so each one's served chain and
-decrypted key are read once.
+A change's cost follows the change, not the inventory: every change stamps the listeners
+whose inputs it touched with its revision (`changes.stamps`), so `SnapshotBuilder` reads the
+id and stamp of each running listener and the inputs (row, certificate links, server
+group's servers) of only those whose stamp moved; unchanged listeners keep the very same
+`ListenerSpec` object, so the proxy's diff skips them at once. Certificates never change
+once stored, so each one's served chain and decrypted key are read once, and forgotten when
+no listener uses them.
 
 Session ticket keys are shared by every worker of every node: one key per 12-hour period
 (epoch), created sealed in the store by the first node that builds a snapshot in it (a
@@ -19,11 +20,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete
+from sqlalchemy import Connection, delete
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
@@ -35,6 +36,9 @@ from certwatch.pki import x509
 from certwatch.store.db import KeyBox
 from certwatch.store.models import (
     Certificate,
+    Listener,
+    ListenerCertificate,
+    ServerGroup,
     SessionTicketKey,
     StateRevision,
 )
@@ -108,67 +112,81 @@ class _Inputs(NamedTuple):
         return self.row.protocol != "TCPSSL" or bool(self.defaults)
 
 
-_LISTENERS = (
-    f"SELECT {', '.join(_Row._fields)} FROM listeners WHERE status = 'Running'"
-)
-_LINKS = (
-    "SELECT listener_id, role, certificate_id FROM listener_certificates "
-    "ORDER BY created_at, certificate_id"
-)
-_GROUPS = "SELECT id, servers FROM server_groups"
+_RUNNING = "SELECT id, revision FROM listeners WHERE status = 'Running'"
 
 
 class SnapshotBuilder:
-    """Snapshots of every running listener, reusing the specs whose inputs did not change."""
+    """Snapshots of every running listener, rebuilding only the specs of the listeners
+    stamped (`changes.stamps`) since they were last built."""
 
     def __init__(self, keybox: KeyBox, proxy: ProxyConfig) -> None:
         self._keybox = keybox
         self._proxy = proxy
-        self._specs: dict[str, tuple[_Inputs, ListenerSpec]] = {}
+        # listener id -> (its stamp, its inputs, its spec)
+        self._specs: dict[str, tuple[int, _Inputs, ListenerSpec]] = {}
         self._chains: dict[str, CertChain] = {}
+        self._uses: Counter[str] = Counter()
         self._ticket_keys: dict[int, TicketKey] = {}
         self._epoch: int | None = None
+        self._pending: list[str] = []
+        self._released: set[str] = set()
 
     def stale(self) -> bool:
         """True when a new ticket key period began since the last snapshot was built."""
         return self._epoch != ticket_epoch(clock.now())
 
     def build(self, session: Session, revision: int) -> Snapshot:
-        """The snapshot at `revision` of the store as `session` sees it."""
-        # The inputs of every running listener, read through the driver (no ORM rows): this
-        # is the one part of a build that reads the whole inventory, so it is kept lean.
+        """The snapshot at `revision` of the store as `session` sees it.
+
+        Reads the id and stamp of every running listener (two small columns), then the
+        inputs of only those whose stamp moved; a change's cost follows the change.
+        """
         connection = session.connection()
-        listeners = connection.exec_driver_sql(_LISTENERS).fetchall()
-        links: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-        for lid, role, cid in connection.exec_driver_sql(_LINKS).fetchall():
-            links[lid][role].append(cid)
-        servers = {
-            gid: _backends(json.loads(group) if isinstance(group, str | bytes) else group)
-            for gid, group in connection.exec_driver_sql(_GROUPS).fetchall()
-        }
-        inputs: dict[str, _Inputs] = {}
-        for columns in listeners:
-            lid, address, port, protocol, group, policy, ca_enabled, idle = columns
-            row = _Row(lid, address, port, protocol, group, policy, bool(ca_enabled), idle)
-            roles = links.get(row.id, {})
-            inputs[row.id] = _Inputs(
-                row, servers.get(row.server_group_id, ()), tuple(roles.get("default", ())),
-                tuple(roles.get("additional", ())), tuple(roles.get("ca", ())),
-            )
-        stale = [
-            lid for lid, given in inputs.items()
-            if lid not in self._specs or self._specs[lid][0] != given
-        ]
-        self._load_chains(session, (cid for lid in stale for cid in inputs[lid].certificate_ids()))
-        for lid in stale:
-            self._specs[lid] = (inputs[lid], self._spec(session, inputs[lid]))
-        for lid in [lid for lid in self._specs if lid not in inputs]:
-            del self._specs[lid]
-        in_use = {cid for given in inputs.values() for cid in given.certificate_ids()}
-        for cid in [cid for cid in self._chains if cid not in in_use]:
-            del self._chains[cid]
-        specs = [spec for lid, (given, spec) in sorted(self._specs.items()) if given.servable()]
+        running: dict[str, int] = dict(connection.exec_driver_sql(_RUNNING).fetchall())
+        for lid in [lid for lid in self._specs if lid not in running]:
+            self._drop(lid)
+        moved = sorted(
+            lid for lid, stamp in running.items()
+            if lid not in self._specs or self._specs[lid][0] != stamp
+        )
+        inputs = _read_inputs(connection, moved)
+        self._load_chains(session, (c for i in inputs.values() for c in i.certificate_ids()))
+        for lid in moved:
+            given = inputs.get(lid)
+            if given is None:  # stopped or deleted since the first read
+                self._drop(lid)
+                continue
+            known = self._specs.get(lid)
+            spec = known[2] if known and known[1] == given else self._spec(session, given)
+            self._drop(lid)
+            self._uses.update(given.certificate_ids())
+            self._specs[lid] = (running[lid], given, spec)
+        self._pending = moved
+        self._forget_unused_chains()
+        specs = [spec for lid, (_, given, spec) in sorted(self._specs.items()) if given.servable()]
         return Snapshot(revision, tuple(specs), self._tickets(session))
+
+    def discard_pending(self) -> None:
+        """The change the last build saw was rolled back: build its listeners afresh next time."""
+        for lid in self._pending:
+            self._drop(lid)
+        self._pending = []
+        self._forget_unused_chains()
+
+    def _drop(self, lid: str) -> None:
+        known = self._specs.pop(lid, None)
+        if known is not None:
+            released = known[1].certificate_ids()
+            self._uses.subtract(released)
+            self._released.update(released)
+
+    def _forget_unused_chains(self) -> None:
+        """Forget the chains of certificates no listener uses any more."""
+        for cid in self._released:
+            if self._uses[cid] <= 0:
+                self._chains.pop(cid, None)
+                del self._uses[cid]
+        self._released.clear()
 
     def _tickets(self, session: Session) -> tuple[TicketKey, ...]:
         """The current period's ticket key (created if no node did yet), then the previous
@@ -238,6 +256,45 @@ class SnapshotBuilder:
             handshake_timeout=self._proxy.handshake_timeout,
             connect_timeout=self._proxy.connect_timeout,
         )
+
+
+def _read_inputs(connection: Connection, ids: list[str]) -> dict[str, _Inputs]:
+    """The inputs of the listeners among `ids`, read in chunks (Core: no ORM rows)."""
+    listeners, links_table, groups_table = (
+        Listener.__table__, ListenerCertificate.__table__, ServerGroup.__table__,  # type: ignore[attr-defined]
+    )
+    inputs: dict[str, _Inputs] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        rows = connection.execute(
+            sa_select(*(listeners.c[name] for name in _Row._fields)).where(
+                listeners.c.id.in_(chunk), listeners.c.status == "Running"
+            )
+        ).fetchall()
+        links: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for lid, role, cid in connection.execute(
+            sa_select(links_table.c.listener_id, links_table.c.role, links_table.c.certificate_id)
+            .where(links_table.c.listener_id.in_(chunk))
+            .order_by(links_table.c.created_at, links_table.c.certificate_id)
+        ):
+            links[lid][role].append(cid)
+        groups = {row[4] for row in rows}
+        servers = {
+            gid: _backends(json.loads(group) if isinstance(group, str | bytes) else group)
+            for gid, group in connection.execute(
+                sa_select(groups_table.c.id, groups_table.c.servers).where(
+                    groups_table.c.id.in_(sorted(groups))
+                )
+            )
+        }
+        for lid, address, port, protocol, group, policy, ca_enabled, idle in rows:
+            row = _Row(lid, address, port, protocol, group, policy, bool(ca_enabled), idle)
+            roles = links.get(lid, {})
+            inputs[lid] = _Inputs(
+                row, servers.get(group, ()), tuple(roles.get("default", ())),
+                tuple(roles.get("additional", ())), tuple(roles.get("ca", ())),
+            )
+    return inputs
 
 
 def _backends(servers: list[dict[str, Any]]) -> tuple[Backend, ...]:

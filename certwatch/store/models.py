@@ -185,6 +185,8 @@ class Listener(SQLModel, table=True):
     alert_thresholds_days: list[int] | None = _json(default=None, nullable=True)
     status: str = "Running"
     created_at: dt.datetime = _time()
+    # The revision of the last change to what this listener serves (`changes.stamps`).
+    revision: int = 0
 
 
 class ListenerCertificate(SQLModel, table=True):

@@ -13,7 +13,7 @@ from collections import Counter
 import uvloop
 
 from offload.deadlines import Deadlines
-from offload.proxy import Listener, bind
+from offload.proxy import Listener, ReadBuffers, bind
 from offload.spec import Backend
 from offload.stats import ListenerStats
 from offload.tls import build_context
@@ -41,7 +41,7 @@ def test_finished_connections_leave_no_cyclic_garbage(
     async def serve_and_collect() -> Counter[str]:
         loop = asyncio.get_running_loop()
         stats = ListenerStats()
-        proxy = Listener(spec, build_context(spec), stats, Deadlines(loop))
+        proxy = Listener(spec, build_context(spec), stats, Deadlines(loop), ReadBuffers())
         await proxy.listen(bind(spec))
         gc.collect()
         gc.disable()
