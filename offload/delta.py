@@ -37,6 +37,8 @@ class Change:
 
     `full`: the listeners are the whole state (every other one is removed).
     `ticket_keys`: the new session ticket keys, None when they did not change.
+    `prepare`: build the listeners' TLS contexts, but serve nothing yet: a replacement
+    worker does the slow part before it is given the current state (see `ProxyControl`).
     """
 
     revision: int
@@ -46,6 +48,7 @@ class Change:
     forget: tuple[str, ...] = ()
     full: bool = False
     ticket_keys: tuple[TicketKey, ...] | None = None
+    prepare: bool = False
 
 
 def material_key(chain: CertChain) -> str:
@@ -101,11 +104,12 @@ class DeltaEncoder:
             ticket_keys=tickets,
         )
 
-    def full(self) -> Change:
-        """The whole current state, for a worker that has nothing yet."""
+    def full(self, *, prepare: bool = False) -> Change:
+        """The whole current state, for a worker that has nothing yet (to `prepare` only:
+        see `Change`)."""
         return Change(
             self._revision, self._wire(self._specs.values()), materials=dict(self._material),
-            full=True, ticket_keys=self._ticket_keys,
+            full=True, ticket_keys=self._ticket_keys, prepare=prepare,
         )
 
     def _key(self, chain: CertChain) -> str:

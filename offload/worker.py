@@ -10,7 +10,8 @@ so it never blocks on them; only end-of-file means the parent is gone. Requests 
 - `("stop", seq, drain_timeout)` → `None` once listening stopped; the process exits
   when open connections are done, the drain timeout passes or the parent goes away.
 
-A change names only the listeners that changed (`offload.delta`). A listener is recorded
+A change names only the listeners that changed (`offload.delta`); a `prepare` change only
+builds contexts, which the next change serves without building them again. A listener is recorded
 as applied only when everything about it succeeded; on failure its previous state keeps
 serving untouched, and every later change retries it. Session ticket keys, when a change
 carries them, replace the worker's one ring in place: no context is rebuilt for them.
@@ -37,7 +38,7 @@ from offload.proxy import Listener, ReadBuffers, bind
 from offload.spec import ListenerSpec
 from offload.stats import ListenerStats, ProxyStats
 from offload.tls import build_context
-from offload.tlscontext import TicketKeys
+from offload.tlscontext import TicketKeys, TlsContext
 
 # A change this large (a first state) is followed by `_settle`.
 SETTLE_AFTER_CERTIFICATES = 1000
@@ -76,6 +77,8 @@ class Worker:
         # running (in `listeners`) and is retried with every later change.
         self.wanted: dict[str, ListenerSpec] = {}
         self.failed: set[str] = set()
+        # Contexts built by a `prepare` change, by listener id, with the material they are of.
+        self._prepared: dict[str, tuple[tuple[object, ...], TlsContext | None]] = {}
         self._at: dict[tuple[str, int], set[str]] = {}
 
     async def apply(self, change: Change) -> dict[str, Failure]:
@@ -83,6 +86,9 @@ class Worker:
         specs = self.materials.receive(change)
         if change.ticket_keys is not None:
             self.tickets.set(k.material for k in change.ticket_keys)
+        if change.prepare:
+            self._prepare(specs)
+            return {}
         removed = set(self.wanted) - {s.listener_id for s in specs} if change.full else set()
         for lid in [*change.removed, *removed]:
             self._unwant(lid)
@@ -109,7 +115,26 @@ class Worker:
             else:
                 self.failed.discard(lid)
         self.revision = change.revision
+        self._prepared.clear()
         return failures
+
+    def _prepare(self, specs: list[ListenerSpec]) -> None:
+        """Build the TLS contexts of `specs` ahead of the change that will serve them; one
+        that cannot be built is built (and its failure reported) by that change."""
+        for spec in specs:
+            try:
+                self._prepared[spec.listener_id] = (_tls_material(spec), build_context(
+                    spec, self.tickets
+                ))
+            except (ssl.SSLError, ValueError, OSError):
+                continue
+
+    def _context(self, spec: ListenerSpec) -> TlsContext | None:
+        """A prepared context of the same material, or a new one."""
+        prepared = self._prepared.pop(spec.listener_id, None)
+        if prepared is not None and prepared[0] == _tls_material(spec):
+            return prepared[1]
+        return build_context(spec, self.tickets)
 
     def _unwant(self, lid: str) -> None:
         old = self.wanted.pop(lid, None)
@@ -130,7 +155,7 @@ class Worker:
         if current is not None and current.spec == spec:
             return
         if current is None or _tls_material(current.spec) != _tls_material(spec):
-            context = build_context(spec, self.tickets)
+            context = self._context(spec)
         else:
             context = current.context
         stats = self.stats.setdefault(spec.listener_id, ListenerStats())

@@ -1,11 +1,15 @@
 """`ProxyControl`: the parent's handle on N worker processes serving the snapshot.
 
 Every public method is thread-safe: one lock serialises all socket traffic, so the
-control plane may call `apply`, `stats` and `healthy` from any thread. A supervisor
-thread replaces a worker that died and hands it the whole current state once; after
-that, every worker is sent only what changed (`offload.delta`). A snapshot without session
-ticket keys gets the control's own random key, so a client resumes on any of its workers
-(without rotation: the control plane's snapshots carry rotated keys).
+control plane may call `apply`, `stats` and `healthy` from any thread. A change is taken by
+the workers that are up; a worker that died is left out (the kernel sends its listeners'
+new connections to the others) and replaced by a supervisor thread, without holding up
+changes: the replacement builds every TLS context of the state outside the lock (a
+`prepare` change, seconds at thousands of certificates), then, under the lock, gets the
+whole current state, which it serves from the prepared contexts at once, and only then
+takes its place. After that, every worker is sent only what changed (`offload.delta`). A
+snapshot without session ticket keys gets the control's own random key, so a client resumes
+on any of its workers (without rotation: the control plane's snapshots carry rotated keys).
 """
 
 from __future__ import annotations
@@ -131,6 +135,7 @@ class ProxyControl:
         self._retired = ProxyStats()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self._incoming: _Handle | None = None
 
     @property
     def current_revision(self) -> int:
@@ -160,11 +165,12 @@ class ProxyControl:
             self._supervisor.start()
 
     def apply(self, snapshot: Snapshot) -> None:
-        """Hand `snapshot` to every worker (as the change from the last one) and wait until
-        all acknowledge it.
+        """Hand `snapshot` to every worker that is up (as the change from the last one) and
+        wait until all acknowledge it; a worker being replaced gets it with its whole state.
 
         Raises ApplyError naming every listener some worker could not apply (the
-        rest is applied and serving), or ApplyTimeout when a worker does not answer.
+        rest is applied and serving), ApplyTimeout when a worker does not answer, or
+        WorkerExited when no worker is up to take it.
         """
         with self._lock:
             self._require_started()
@@ -177,17 +183,21 @@ class ProxyControl:
             failures: dict[str, Failure] = {}
             pending: list[tuple[_Handle, int]] = []
             for handle in self._handles:
+                if not handle.alive():
+                    continue
                 try:
-                    seq = handle.send("apply", change, timeout=timeout)
-                    pending.append((handle, seq))
+                    pending.append((handle, handle.send("apply", change, timeout=timeout)))
                 except WorkerExited as exc:
-                    failures.update(self._restart(handle, f"it could not be sent a change: {exc}"))
+                    self._lost(handle, f"it could not be sent a change: {exc}")
+            taken = 0
             for handle, seq in pending:
                 try:
-                    result = handle.wait(seq, timeout)
+                    failures.update(_failures(handle.wait(seq, timeout)))
+                    taken += 1
                 except WorkerExited as exc:
-                    result = self._restart(handle, f"it exited while applying a change: {exc}")
-                failures.update(_failures(result))
+                    self._lost(handle, f"it exited while applying a change: {exc}")
+            if not taken:
+                raise WorkerExited("no proxy worker is up to take the change")
             if failures:
                 raise ApplyError(failures)
 
@@ -226,6 +236,10 @@ class ProxyControl:
     def stop(self, drain_timeout: float) -> None:
         """Stop accepting at once, let open connections finish up to `drain_timeout`, end."""
         self._stopping.set()
+        with self._lock:
+            incoming = self._incoming
+        if incoming is not None:  # a replacement still preparing: it would serve too late
+            incoming.kill()
         if self._supervisor is not None:
             self._supervisor.join()
         with self._lock:
@@ -248,15 +262,10 @@ class ProxyControl:
         if self._supervisor is None or self._stopping.is_set():
             raise OffloadError("proxy control is not running (start() first, not after stop())")
 
-    def _restart(self, handle: _Handle, why: str) -> dict[str, Failure]:
-        """Replace a worker and give it the whole current state; returns its failures."""
-        log.warning("replacing offload worker %d: %s", handle.index, why)
-        self._retired = self._retired + handle.last_stats.retired()
+    def _lost(self, handle: _Handle, why: str) -> None:
+        """A worker stopped answering: end it; the supervisor replaces it."""
+        log.warning("offload worker %d is lost: %s", handle.index, why)
         handle.kill()
-        full = self._encoder.full()
-        handle.spawn(max(self._ack_timeout, SPAWN_TIMEOUT))
-        timeout = max(self._ack_timeout, SPAWN_TIMEOUT) + self._change_timeout(full)
-        return _failures(handle.ask("apply", pack(full), timeout=timeout))
 
     def _change_timeout(self, change: Change) -> float:
         """How long a worker may take to apply `change`: the ack timeout, plus the time to
@@ -267,23 +276,43 @@ class ProxyControl:
         while not self._stopping.is_set():
             sentinels = [h.process.sentinel for h in self._handles if h.process is not None]
             wait(sentinels, timeout=0.2)
-            for handle in self._handles:
-                if not self._stopping.is_set() and not handle.alive() and not self._revive(handle):
+            for index, handle in enumerate(self._handles):
+                if not self._stopping.is_set() and not handle.alive() and not self._replace(index):
                     self._stopping.wait(1.0)
 
-    def _revive(self, handle: _Handle) -> bool:
-        """Restart a dead worker under the lock; False when that failed (retry later)."""
+    def _replace(self, index: int) -> bool:
+        """Replace the dead worker `index`; False when that failed (retried later)."""
         with self._lock:
-            if self._stopping.is_set() or handle.alive():
+            old = self._handles[index]
+            if self._stopping.is_set() or old.alive():
                 return True
-            code = handle.process.exitcode if handle.process is not None else None
-            try:
-                failures = self._restart(handle, f"it died (exit code {code})")
-            except (OffloadError, OSError) as exc:
-                log.error("offload worker %d failed to restart: %s", handle.index, exc)
-                return False
+            self._retired = self._retired + old.last_stats.retired()
+            old.last_stats = ProxyStats()
+            old.kill()
+            prepare = self._encoder.full(prepare=True)
+            self._incoming = fresh = _Handle(index)
+        code = old.process.exitcode if old.process is not None else None
+        log.warning("replacing offload worker %d (exit code %s)", index, code)
+        try:
+            spawn = max(self._ack_timeout, SPAWN_TIMEOUT)
+            fresh.spawn(spawn)
+            fresh.ask("apply", pack(prepare), timeout=spawn + self._change_timeout(prepare))
+            with self._lock:
+                if self._stopping.is_set():
+                    return True
+                full = self._encoder.full()
+                failures = _failures(
+                    fresh.ask("apply", pack(full), timeout=self._change_timeout(full))
+                )
+                self._handles[index] = fresh
+        except (OffloadError, OSError) as exc:
+            fresh.kill()
+            log.error("offload worker %d failed to restart: %s", index, exc)
+            return False
+        finally:
+            self._incoming = None
         for lid, failure in failures.items():
-            log.error("restarted worker %d: listener %s on %s", handle.index, lid, failure.reason)
+            log.error("replaced worker %d: listener %s on %s", index, lid, failure.reason)
         return True
 
     def __enter__(self) -> ProxyControl:

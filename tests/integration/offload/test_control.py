@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import signal
 import socket
@@ -158,6 +159,52 @@ def test_killed_worker_is_restarted_with_the_current_snapshot(
         )
         with tls_connect(spec.port, client_context()) as sock:
             assert echo_roundtrip(sock) == b"ping"
+
+
+def _children_named(name: str) -> set[int]:
+    """Pids of this process's children whose process title is `name`."""
+    return {child.pid for child in multiprocessing.active_children() if child.name == name}
+
+
+def test_a_replacement_worker_holds_up_no_change_and_starts_on_the_latest(
+    pki: Pki, backends: tuple[Backend, ...]
+) -> None:
+    """While a killed worker's replacement is still preparing its state (held stopped
+    here), changes are taken by the other worker and return; the replacement then starts
+    serving the latest change, not the state it began preparing."""
+    spec = listener(pki.leaf("swap.example.com"), backends)
+    new = pki.leaf("swap.example.com")
+    with ProxyControl(workers=2) as proxy:
+        proxy.apply(snapshot(spec))
+        first, second = proxy.worker_pids()
+        before = _children_named("offload-worker-0")  # this and earlier tests' children
+        os.kill(first, signal.SIGKILL)
+        fresh: set[int] = set()
+        assert eventually(
+            lambda: bool(fresh.update(_children_named("offload-worker-0") - before) or fresh),
+            timeout=10,
+        )
+        (replacement,) = fresh
+        os.kill(replacement, signal.SIGSTOP)
+        try:
+            swapped = snapshot(dataclasses.replace(spec, default_cert=chain(new)))
+            applier = threading.Thread(target=proxy.apply, args=(swapped,))
+            applier.start()
+            applier.join(timeout=10)
+            assert not applier.is_alive()  # the change did not wait for the replacement
+        finally:
+            os.kill(replacement, signal.SIGCONT)
+        ok = eventually(
+            lambda: sorted(proxy.worker_pids()) == sorted([replacement, second])
+            and proxy.healthy(),
+            timeout=15,
+        )
+        assert ok, (proxy.worker_pids(), replacement)
+        served = set()
+        for _ in range(40):
+            with tls_connect(spec.port, client_context()) as sock:
+                served.add(leaf_fingerprint(sock))
+        assert served == {new.fingerprint}
 
 
 def test_stalled_worker_raises_apply_timeout(pki: Pki, backends: tuple[Backend, ...]) -> None:
