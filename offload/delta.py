@@ -152,9 +152,9 @@ class Materials:
         return len(self._chains)
 
     def receive(self, change: Change) -> list[ListenerSpec]:
-        """Take the change's new material; return its listeners as whole specs."""
-        if change.full:
-            self._chains.clear()
+        """Take the change's new material; return its listeners as whole specs. After a
+        full state only the material its listeners use is kept (a full state may leave out
+        material the worker already holds, e.g. from a `prepare` change)."""
         self._chains.update(change.materials)
         specs = [
             dataclasses.replace(
@@ -164,6 +164,9 @@ class Materials:
             )
             for wire in change.listeners
         ]
+        if change.full:
+            used = {k for w in change.listeners for k in (w.default_key, *w.additional_keys)}
+            self._chains = {k: v for k, v in self._chains.items() if k in used}
         for key in change.forget:
             self._chains.pop(key, None)
         return specs

@@ -301,6 +301,10 @@ class ProxyControl:
                 if self._stopping.is_set():
                     return True
                 full = self._encoder.full()
+                # The material the replacement prepared is not sent again.
+                full = dataclasses.replace(full, materials={
+                    k: v for k, v in full.materials.items() if k not in prepare.materials
+                })
                 failures = _failures(
                     fresh.ask("apply", pack(full), timeout=self._change_timeout(full))
                 )

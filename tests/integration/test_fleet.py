@@ -4,12 +4,17 @@ outage, scans and rotations through every node."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -20,6 +25,7 @@ from certwatch.pki.devpki import Pki, make_pki
 from certwatch.store.db import KeyBox
 from offload.echo import EchoServer
 from tests.integration.offload.conftest import client_context, leaf_fingerprint, tls_connect
+from tests.integration.postgres import Postgres
 from tests.integration.relay import Relay
 from tests.integration.servers import ServeProcess
 from tests.support import eventually, free_port
@@ -37,6 +43,7 @@ class Fleet:
     listener_id: str
     port: int
     certificates: list[str]
+    fingerprints: list[str]
 
     def call(self, index: int, action: str, **params: object) -> httpx.Response:
         """POST /v1/<action> on node `index`."""
@@ -69,22 +76,29 @@ class Fleet:
         listed = self.ok(0, "ListListenerCertificates", ListenerId=self.listener_id)
         return [c["CertificateId"] for c in listed["Certificates"] if c["IsDefault"]]  # type: ignore[index, union-attr]
 
-    def served(self) -> set[str]:
+    def served(self, handshakes: int = 12) -> set[str]:
         """Leaf fingerprints of several handshakes on the shared port (any node answers)."""
         seen = set()
-        for _ in range(12):
+        for _ in range(handshakes):
             with tls_connect(self.port, client_context(self.pki.root_pem), NAME) as sock:
                 seen.add(leaf_fingerprint(sock))
         return seen
 
 
 def _start_fleet(
-    tmp_path: Path, store_url: str, echo_port: int, relays: dict[int, Relay] | None = None
+    tmp_path: Path,
+    store_url: str,
+    echo_port: int,
+    relays: dict[int, Relay] | None = None,
+    commands: tuple[str, ...] = ("serve", "serve", "serve"),
+    toml: str = "",
 ) -> Fleet:
+    """Nodes running `commands` on one store (node 0 answers the set-up calls), and the
+    fleet's listener with the first of its four certificates."""
     key_file = tmp_path / "secrets.key"
     KeyBox.from_file(key_file)
     nodes = []
-    for i in range(3):
+    for i in range(len(commands)):
         url = store_url
         if relays and i in relays:
             url = make_url(store_url).set(port=relays[i].port).render_as_string(
@@ -99,16 +113,18 @@ def _start_fleet(
                     "reload_interval = 2\n"
                     f'[store]\nurl = "{url}"\n[secrets]\nkey_file = "{key_file}"\n'
                     '[scan]\ninterval = "1h"\nprobe_timeout = "3s"\n[rotation]\nauto = false\n'
+                    + toml
                 ),
             )
         )
-    for node in nodes:
-        node.start(new_session=True)
+    for node, command in zip(nodes, commands, strict=True):
+        node.start(new_session=True, command=command, wait=command == "serve")
     pki = make_pki("fleet")
-    fleet = Fleet(nodes, store_url, pki, "", free_port(), [])
+    fleet = Fleet(nodes, store_url, pki, "", free_port(), [], [])
     fleet.ok(0, "UploadCertificate", **pki.root.upload_params("root", "Ca"))
     for i in range(4):
         leaf = pki.leaf(NAME, days=60 + i)
+        fleet.fingerprints.append(leaf.fingerprint)
         fleet.certificates.append(
             str(fleet.ok(0, "UploadCertificate", **leaf.upload_params(f"c{i}"))["CertificateId"])
         )
@@ -292,3 +308,129 @@ def test_a_cut_off_node_answers_503_serves_tls_and_recovers(
         finally:
             _stop(made.nodes)
     assert "Traceback" not in made.nodes[2].output()
+
+
+def _swap_when_the_store_answers(fleet: Fleet, certificate: int, limit: float = 30.0) -> None:
+    """Swap the fleet's default through node 0, retrying while the store is coming back."""
+    deadline = time.monotonic() + limit
+    while True:
+        response = fleet.call(
+            0, "UpdateListenerAttribute", ListenerId=fleet.listener_id,
+            CertificateIds=[fleet.certificates[certificate]],
+        )
+        if response.status_code == 200 or time.monotonic() > deadline:
+            break
+        assert response.json()["Code"] == "StoreUnavailable", response.text
+        time.sleep(0.2)
+    assert response.status_code == 200, response.text
+
+
+def test_a_store_outage_and_restart_heal_every_node(tmp_path: Path, echo: EchoServer) -> None:
+    """Two `serve` nodes and a `proxy` node on a PostgreSQL of the test's own: while the store
+    is down every node keeps serving TLS; after it is back, and after a `pg_ctl restart`,
+    a swap reaches every node within 2 s of the API's answer, the proxy node included."""
+    postgres = Postgres()
+    try:
+        postgres.start()
+        made = _start_fleet(
+            tmp_path, postgres.url, echo.port, commands=("serve", "serve", "proxy")
+        )
+        try:
+            assert eventually(lambda: made.served(30) == {made.fingerprints[0]}, timeout=10)
+            postgres.stop()
+            assert made.served(30) == {made.fingerprints[0]}
+            postgres.start()
+            _swap_when_the_store_answers(made, 1)
+            assert eventually(lambda: made.served(30) == {made.fingerprints[1]}, timeout=2.5)
+            postgres.restart()
+            _swap_when_the_store_answers(made, 2)
+            assert eventually(lambda: made.served(30) == {made.fingerprints[2]}, timeout=2.5)
+        finally:
+            _stop(made.nodes)
+        for node in made.nodes:
+            assert "Traceback" not in node.output(), node.output()
+    finally:
+        postgres.remove()
+
+
+class _HeldHook:
+    """A webhook receiver that holds its first request until released (a slow receiver),
+    recording the AlertId of every message it was sent."""
+
+    def __init__(self) -> None:
+        self.alert_ids: list[str] = []
+        self.first = threading.Event()
+        self.release = threading.Event()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                found = re.search(r"AlertId: (\S+)", json.loads(body).get("message", ""))
+                hook.alert_ids.append(found.group(1) if found else "")
+                if not hook.first.is_set():
+                    hook.first.set()
+                    hook.release.wait(30)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        """Let a held request go and stop serving."""
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_leader_killed_during_a_slow_delivery_repeats_only_that_alert(
+    tmp_path: Path, pg_url: str, echo: EchoServer
+) -> None:
+    """Two certificates in use expire within 30 days; the leader is killed while the webhook
+    holds its first alert: the next leader delivers that alert again at most once (same
+    AlertId) and the other alert exactly once."""
+    hook = _HeldHook()
+    try:
+        made = _start_fleet(
+            tmp_path, pg_url, echo.port,
+            toml=f'[alerts]\nurls = ["json://127.0.0.1:{hook.port}/hook"]\n',
+        )
+        try:
+            expiring = [
+                str(made.ok(0, "UploadCertificate", **made.pki.leaf(
+                    f"x{i}.{NAME}", days=5 + i).upload_params(f"x{i}"))["CertificateId"])
+                for i in range(2)
+            ]
+            made.ok(0, "AssociateAdditionalCertificatesWithListener",
+                    ListenerId=made.listener_id, AdditionalCertificateIds=expiring)
+            assert eventually(lambda: len(made.leaders([0, 1, 2])) == 1, timeout=10)
+            [leader] = made.leaders([0, 1, 2])
+
+            def scan() -> None:
+                with contextlib.suppress(httpx.HTTPError):  # the leader dies mid-call
+                    made.call(leader, "ScanNow")
+
+            threading.Thread(target=scan, daemon=True).start()
+            assert hook.first.wait(30)
+            process = made.nodes[leader].process
+            assert process is not None
+            os.killpg(process.pid, signal.SIGKILL)
+            hook.release.set()
+            others = [i for i in range(3) if i != leader]
+            assert eventually(lambda: len(made.leaders(others)) == 1, timeout=10)
+            assert eventually(lambda: len(set(hook.alert_ids)) == 2, timeout=30), hook.alert_ids
+            time.sleep(2)  # a duplicate, if one were coming, would come now
+        finally:
+            _stop(made.nodes)
+    finally:
+        hook.close()
+    first = hook.alert_ids[0]
+    counts = Counter(hook.alert_ids)
+    assert first and counts[first] <= 2, hook.alert_ids
+    assert [n for alert, n in counts.items() if alert != first] == [1], hook.alert_ids

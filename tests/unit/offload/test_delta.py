@@ -83,3 +83,22 @@ def test_ticket_keys_travel_only_when_they_change() -> None:
     rotated = encoder.change(Snapshot(3, specs, (second, first)))
     assert rotated.ticket_keys == (second, first) and rotated.listeners == ()
     assert encoder.full().ticket_keys == (second, first)
+
+
+def test_a_full_state_after_prepare_needs_only_the_material_added_since() -> None:
+    """A replacement prepared from one state gets the next full state without the material
+    it already holds, rebuilds equal specs, and drops what no listener uses any more."""
+    encoder, specs = DeltaEncoder(), _inventory(10, 3)
+    encoder.change(Snapshot(1, tuple(specs)))
+    prepare = encoder.full(prepare=True)
+    fresh = Materials()
+    fresh.receive(prepare)
+    specs[2] = dataclasses.replace(specs[2], default_cert=_chain(777))
+    encoder.change(Snapshot(2, tuple(specs)))
+    full = encoder.full()
+    lean = dataclasses.replace(
+        full, materials={k: v for k, v in full.materials.items() if k not in prepare.materials}
+    )
+    assert list(lean.materials.values()) == [_chain(777)]
+    assert fresh.receive(lean) == specs
+    assert len(fresh) == 30  # the swapped-out chain is gone
