@@ -3,7 +3,8 @@
 Reading the store (not process memory) means every node of a shared store exports the same
 series, a restart loses nothing, and a certificate in use never vanishes, expired or not.
 Alert counters are derived from the `alerts` table: sent = delivered alerts, failures = failed
-attempts (an alert dropped while pending takes its failures with it: a counter reset).
+attempts, each retry within a delivery counted (an alert dropped while pending takes its
+failures with it: a counter reset).
 Only `certwatch_rotations_total` is a process counter, incremented by the rotation code
 through `Monitoring.rotations`.
 """
@@ -223,7 +224,7 @@ class StoreCollector(Collector):
         )
         failed_family = CounterMetricFamily(
             "certwatch_alert_delivery_failures",
-            "Expiry alert deliveries that failed",
+            "Expiry alert sends that failed (each attempt, retries within a delivery included)",
             labels=["threshold"],
         )
         for threshold in sorted(sent):

@@ -3,9 +3,12 @@
 The plan is applied in one transaction (new alerts inserted undelivered, dropped ones
 deleted). Delivery happens outside any transaction; each attempt is then recorded in its own
 transaction, and an alert is marked sent only once apprise reported delivery to every alert
-URL. Each URL that took it is recorded (`delivered_to`), so a retry goes only to the URLs that
-failed. A crash between a delivery and its record sends that one again after restart (at least
-once, never lost).
+URL. Within one delivery a URL that fails is retried a few times, seconds apart
+(`notify.RetryPolicy`); `attempts` counts those sends (the most any URL needed), so the
+failure counter (attempts of undelivered sends) says what happened. Each URL that took it is
+recorded (`delivered_to`), so the next scan retries only the URLs that still failed. A crash
+between a delivery and its record sends that one again after restart (at least once, never
+lost). The apprise notify type follows the threshold (`rules.notify_type`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Outgoing:
     title: str
     body: str
     delivered_to: frozenset[str] = frozenset()
+    notify_type: str = notify.WARNING
 
 
 def renewal_text(found: StagedRenewal | None) -> str:
@@ -146,7 +150,15 @@ def prepare(
                 alert_id = due.alert_id
                 retried.append({"id": alert_id, **fields})
             body = f"{body}\n\nAlertId: {alert_id}"
-            outgoing.append(Outgoing(alert_id, title, body, reached.get(alert_id, frozenset())))
+            outgoing.append(
+                Outgoing(
+                    alert_id,
+                    title,
+                    body,
+                    reached.get(alert_id, frozenset()),
+                    alerting.notify_type(due.threshold),
+                )
+            )
         if plan.drop:
             log.info("dropping %d pending alert(s) no longer due", len(plan.drop))
             session.exec(delete(Alert).where(col(Alert.id).in_(plan.drop)))
@@ -159,7 +171,7 @@ def prepare(
 
 _ALERTS = SQLModel.metadata.tables["alerts"]
 # Recorded before an alert is sent (so a crash mid-delivery repeats at most that one message,
-# which carries its AlertId), then settled after.
+# which carries its AlertId), then settled after, adding the retries made within the delivery.
 _CLAIM = (
     update(_ALERTS)
     .where(_ALERTS.c.id == bindparam("alert_id"))
@@ -169,6 +181,7 @@ _ATTEMPT = (
     update(_ALERTS)
     .where(_ALERTS.c.id == bindparam("alert_id"))
     .values(
+        attempts=_ALERTS.c.attempts + bindparam("retries"),
         delivered=bindparam("delivered"),
         delivered_to=bindparam("delivered_to"),
         sent_at=bindparam("sent_at"),
@@ -192,15 +205,19 @@ def deliver(
             connection.execute(_CLAIM, claim)
             connection.commit()
             if notifier.urls:
-                results = notifier.send_each(item.title, item.body, skip=item.delivered_to)
+                results = notifier.send_each(
+                    item.title, item.body, item.notify_type, skip=item.delivered_to
+                )
                 reached = item.delivered_to | {r.key for r in results if r.delivered}
                 error = notify.failures(results)
+                sends = max((r.attempts for r in results), default=1)
             else:
-                notifier.send(item.title, item.body)
-                reached, error = item.delivered_to, ""
+                notifier.send(item.title, item.body, item.notify_type)
+                reached, error, sends = item.delivered_to, "", 1
             done = notifier.keys <= reached
             params = {
                 "alert_id": item.alert_id,
+                "retries": max(sends - 1, 0),
                 "delivered": done,
                 "delivered_to": sorted(reached),
                 "sent_at": clock.now() if done else None,

@@ -112,6 +112,15 @@ def urgency(threshold: str) -> int:
     return -1 if threshold == EXPIRED else int(threshold)
 
 
+def notify_type(threshold: str) -> str:
+    """The apprise notify type of an alert at `threshold`: `failure` when expired or 1 day or
+    less is left, `warning` for 2 to 7 days, `info` for more (e.g. the 30-day alert)."""
+    days = urgency(threshold)
+    if days <= 1:
+        return "failure"
+    return "warning" if days <= 7 else "info"
+
+
 def reached(cert: CertInUse, now: dt.datetime) -> str | None:
     """The most urgent threshold the certificate has reached at `now`, or None."""
     left = cert.effective_not_after - now

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from certwatch.alerts import notify
 from certwatch.api.registry import ActionContext, Request, action
 from certwatch.clock import rfc3339
 from certwatch.store.models import Alert
@@ -69,7 +70,7 @@ def test_notification(ctx: ActionContext, req: TestNotificationRequest) -> dict[
     results = ctx.node.monitoring.notifier.send_each(
         "certwatch test notification",
         f"A test message from certwatch at {rfc3339(ctx.now)}: alert delivery works.",
-        notify_type="info",
+        notify_type=notify.INFO,
     )
     return {
         "Results": [{"Url": r.url, "Delivered": r.delivered, "Error": r.error} for r in results]

@@ -247,7 +247,9 @@ class Alert(SQLModel, table=True):
     """An expiry alert for a certificate in use at one threshold; sent once to each alert URL.
 
     `delivered_to` holds a digest (`notify.url_key`) of every URL that took it, so a retry goes
-    only to the URLs that failed; `delivered` once every configured URL took it.
+    only to the URLs that failed; `delivered` once every configured URL took it. `attempts`
+    counts sends: each delivery adds the attempts the URL that needed most made (apprise
+    retries a failing URL within the delivery, `notify.RetryPolicy`).
     """
 
     __tablename__ = "alerts"

@@ -62,10 +62,12 @@ def add_listener(
 
 
 class HttpReceiver:
-    """A webhook receiver answering with queued statuses (then 200), recording JSON bodies."""
+    """A webhook receiver answering with queued statuses (then `otherwise`, which a test may
+    change), recording JSON bodies."""
 
-    def __init__(self, statuses: tuple[int, ...] = ()) -> None:
+    def __init__(self, statuses: tuple[int, ...] = (), otherwise: int = 200) -> None:
         self.statuses: deque[int] = deque(statuses)
+        self.otherwise = otherwise
         self.received: list[tuple[int, dict[str, Any]]] = []
         receiver = self
 
@@ -73,7 +75,7 @@ class HttpReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 payload = json.loads(self.rfile.read(length) or b"{}")
-                status = receiver.statuses.popleft() if receiver.statuses else 200
+                status = receiver.statuses.popleft() if receiver.statuses else receiver.otherwise
                 receiver.received.append((status, payload))
                 self.send_response(status)
                 self.send_header("Content-Length", "0")

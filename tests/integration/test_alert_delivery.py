@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import socket
+import time
 from pathlib import Path
 
 import pytest
 from freezegun import freeze_time
 from prometheus_client import generate_latest
 
+from certwatch.alerts.notify import Notifier, RetryPolicy
 from certwatch.app.service import Service
 from tests.certfactory import Pki, issue, make_pki
 from tests.integration.conftest_monitoring import (
@@ -71,47 +74,93 @@ def test_alert_reaches_email_and_webhook(tmp_path: Path, pki: Pki) -> None:
     assert any(isinstance(t, bytes) and cert_id in t.decode() for t in texts)
 
 
-def test_failing_receiver_gets_the_alert_exactly_once(tmp_path: Path, pki: Pki) -> None:
-    """A receiver answering 500 first is retried next scan and then gets the alert once."""
-    with HttpReceiver(statuses=(500,)) as hook:
-        service = make_service(tmp_path, alerts={"urls": [hook.url()]})
+def test_receiver_failing_twice_gets_the_alert_within_the_same_scan(
+    tmp_path: Path, pki: Pki, store_url: str
+) -> None:
+    """A receiver answering 500 twice, then 200, gets the alert in the same scan: exactly three
+    requests, seconds apart at most, the two failures counted, the alert sent once."""
+    with HttpReceiver(statuses=(500, 500)) as hook:
+        service = make_service(
+            tmp_path, store={"url": store_url}, alerts={"urls": [hook.url()]}
+        )
         _, cert_id, _ = expiring_listener(service, pki)
+        started = time.monotonic()
         first = service.call("ScanNow")
+        took = time.monotonic() - started
+        alerts = service.call("ListAlerts", {"CertificateId": cert_id})["Alerts"]
+        again = service.call("ScanNow")
+        failures = metric(service, 'certwatch_alert_delivery_failures_total{threshold="7"}')
+        sent = metric(service, 'certwatch_alerts_sent_total{threshold="7"}')
+        service.close()
+    assert (first["AlertsSent"], first["AlertsFailed"], again["AlertsSent"]) == (1, 0, 0)
+    assert [status for status, _ in hook.received] == [500, 500, 200]
+    assert len(hook.delivered) == 1 and hook.delivered[0]["type"] == "warning"
+    assert len(alerts) == 1 and alerts[0]["Delivered"] and alerts[0]["SentAt"] is not None
+    assert alerts[0]["Attempts"] == 3 and alerts[0]["LastError"] is None
+    assert (failures, sent) == (2.0, 1.0)
+    assert took < 8, f"the scan with two retries took {took:.1f} s"
+
+
+def test_always_failing_receiver_is_retried_next_scan(
+    tmp_path: Path, pki: Pki, store_url: str
+) -> None:
+    """A receiver that always answers 500 gets three attempts per scan, the alert stays
+    unsent, and the first scan after it recovers delivers it once."""
+    with HttpReceiver(otherwise=500) as hook:
+        service = make_service(
+            tmp_path, store={"url": store_url}, alerts={"urls": [hook.url()]}
+        )
+        _, cert_id, _ = expiring_listener(service, pki)
+        started = time.monotonic()
+        first = service.call("ScanNow")
+        took = time.monotonic() - started
         pending = service.call("ListAlerts", {"CertificateId": cert_id})["Alerts"]
         second = service.call("ScanNow")
+        failures_before = metric(
+            service, 'certwatch_alert_delivery_failures_total{threshold="7"}'
+        )
+        requests_while_failing = len(hook.received)
+        hook.otherwise = 200
         third = service.call("ScanNow")
+        fourth = service.call("ScanNow")
         alerts = service.call("ListAlerts")["Alerts"]
         failures = metric(service, 'certwatch_alert_delivery_failures_total{threshold="7"}')
         sent = metric(service, 'certwatch_alerts_sent_total{threshold="7"}')
         service.close()
     assert (first["AlertsSent"], first["AlertsFailed"]) == (0, 1)
+    assert (second["AlertsSent"], second["AlertsFailed"]) == (0, 1)
     assert pending[0]["Delivered"] is False and pending[0]["SentAt"] is None
-    assert pending[0]["Attempts"] == 1 and "500" in (pending[0]["LastError"] or "")
-    assert (second["AlertsSent"], third["AlertsSent"]) == (1, 0)
-    assert len(hook.received) == 2 and len(hook.delivered) == 1
-    assert len(alerts) == 1 and alerts[0]["Delivered"] and alerts[0]["Attempts"] == 2
+    assert pending[0]["Attempts"] == 3 and "500" in (pending[0]["LastError"] or "")
+    assert requests_while_failing == 6 and failures_before == 6.0
+    assert (third["AlertsSent"], fourth["AlertsSent"]) == (1, 0)
+    assert len(hook.received) == 7 and len(hook.delivered) == 1
+    assert len(alerts) == 1 and alerts[0]["Delivered"] and alerts[0]["Attempts"] == 7
     assert alerts[0]["Threshold"] == "7" and alerts[0]["LastError"] is None
-    assert (failures, sent) == (1.0, 1.0)
+    assert (failures, sent) == (6.0, 1.0)
+    assert took < 8, f"a scan with a failing URL took {took:.1f} s"
 
 
 def test_retry_goes_only_to_the_url_that_failed(tmp_path: Path, pki: Pki) -> None:
-    """E-mail works, the webhook fails once: each gets the alert exactly once in the end."""
-    with smtp_sink() as (mail_url, mails), HttpReceiver(statuses=(500,)) as hook:
+    """E-mail works, the webhook fails its three attempts of the first scan: the e-mail is
+    sent once, only the webhook is retried, and each gets the alert exactly once."""
+    with smtp_sink() as (mail_url, mails), HttpReceiver(statuses=(500, 500, 500)) as hook:
         service = make_service(tmp_path, alerts={"urls": [mail_url, hook.url()]})
         expiring_listener(service, pki)
         first = service.call("ScanNow")
+        mails_after_first = len(mails)
         second = service.call("ScanNow")
         third = service.call("ScanNow")
         alerts = service.call("ListAlerts")["Alerts"]
         service.close()
     assert (first["AlertsFailed"], second["AlertsSent"], third["AlertsSent"]) == (1, 1, 0)
-    assert len(mails) == 1 and len(hook.delivered) == 1
-    assert alerts[0]["Delivered"] and alerts[0]["Attempts"] == 2
+    assert mails_after_first == 1 and len(mails) == 1
+    assert len(hook.received) == 4 and len(hook.delivered) == 1
+    assert alerts[0]["Delivered"] and alerts[0]["Attempts"] == 4
 
 
 @pytest.mark.parametrize(
     ("statuses", "sent_after_restart"),
-    [((), 0), ((500,), 1)],
+    [((), 0), ((500, 500, 500), 1)],
     ids=["delivered-is-not-repeated", "pending-is-delivered"],
 )
 def test_restart_keeps_what_was_delivered_and_what_was_not(
@@ -132,7 +181,7 @@ def test_restart_keeps_what_was_delivered_and_what_was_not(
 
 def test_replacing_the_certificate_drops_its_pending_alert(tmp_path: Path, pki: Pki) -> None:
     """After the default is replaced, the old certificate's undelivered alert is never sent."""
-    with HttpReceiver(statuses=(500,)) as hook:
+    with HttpReceiver(otherwise=500) as hook:
         service = make_service(tmp_path, alerts={"urls": [hook.url()]})
         listener_id, _, _ = expiring_listener(service, pki)
         service.call("ScanNow")
@@ -179,8 +228,9 @@ def test_without_urls_alerts_go_to_the_log(
 
 
 def test_test_notification_reports_each_url(tmp_path: Path) -> None:
-    """TestNotification delivers to each URL separately and reports failures, secrets masked."""
-    with smtp_sink() as (mail_url, mails), HttpReceiver() as ok, HttpReceiver((500,)) as bad:
+    """TestNotification delivers to each URL separately (a failing one retried like an alert)
+    and reports failures, secrets masked."""
+    with smtp_sink() as (mail_url, mails), HttpReceiver() as ok, HttpReceiver(otherwise=500) as bad:
         secret_url = f"json://alice:hunter2secret@127.0.0.1:{bad.port}/hook"
         urls = [mail_url, ok.url(), secret_url, "nosuchscheme://token-s3cr3t@host"]
         service = make_service(tmp_path, alerts={"urls": urls})
@@ -191,7 +241,8 @@ def test_test_notification_reports_each_url(tmp_path: Path) -> None:
     assert results[1]["Url"].startswith(f"json://127.0.0.1:{ok.port}/hook")
     assert "hunter2secret" not in results[2]["Url"] and "500" in results[2]["Error"]
     assert "s3cr3t" not in results[3]["Url"] and "not a valid apprise URL" in results[3]["Error"]
-    assert len(mails) == 1 and len(ok.delivered) == 1 and len(bad.received) == 1
+    assert len(mails) == 1 and len(ok.delivered) == 1 and len(bad.received) == 3
+    assert ok.delivered[0]["type"] == "info"
 
 
 def test_service_notify_uses_the_alert_urls(tmp_path: Path) -> None:
@@ -261,4 +312,34 @@ def test_alert_sequence_over_time(tmp_path: Path, pki: Pki) -> None:
         "shop.example.com expires within 1 day",
         "shop.example.com has expired",
     ]
+    assert [p["type"] for p in hook.delivered] == ["info", "warning", "failure", "failure"]
     assert sorted(a["Threshold"] for a in alerts) == ["1", "30", "7", "expired"]
+
+
+def test_a_url_with_its_own_retry_setting_keeps_it(tmp_path: Path) -> None:
+    """An alert URL naming apprise's `retry=0` is tried once, not three times."""
+    with HttpReceiver(otherwise=500) as hook:
+        service = make_service(tmp_path, alerts={"urls": [hook.url() + "?retry=0"]})
+        results = service.call("TestNotification")["Results"]
+        service.close()
+    assert [r["Delivered"] for r in results] == [False] and "500" in results[0]["Error"]
+    assert len(hook.received) == 1
+
+
+def test_a_silent_url_is_given_up_at_the_time_bound() -> None:
+    """A webhook that accepts the connection and never answers costs the URL's time bound,
+    not three socket timeouts, and is reported undelivered."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    notifier = Notifier([f"json://127.0.0.1:{port}/hook"], RetryPolicy(timeout=1.5))
+    try:
+        started = time.monotonic()
+        (result,) = notifier.send_each("title", "body")
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert not result.delivered and result.error
+    assert result.attempts == 1
+    assert took < 3, f"gave up after {took:.1f} s"

@@ -16,6 +16,7 @@ from certwatch.alerts.rules import (
     Usage,
     body,
     effective_thresholds,
+    notify_type,
     plan_alerts,
     reached,
     title,
@@ -251,3 +252,20 @@ def test_union_boundaries(left: dt.timedelta, expected: str) -> None:
     """Union of [30, 14] and [2]: each boundary of either listener is exact to the second."""
     uses = (Usage("lsn-a", 443, "default", (30, 14)), Usage("lsn-b", 444, "additional", (2,)))
     assert reached(cert(left, usages=uses), NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("threshold", "expected"),
+    [
+        (EXPIRED, "failure"),
+        ("1", "failure"),
+        ("3", "warning"),
+        ("7", "warning"),
+        ("14", "info"),
+        ("30", "info"),
+        ("60", "info"),
+    ],
+)
+def test_notify_type_follows_severity(threshold: str, expected: str) -> None:
+    """Expired and 1-day alerts are failures, up to 7 days warnings, beyond that info."""
+    assert notify_type(threshold) == expected
