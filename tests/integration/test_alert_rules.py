@@ -17,12 +17,11 @@ RULES = REPO / "alerts" / "certwatch.rules.yml"
 RULE_TESTS = sorted((REPO / "alerts" / "tests").glob("*.yml"))
 DASHBOARD = REPO / "grafana" / "certwatch.json"
 
-EXPIRY_ALERTS = [
-    "CertificateExpiresWithin30Days",
-    "CertificateExpiresWithin7Days",
-    "CertificateExpiresWithin1Day",
-    "CertificateExpired",
-]
+RUNBOOK = REPO / "alerts" / "RUNBOOK.md"
+RUNBOOK_BASE = "https://github.com/certwatch/certwatch/blob/main/alerts/RUNBOOK.md#"
+NODE_LABELS = "without (instance, job, node"
+# Alerts about certwatch as a whole, whose series carry no label.
+GLOBAL_ALERTS = {"CertwatchScanStale", "CertwatchScanMetricAbsent", "CertwatchAcmeOrdersFailing"}
 
 
 def promtool() -> str:
@@ -75,46 +74,101 @@ def test_rule_unit_tests_pass() -> None:
 
 
 def test_every_alert_is_unit_tested() -> None:
-    """Every alert of the rules file appears, firing, in some promtool test case."""
+    """Every (alert, severity) of the rules file appears, firing, in some promtool test case."""
     yaml = pytest.importorskip("yaml")
-    firing: set[str] = set()
+    firing: set[tuple[str, str]] = set()
     for path in RULE_TESTS:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         for case in doc["tests"]:
             for check in case.get("alert_rule_test", []):
-                if check.get("exp_alerts"):
-                    firing.add(check["alertname"])
-    alerts = {rule["alert"] for rule in load_rules() if "alert" in rule}
-    assert alerts <= firing, f"alerts never shown firing: {sorted(alerts - firing)}"
+                for alert in check.get("exp_alerts") or []:
+                    firing.add((check["alertname"], alert["exp_labels"]["severity"]))
+    rules = {(rule["alert"], rule["labels"]["severity"]) for rule in load_rules()}
+    assert rules <= firing, f"alerts never shown firing: {sorted(rules - firing)}"
 
 
-def test_every_rule_has_severity_summary_and_description() -> None:
-    """Each alert has a warning/critical severity, a summary and a description using its labels."""
+def test_rule_names_start_with_certwatch() -> None:
+    """Every rule is an alert whose name starts with Certwatch (SPEC §6)."""
+    for rule in load_rules():
+        assert "alert" in rule, rule
+        assert re.fullmatch(r"Certwatch[A-Z]\w+", rule["alert"]), rule["alert"]
+
+
+def test_every_rule_has_severity_summary_description_and_runbook() -> None:
+    """Each alert has a warning/critical severity, summary, description and runbook_url."""
     for rule in load_rules():
         name = rule["alert"]
         annotations = rule["annotations"]
         assert rule["labels"]["severity"] in {"warning", "critical"}, name
         assert annotations["summary"].strip() and annotations["description"].strip(), name
-        if not rule["expr"].lstrip().startswith("absent("):  # absent() has no labels to show
+        assert annotations["runbook_url"].startswith(RUNBOOK_BASE), name
+        if name in GLOBAL_ALERTS:  # one series without labels: show the value
+            assert rule["expr"].lstrip().startswith("absent(") or "$value" in annotations[
+                "description"
+            ], name
+        else:
             assert "$labels." in annotations["description"], name
 
 
-def test_expiry_bands_do_not_overlap() -> None:
-    """The four expiry alerts are bounded by 30 d / 7 d / 1 d / 0 on the listener metric."""
-    rules = {rule.get("alert"): rule for rule in load_rules()}
-    bounds = {
-        "CertificateExpiresWithin30Days": ("30 * 86400", "7 * 86400"),
-        "CertificateExpiresWithin7Days": ("7 * 86400", "1 * 86400"),
-        "CertificateExpiresWithin1Day": ("1 * 86400", "0"),
-    }
-    for name in EXPIRY_ALERTS:
-        expr = " ".join(rules[name]["expr"].split())
-        assert "certwatch_listener_certificate_not_after_timestamp_seconds" in expr, name
-        if name in bounds:
-            upper, lower = bounds[name]
-            assert f"<= {upper}" in expr and f") > {lower}" in expr, expr
-        else:
-            assert expr.endswith(">= 0"), expr
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, - for spaces."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_github_anchor_matches_githubs_rules() -> None:
+    """The anchor helper drops punctuation, lowers case and turns spaces into dashes."""
+    assert github_anchor("CertwatchScanStale") == "certwatchscanstale"
+    assert github_anchor("What to check (first!)") == "what-to-check-first"
+
+
+def test_every_runbook_url_anchor_is_a_runbook_heading() -> None:
+    """Every runbook_url's anchor is a heading of alerts/RUNBOOK.md, and each alert has its own."""
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", RUNBOOK.read_text(encoding="utf-8"), re.M)
+    anchors = {github_anchor(h) for h in headings}
+    for rule in load_rules():
+        url = rule["annotations"]["runbook_url"]
+        anchor = url.removeprefix(RUNBOOK_BASE)
+        assert anchor in anchors, f"{rule['alert']}: no heading for #{anchor} in RUNBOOK.md"
+        assert anchor == github_anchor(rule["alert"]), f"{rule['alert']}: anchor {anchor}"
+    sections = {github_anchor(h) for h in headings[1:]}
+    assert sections == {github_anchor(rule["alert"]) for rule in load_rules()}
+
+
+def test_every_rule_aggregates_away_the_node() -> None:
+    """Every expression aggregates instance/job/node away, so several nodes page once."""
+    for rule in load_rules():
+        expr = " ".join(rule["expr"].split())
+        if expr.startswith("absent("):  # one series for all nodes by construction
+            continue
+        assert NODE_LABELS in expr, rule["alert"]
+        assert "by (job)" not in expr and "by (instance)" not in expr, rule["alert"]
+
+
+def test_rising_severity_rules_hand_over_in_one_evaluation() -> None:
+    """A name with two rules has a warning and a critical rule, no `for:`, no other label."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for rule in load_rules():
+        by_name.setdefault(rule["alert"], []).append(rule)
+    rising = {name: rules for name, rules in by_name.items() if len(rules) > 1}
+    assert {
+        "CertwatchCertificateExpiring",
+        "CertwatchChainCertificateExpiring",
+        "CertwatchTargetCertificateExpiring",
+        "CertwatchBackendDown",
+    } <= set(rising)
+    for name, rules in rising.items():
+        assert sorted(r["labels"]["severity"] for r in rules) == ["critical", "warning"], name
+        assert all(set(r["labels"]) == {"severity"} for r in rules), name
+        assert all("for" not in r for r in rules), name
+
+
+def test_expiry_thresholds_come_from_the_threshold_metric() -> None:
+    """The certificate and chain expiry rules compare against the per-certificate thresholds."""
+    for rule in load_rules():
+        if rule["alert"] in {"CertwatchCertificateExpiring", "CertwatchChainCertificateExpiring"}:
+            assert "certwatch_certificate_alert_threshold_seconds" in rule["expr"], rule["alert"]
+            assert "86400" not in rule["expr"], rule["alert"]
 
 
 def test_dashboard_queries_parse(tmp_path: Path) -> None:

@@ -91,28 +91,26 @@ def _api(base: str, path: str, **params: str) -> Any:
 def test_prometheus_fires_7_day_alert_and_nothing_for_60_days(
     prometheus: str, api_url: tuple[str, Service, dict[str, str]]
 ) -> None:
-    """Prometheus fires CertificateExpiresWithin7Days for 6.5 days left, nothing for 60 days."""
+    """Prometheus fires a critical CertwatchCertificateExpiring at 6.5 days left, none at 60."""
     ids = api_url[2]
     deadline = time.monotonic() + DEADLINE
     alerts: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         alerts = (_api(prometheus, "alerts") or {"alerts": []})["alerts"]
         if any(
-            a["labels"]["alertname"] == "CertificateExpiresWithin7Days" and a["state"] == "firing"
+            a["labels"]["alertname"] == "CertwatchCertificateExpiring" and a["state"] == "firing"
             for a in alerts
         ):
             break
         time.sleep(0.25)
-    seven = [a for a in alerts if a["labels"]["alertname"] == "CertificateExpiresWithin7Days"]
+    seven = [a for a in alerts if a["labels"]["alertname"] == "CertwatchCertificateExpiring"]
     assert [a["state"] for a in seven] == ["firing"]
+    assert seven[0]["labels"]["severity"] == "critical"
+    summary = seven[0]["annotations"]["summary"]
+    assert summary == "Certificate soon.example.com expires within 7 days"
     assert [a["labels"]["certificate_id"] for a in seven] == [ids["soon"]]
     assert seven[0]["labels"]["common_name"] == "soon.example.com"
-    expiry = {
-        "CertificateExpiresWithin30Days",
-        "CertificateExpiresWithin7Days",
-        "CertificateExpiresWithin1Day",
-        "CertificateExpired",
-    }
+    expiry = {"CertwatchCertificateExpiring", "CertwatchCertificateExpired"}
     later = [
         a
         for a in alerts
