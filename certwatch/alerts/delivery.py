@@ -196,24 +196,24 @@ def deliver(
     """Record each attempt, send the alert to the URLs that lack it, settle the attempt, then
     the next alert.
 
-    Returns (alerts now delivered everywhere, alerts some URL still lacks).
+    Returns (alerts now delivered everywhere, alerts some URL still lacks). With no URL the
+    alerts go to the log, which cannot fail: they are logged, then settled in one statement
+    and one commit (a first scan of thousands of certificates is not thousands of commits).
     """
+    if not notifier.urls:
+        return _to_the_log(engine, notifier, outgoing), 0
     sent = failed = 0
     with engine.connect() as connection:
         for item in outgoing:
             claim = {"alert_id": item.alert_id, "last_error": f"sending since {clock.now()}"}
             connection.execute(_CLAIM, claim)
             connection.commit()
-            if notifier.urls:
-                results = notifier.send_each(
-                    item.title, item.body, item.notify_type, skip=item.delivered_to
-                )
-                reached = item.delivered_to | {r.key for r in results if r.delivered}
-                error = notify.failures(results)
-                sends = max((r.attempts for r in results), default=1)
-            else:
-                notifier.send(item.title, item.body, item.notify_type)
-                reached, error, sends = item.delivered_to, "", 1
+            results = notifier.send_each(
+                item.title, item.body, item.notify_type, skip=item.delivered_to
+            )
+            reached = item.delivered_to | {r.key for r in results if r.delivered}
+            error = notify.failures(results)
+            sends = max((r.attempts for r in results), default=1)
             done = notifier.keys <= reached
             params = {
                 "alert_id": item.alert_id,
@@ -232,6 +232,22 @@ def deliver(
                     "alert %r not delivered everywhere (retried next scan): %s", item.title, error
                 )
     return sent, failed
+
+
+def _to_the_log(engine: Engine, notifier: notify.Notifier, outgoing: Sequence[Outgoing]) -> int:
+    """Log every alert, then mark them all delivered at once; how many."""
+    for item in outgoing:
+        notifier.send(item.title, item.body, item.notify_type)
+    if outgoing:
+        now = clock.now()
+        settled: list[dict[str, object]] = [
+            {"alert_id": item.alert_id, "retries": 1, "delivered": True, "delivered_to": [],
+             "sent_at": now, "last_error": None}
+            for item in outgoing
+        ]
+        with engine.begin() as connection:
+            connection.execute(_ATTEMPT, settled)
+    return len(outgoing)
 
 
 def run(
