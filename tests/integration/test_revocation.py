@@ -52,8 +52,12 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _service(tmp_path: Path, pki: Pki, hook: HttpReceiver) -> Service:
-    service = make_service(tmp_path, alerts={"urls": [hook.url()]}, scan=SCAN)
+def _service(
+    tmp_path: Path, pki: Pki, hook: HttpReceiver, store_url: str | None = None, **sections: Any
+) -> Service:
+    if store_url is not None:
+        sections["store"] = {"url": store_url}
+    service = make_service(tmp_path, alerts={"urls": [hook.url()]}, scan=SCAN, **sections)
     upload(service, pki.root, cert_type="Ca")
     return service
 
@@ -96,11 +100,11 @@ def _wait_past(moment: dt.datetime) -> None:
 
 
 def test_crl_revocation_between_scans_alerts_once(
-    tmp_path: Path, pki: Pki, crl_server: CrlServer, hook: HttpReceiver
+    tmp_path: Path, pki: Pki, crl_server: CrlServer, hook: HttpReceiver, store_url: str
 ) -> None:
     """Good by the CRL (0, no alert), cached until nextUpdate, then revoked (1, Revoked, one
-    alert with time and reason); a third scan sends no second alert."""
-    service = _service(tmp_path, pki, hook)
+    alert with time and reason); a third scan sends no second alert (SQLite and PostgreSQL)."""
+    service = _service(tmp_path, pki, hook, store_url)
     cert_id, leaf = _in_use(service, pki, crl_url=crl_server.url(CRL_PATH))
     first_expires = _now() + dt.timedelta(seconds=3)
     crl_server.crls[CRL_PATH] = make_crl(pki.intermediate, next_update=first_expires)
@@ -227,14 +231,11 @@ def test_unreachable_sources_are_warnings_not_revocations(
 
 
 def test_revoked_staged_candidate_is_rejected(
-    tmp_path: Path, pki: Pki, crl_server: CrlServer, hook: HttpReceiver
+    tmp_path: Path, pki: Pki, crl_server: CrlServer, hook: HttpReceiver, store_url: str
 ) -> None:
     """A staged renewal found revoked by its CRL is `Rejected` with the revocation as reason;
-    a good one next to it stays `Pending`."""
-    service = make_service(
-        tmp_path, alerts={"urls": [hook.url()]}, scan=SCAN, rotation={"auto": False}
-    )
-    upload(service, pki.root, cert_type="Ca")
+    a good one next to it stays `Pending` (SQLite and PostgreSQL)."""
+    service = _service(tmp_path, pki, hook, store_url, rotation={"auto": False})
     current = upload(service, pki.leaf("shop.test", days=20))
     listener_id = add_listener(service, current, free_port())
     url = crl_server.url(CRL_PATH)
