@@ -37,7 +37,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from certwatch.alerts.notify import Notifier
-from certwatch.alerts.rules import EXPIRED
+from certwatch.alerts.rules import EXPIRED, REVOKED
 from certwatch.store.models import (
     Alert,
     Certificate,
@@ -45,6 +45,8 @@ from certwatch.store.models import (
     Listener,
     ListenerCertificate,
     ProbeResult,
+    RevocationState,
+    RevocationStatus,
     ScanRun,
 )
 
@@ -61,7 +63,7 @@ class StoreCollector(Collector):
     def __init__(self, engine: Engine, thresholds: Sequence[int]) -> None:
         self._engine = engine
         self._default_days = tuple(thresholds)
-        self._thresholds = [str(d) for d in thresholds] + [EXPIRED]
+        self._thresholds = [str(d) for d in thresholds] + [EXPIRED, REVOKED]
 
     def describe(self) -> Iterator[Metric]:
         """Nothing up front: registering must not query the store."""
@@ -71,6 +73,7 @@ class StoreCollector(Collector):
         """One read of the store per scrape."""
         with Session(self._engine) as session:
             yield from self._certificates(session)
+            yield from self._revocations(session)
             yield from self._listeners(session)
             yield from self._alert_thresholds(session)
             yield from self._probes(session)
@@ -122,6 +125,27 @@ class StoreCollector(Collector):
         ):
             chain.add_metric([cert_id, str(position), common_name], not_after.timestamp())
         yield from (after, chain, before, info)
+
+    def _revocations(self, session: Session) -> Iterator[Metric]:
+        gauge = _gauge(
+            "certwatch_certificate_revoked",
+            "1 when the certificate or one of its chain is revoked, 0 when checked good, by "
+            "source (crl/ocsp); absent while no source could tell",
+            ("certificate_id", "source"),
+        )
+        revoked: dict[tuple[str, str], bool] = {}
+        for cert_id, source, status in session.execute(
+            sa_select(
+                col(RevocationState.certificate_id),
+                col(RevocationState.source),
+                col(RevocationState.status),
+            ).where(col(RevocationState.status) != RevocationStatus.UNKNOWN)
+        ):
+            key = (cert_id, source)
+            revoked[key] = revoked.get(key, False) or status == RevocationStatus.REVOKED
+        for (cert_id, source), value in sorted(revoked.items()):
+            gauge.add_metric([cert_id, source], float(value))
+        yield gauge
 
     def _alert_thresholds(self, session: Session) -> Iterator[Metric]:
         gauge = _gauge(
@@ -220,11 +244,12 @@ class StoreCollector(Collector):
             sent[threshold] += float(delivered)
             failed[threshold] += float(attempts - int(delivered))
         sent_family = CounterMetricFamily(
-            "certwatch_alerts_sent", "Expiry alerts delivered", labels=["threshold"]
+            "certwatch_alerts_sent", "Expiry and revocation alerts delivered", labels=["threshold"]
         )
         failed_family = CounterMetricFamily(
             "certwatch_alert_delivery_failures",
-            "Expiry alert sends that failed (each attempt, retries within a delivery included)",
+            "Expiry and revocation alert sends that failed (each attempt, retries within a "
+            "delivery included)",
             labels=["threshold"],
         )
         for threshold in sorted(sent):

@@ -1,5 +1,5 @@
 """Test certificates: the product's own on-the-fly PKI (`certwatch.devpki`)."""
 
-from certwatch.pki.devpki import Issued, Pki, issue, make_key, make_pki
+from certwatch.pki.devpki import Issued, Pki, Revocation, issue, make_crl, make_key, make_pki
 
-__all__ = ["Issued", "Pki", "issue", "make_key", "make_pki"]
+__all__ = ["Issued", "Pki", "Revocation", "issue", "make_crl", "make_key", "make_pki"]

@@ -17,6 +17,9 @@ Rules (SPEC §5):
   pending alerts less urgent than another alert of the same certificate, and pending alerts
   whose threshold is no longer reached (thresholds changed). Dropped alerts are deleted;
   delivered alerts stay as the record.
+- Revocation is apart from expiry: a certificate in use found revoked (the leaf or a
+  certificate of its chain) alerts once as `revoked`, whatever its expiry alerts; it is
+  retried until delivered like them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from certwatch.clock import rfc3339
 from certwatch.pki.x509 import days_remaining
 
 EXPIRED = "expired"
+REVOKED = "revoked"
 _DAY = dt.timedelta(days=1)
 
 
@@ -52,6 +56,18 @@ class ChainLink:
 
 
 @dataclass(frozen=True)
+class Revocation:
+    """A certificate of a chain in use found revoked (position 0 = the leaf itself)."""
+
+    position: int
+    common_name: str
+    source: str
+    url: str
+    revoked_at: dt.datetime | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
 class CertInUse:
     """A certificate some listener uses, with its chain and every use."""
 
@@ -61,6 +77,7 @@ class CertInUse:
     not_after: dt.datetime
     usages: tuple[Usage, ...]
     chain: tuple[ChainLink, ...] = ()
+    revocation: Revocation | None = None
 
     @property
     def expiring_link(self) -> ChainLink | None:
@@ -130,6 +147,29 @@ def reached(cert: CertInUse, now: dt.datetime) -> str | None:
     return str(min(hit)) if hit else None
 
 
+def _expiry_due(
+    cert: CertInUse, records: Sequence[AlertRecord], now: dt.datetime
+) -> Due | None:
+    """The expiry alert to send for `cert` (new, or the pending one retried), or None."""
+    level = reached(cert, now)
+    if level is None:
+        return None
+    covering = [r for r in records if urgency(r.threshold) <= urgency(level)]
+    if not covering:
+        return Due(cert, level)
+    best = min(covering, key=lambda r: urgency(r.threshold))
+    return None if best.delivered else Due(cert, best.threshold, best.alert_id)
+
+
+def _revocation_due(cert: CertInUse, record: AlertRecord | None) -> Due | None:
+    """The revocation alert to send for `cert` (new, or the pending one retried), or None."""
+    if cert.revocation is None:
+        return None
+    if record is None:
+        return Due(cert, REVOKED)
+    return None if record.delivered else Due(cert, REVOKED, record.alert_id)
+
+
 def plan_alerts(
     in_use: Iterable[CertInUse], existing: Iterable[AlertRecord], now: dt.datetime
 ) -> Plan:
@@ -138,20 +178,16 @@ def plan_alerts(
     for record in existing:
         by_cert.setdefault(record.certificate_id, []).append(record)
     send: list[Due] = []
-    keep: set[str] = set()
     for cert in in_use:
         records = by_cert.get(cert.certificate_id, [])
-        level = reached(cert, now)
-        if level is None:
-            continue
-        covering = [r for r in records if urgency(r.threshold) <= urgency(level)]
-        if not covering:
-            send.append(Due(cert, level))
-            continue
-        best = min(covering, key=lambda r: urgency(r.threshold))
-        if not best.delivered:
-            send.append(Due(cert, best.threshold, best.alert_id))
-            keep.add(best.alert_id)
+        expiry = [r for r in records if r.threshold != REVOKED]
+        revoked = next((r for r in records if r.threshold == REVOKED), None)
+        send.extend(
+            due
+            for due in (_expiry_due(cert, expiry, now), _revocation_due(cert, revoked))
+            if due is not None
+        )
+    keep = {due.alert_id for due in send if due.alert_id is not None}
     drop = [
         r.alert_id
         for records in by_cert.values()
@@ -162,8 +198,14 @@ def plan_alerts(
 
 
 def title(cert: CertInUse, threshold: str) -> str:
-    """`<common name> expires within 7 days` / `within 1 day` / `has expired`."""
+    """`<common name> expires within 7 days` / `within 1 day` / `has expired` /
+    `has been revoked`."""
     name = cert.common_name or cert.certificate_id
+    if threshold == REVOKED:
+        revoked = cert.revocation
+        if revoked is not None and revoked.position > 0:
+            return f"{name} has been revoked (chain: intermediate {revoked.common_name})"
+        return f"{name} has been revoked"
     if threshold == EXPIRED:
         text = f"{name} has expired"
     else:
@@ -180,6 +222,19 @@ def body(cert: CertInUse, threshold: str, now: dt.datetime, renewals: Mapping[st
         f"SANs: {', '.join(cert.sans) or '(none)'}",
         f"NotAfter: {rfc3339(cert.not_after)}",
     ]
+    revoked = cert.revocation
+    if threshold == REVOKED and revoked is not None:
+        which = (
+            "the certificate itself"
+            if revoked.position == 0
+            else f"intermediate {revoked.common_name} (chain position {revoked.position})"
+        )
+        lines += [
+            f"Revoked: {which}",
+            f"Revocation time: {rfc3339(revoked.revoked_at) if revoked.revoked_at else 'unknown'}",
+            f"Revocation reason: {revoked.reason or 'unspecified'}",
+            f"Checked with: {revoked.source.upper()} {revoked.url}",
+        ]
     link = cert.expiring_link
     if link is not None:
         lines.append(

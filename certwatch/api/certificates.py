@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field
 from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from certwatch import errors
 from certwatch.api.registry import ActionContext, ChangeRequest, Request, action
@@ -17,13 +18,53 @@ from certwatch.clock import rfc3339
 from certwatch.inventory import rows
 from certwatch.inventory.certificates import store_certificate
 from certwatch.pki import x509
-from certwatch.store.models import Certificate, ChainEntry, ListenerCertificate, StagedCertificate
+from certwatch.scan.revocation import unavailable
+from certwatch.store.models import (
+    Certificate,
+    ChainEntry,
+    ListenerCertificate,
+    RevocationState,
+    RevocationStatus,
+    StagedCertificate,
+)
 
 CertType = Literal["Server", "Ca", "Client"]
 
 
-def certificate_view(row: Certificate, now: dt.datetime, expiring_days: int) -> dict[str, Any]:
-    """The SPEC's Certificate object (never the key)."""
+def revocation_states(session: Session, ids: Sequence[str]) -> dict[str, list[RevocationState]]:
+    """The last revocation checks of these certificates (leaf and chain), by certificate id."""
+    found: dict[str, list[RevocationState]] = {}
+    query = (
+        select(RevocationState)
+        .where(col(RevocationState.certificate_id).in_(ids))
+        .order_by(col(RevocationState.position))
+    )
+    for state in session.exec(query):
+        found.setdefault(state.certificate_id, []).append(state)
+    return found
+
+
+def certificate_view(
+    row: Certificate,
+    now: dt.datetime,
+    expiring_days: int,
+    revocations: Sequence[RevocationState] = (),
+) -> dict[str, Any]:
+    """The SPEC's Certificate object (never the key). `Status` is `Revoked` when the last
+    check found the certificate or one of its chain revoked; a source that could not tell is a
+    `RevocationUnavailable` warning."""
+    revoked = any(state.status == RevocationStatus.REVOKED for state in revocations)
+    status = (
+        "Revoked" if revoked else x509.status(row.not_before, row.not_after, now, expiring_days)
+    )
+    warnings = [
+        *row.warnings,
+        *(
+            unavailable(s.source, s.common_name, s.position, s.error)
+            for s in revocations
+            if s.error
+        ),
+    ]
     return {
         "CertificateId": row.id,
         "CertificateName": row.name,
@@ -40,9 +81,9 @@ def certificate_view(row: Certificate, now: dt.datetime, expiring_days: int) -> 
         "KeySize": row.key_size,
         "SignatureAlgorithm": row.signature_algorithm,
         "ChainLength": row.chain_length,
-        "Status": x509.status(row.not_before, row.not_after, now, expiring_days),
+        "Status": status,
         "Managed": row.managed,
-        "Warnings": list(row.warnings),
+        "Warnings": warnings,
     }
 
 
@@ -75,7 +116,8 @@ class CertificateIdRequest(Request):
 def describe_certificate(ctx: ActionContext, req: CertificateIdRequest) -> dict[str, Any]:
     """Describe one certificate."""
     row = rows.get_certificate(ctx.session, req.CertificateId)
-    return {"Certificate": certificate_view(row, ctx.now, ctx.node.expiring_days)}
+    states = revocation_states(ctx.session, [row.id]).get(row.id, [])
+    return {"Certificate": certificate_view(row, ctx.now, ctx.node.expiring_days, states)}
 
 
 class ListCertificatesRequest(Request):
@@ -117,8 +159,12 @@ def list_certificates(ctx: ActionContext, req: ListCertificatesRequest) -> dict[
     rows = ctx.session.exec(query.order_by(col(Certificate.id)).limit(req.MaxResults + 1)).all()
     page = rows[: req.MaxResults]
     next_token = _encode_token(page[-1].id) if len(rows) > req.MaxResults else None
+    states = revocation_states(ctx.session, [r.id for r in page])
     return {
-        "Certificates": [certificate_view(r, ctx.now, ctx.node.expiring_days) for r in page],
+        "Certificates": [
+            certificate_view(r, ctx.now, ctx.node.expiring_days, states.get(r.id, []))
+            for r in page
+        ],
         "NextToken": next_token,
         "TotalCount": total,
     }
@@ -149,6 +195,9 @@ def delete_certificate(ctx: ActionContext, req: DeleteCertificateRequest) -> dic
         raise errors.ResourceInUse(f"certificate {row.id} is staged for rotation as {staged.id}")
     for dependent in [
         *ctx.session.exec(select(ChainEntry).where(ChainEntry.certificate_id == row.id)),
+        *ctx.session.exec(
+            select(RevocationState).where(RevocationState.certificate_id == row.id)
+        ),
         *ctx.session.exec(
             select(StagedCertificate).where(StagedCertificate.certificate_id == row.id)
         ),

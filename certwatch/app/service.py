@@ -5,8 +5,8 @@ Wiring, in the order it is built:
   over the data plane (when this node runs one);
 - monitoring (metrics, notifier) and leadership, which make the `Node`;
 - the scan hooks the leader runs before each scan — crash recovery of rotations, staging
-  intake, automatic rotation, ACME renewals that are due — and the staged-renewal lookup
-  alerts name;
+  intake, rejection of revoked staged certificates, automatic rotation, ACME renewals that
+  are due — and the staged-renewal lookup alerts name;
 - the ACME order runner (started by `certwatch serve` when `[acme]` is configured);
 - the scanner, and the dispatcher that runs API actions by name for the HTTP API, the CLI's
   service and the demo.
@@ -37,6 +37,7 @@ from certwatch.metrics import Monitoring, NodeCollector
 from certwatch.node import Node
 from certwatch.rotation.auto import StagedRenewals, auto_rotate
 from certwatch.rotation.intake import intake
+from certwatch.rotation.revoked import reject_revoked
 from certwatch.rotation.rotate import recover
 from certwatch.scan.run import Scanner
 from certwatch.store.cluster import Leadership
@@ -72,7 +73,9 @@ class Service:
                 self.node.is_leader, lambda: self.node.changes.revision, lambda: ping(engine)
             )
         )
-        self.before_scan: list[ScanHook] = [recover, intake, auto_rotate, renew_due]
+        self.before_scan: list[ScanHook] = [
+            recover, intake, reject_revoked, auto_rotate, renew_due,
+        ]
         self.scanner = Scanner(self.node, self.before_scan, StagedRenewals(self.node))
         self.dispatch = Dispatcher(self.node, self.scanner)
         self.acme = OrderRunner(self.node, orders_counter(self.registry))

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
@@ -98,12 +99,15 @@ def issue(
     not_after: dt.datetime | None = None,
     client: bool = False,
     aki: bool = True,
+    crl_url: str | None = None,
+    ocsp_url: str | None = None,
 ) -> Issued:
     """Issue a certificate for DNS `names` (or an IP), self-signed when no `issuer`.
 
     Validity runs from `not_before` (default: an hour ago) to `not_after`
     (default: `days` from now); expired or not-yet-valid windows are allowed.
     `aki=False` leaves out the Authority Key Identifier, as some private CAs do.
+    `crl_url` names a CRL distribution point, `ocsp_url` an OCSP responder (AIA).
     """
     private_key = make_key(key)
     start = not_before or _now() - dt.timedelta(hours=1)
@@ -159,12 +163,64 @@ def issue(
             except ValueError:
                 alt.append(x509.DNSName(name))
         builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
-    algorithm = None if isinstance(signer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-    cert = builder.sign(signer_key, algorithm)
+    if crl_url is not None:
+        point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)
+        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
+    if ocsp_url is not None:
+        responder = x509.AccessDescription(
+            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url)
+        )
+        builder = builder.add_extension(
+            x509.AuthorityInformationAccess([responder]), critical=False
+        )
+    cert = builder.sign(signer_key, _algorithm(signer_key))
     parents: list[x509.Certificate] = []
     if issuer is not None and not _is_self_signed(issuer.cert):
         parents = [issuer.cert, *issuer.parents]
     return Issued(cert=cert, key=private_key, parents=parents)
+
+
+def _algorithm(key: PrivateKey) -> hashes.SHA256 | None:
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """One entry of a CRL: which certificate, since when, and why (None: no reason given)."""
+
+    cert: x509.Certificate
+    revoked_at: dt.datetime
+    reason: x509.ReasonFlags | None = None
+
+
+def make_crl(
+    issuer: Issued,
+    revoked: Sequence[Revocation] = (),
+    next_update: dt.datetime | None = None,
+    this_update: dt.datetime | None = None,
+    signer: Issued | None = None,
+) -> bytes:
+    """A DER CRL in `issuer`'s name listing `revoked`, signed by `signer` (default: the
+    issuer; another key makes a forged CRL), current from `this_update` (default: a minute
+    ago) to `next_update` (default: a day from now)."""
+    start = this_update or _now() - dt.timedelta(minutes=1)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.cert.subject)
+        .last_update(start)
+        .next_update(next_update or _now() + dt.timedelta(days=1))
+    )
+    for entry in revoked:
+        item = (
+            x509.RevokedCertificateBuilder()
+            .serial_number(entry.cert.serial_number)
+            .revocation_date(entry.revoked_at)
+        )
+        if entry.reason is not None:
+            item = item.add_extension(x509.CRLReason(entry.reason), critical=False)
+        builder = builder.add_revoked_certificate(item.build())
+    key = (signer or issuer).key
+    return builder.sign(key, _algorithm(key)).public_bytes(serialization.Encoding.DER)
 
 
 def _is_self_signed(cert: x509.Certificate) -> bool:

@@ -41,6 +41,7 @@ __all__ = [
     "load_bundle",
     "parse_chain",
     "parse_private_key",
+    "signed_by",
     "status",
     "system_roots",
     "to_pem",
@@ -163,7 +164,7 @@ def _label(index: int, cert: x509.Certificate) -> str:
     return f"certificate {index} ({'CN=' + cn if cn else cert.subject.rfc4514_string()})"
 
 
-def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """Issuer name matches and the signature verifies (also for SHA-1, which the API refuses)."""
     if cert.issuer != issuer.subject:
         return False
@@ -193,7 +194,7 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 def check_chain_links(chain: list[x509.Certificate]) -> None:
     """Raise CertificateError("InvalidChain") unless each cert[i] is signed by cert[i+1]."""
     for i in range(len(chain) - 1):
-        if not _signed_by(chain[i], chain[i + 1]):
+        if not signed_by(chain[i], chain[i + 1]):
             raise CertificateError(
                 "InvalidChain",
                 f"{_label(i + 1, chain[i])} is not signed by {_label(i + 2, chain[i + 1])}",
@@ -307,7 +308,7 @@ def describe(cert: x509.Certificate) -> CertInfo:
         key_size=size,
         signature_algorithm=_SIG_NAMES.get(oid, oid.dotted_string),
         is_ca=_is_ca(cert),
-        self_signed=_signed_by(cert, cert),
+        self_signed=signed_by(cert, cert),
     )
 
 
@@ -331,10 +332,10 @@ def cert_warnings(
         if is_weak(cert):
             warnings.add("WeakKey")
         weak_hash = isinstance(cert.signature_hash_algorithm, hashes.SHA1 | hashes.MD5)
-        if weak_hash and not _signed_by(cert, cert):
+        if weak_hash and not signed_by(cert, cert):
             warnings.add("Sha1Signature")
     if chain:
-        carried = [cert for cert in chain if _signed_by(cert, cert)]
+        carried = [cert for cert in chain if signed_by(cert, cert)]
         verdict = verify_chain(chain, [*known_roots, *carried], now)
         if verdict.incomplete:
             warnings.add("IncompleteChain")

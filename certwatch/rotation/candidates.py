@@ -1,9 +1,9 @@
 """Which staged certificate may replace a listener's certificate: pure rules over plain data.
 
 A candidate must, in this order: have a key that matches it; be valid now; not be weak;
-chain to a trusted root; cover every DNS name of the certificate it replaces; expire later
-than it. The first rule that fails is the candidate's `Reason`. Among several candidates
-the one that expires last wins.
+chain to a trusted root; not be revoked (by the last revocation check, `scan.revocation`);
+cover every DNS name of the certificate it replaces; expire later than it. The first rule that
+fails is the candidate's `Reason`. Among several candidates the one that expires last wins.
 """
 
 from __future__ import annotations
@@ -33,10 +33,12 @@ class Incumbent:
 
 @dataclass(frozen=True)
 class Offer:
-    """A staged certificate: its chain (leaf first) and whether its key matches the leaf."""
+    """A staged certificate: its chain (leaf first), whether its key matches the leaf, and
+    why it is revoked (None: not found revoked)."""
 
     chain: Sequence[cx509.Certificate]
     key_matches: bool
+    revoked: str | None = None
 
     @property
     def not_after(self) -> dt.datetime:
@@ -81,7 +83,27 @@ def offer_problem(
     verdict = verify_chain(offer.chain, roots, now, findings=False)
     if verdict.problem is not None:
         return f"the chain does not verify to a trusted root: {verdict.problem}"
+    if offer.revoked is not None:
+        return offer.revoked
     return None
+
+
+def revocation_text(
+    common_name: str,
+    position: int,
+    revoked_at: dt.datetime | None,
+    reason: str | None,
+    source: str,
+    url: str,
+) -> str:
+    """How a candidate's revocation reads in its `Reason`."""
+    which = (
+        "revoked"
+        if position == 0
+        else f"its intermediate {common_name} (chain position {position}) is revoked"
+    )
+    when = rfc3339(revoked_at) if revoked_at else "an unknown time"
+    return f"{which} since {when} ({reason or 'unspecified'}), per {source.upper()} {url}"
 
 
 def against(offer: Offer, incumbent: Incumbent) -> str | None:

@@ -111,7 +111,7 @@ def _choose(
     if cert.id == current.id:
         return current, role, None, f"{staged_id} is already in use"
     roots = node.trusted_roots(session)
-    reason = reject_reason(staged.offer(node, cert), staged.incumbent(current), roots, now)
+    reason = reject_reason(staged.offer(node, session, cert), staged.incumbent(current), roots, now)
     if reason is not None:
         staged.set_status(session, row, "Rejected", reason, now)
         return current, role, None, reason

@@ -27,12 +27,15 @@ from certwatch.rotation.candidates import (
     against,
     offer_problem,
     reject_reason,
+    revocation_text,
     uncovered,
 )
 from certwatch.store.models import (
     Certificate,
     Listener,
     ListenerCertificate,
+    RevocationState,
+    RevocationStatus,
     Role,
     RotationEvent,
     StagedCertificate,
@@ -49,13 +52,32 @@ def incumbent(row: Certificate) -> Incumbent:
     return Incumbent(x509.host_names(row.sans, row.common_name), row.not_after)
 
 
-def offer(node: Node, row: Certificate) -> Offer:
-    """The rule inputs of a staged certificate (its chain and whether its stored key matches)."""
+def revoked(session: Session, certificate_id: str) -> str | None:
+    """Why the last revocation check found the certificate (or its chain) revoked, or None."""
+    state = session.exec(
+        select(RevocationState)
+        .where(
+            RevocationState.certificate_id == certificate_id,
+            RevocationState.status == RevocationStatus.REVOKED,
+        )
+        .order_by(col(RevocationState.position))
+    ).first()
+    if state is None:
+        return None
+    return revocation_text(
+        state.common_name, state.position, state.revoked_at, state.reason, state.source, state.url
+    )
+
+
+def offer(node: Node, session: Session, row: Certificate) -> Offer:
+    """The rule inputs of a staged certificate (its chain, whether its stored key matches, and
+    whether it was found revoked)."""
     chain = x509.parse_chain(row.chain_pem)
+    why = revoked(session, row.id)
     if row.key_encrypted is None:
-        return Offer(chain, key_matches=False)
+        return Offer(chain, key_matches=False, revoked=why)
     key = x509.parse_private_key(node.keybox.open(row.key_encrypted))
-    return Offer(chain, key_matches=x509.key_matches(chain[0], key))
+    return Offer(chain, key_matches=x509.key_matches(chain[0], key), revoked=why)
 
 
 def in_use(session: Session, listener_id: str, role: str) -> list[Certificate]:
@@ -113,7 +135,9 @@ def judge(
     target = incumbent(current)
     roots = node.trusted_roots(session)
     return [
-        Verdict(staged, cert.not_after, reject_reason(offer(node, cert), target, roots, now))
+        Verdict(
+            staged, cert.not_after, reject_reason(offer(node, session, cert), target, roots, now)
+        )
         for staged, cert in candidates
     ]
 

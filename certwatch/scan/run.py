@@ -1,9 +1,10 @@
 """One scan: read every certificate in use, probe every running listener and external target
-(`certwatch.scan_probes`), store what was seen, and deliver the expiry alerts that are due
-(`certwatch.alert_delivery`).
+(`scan.probes`), check revocation (`scan.revocation`), store what was seen, and deliver the
+expiry and revocation alerts that are due (`alerts.delivery`).
 
-`run_scan(service)` is the one function the scheduler's job and `ScanNow` call. It writes scan
-state in its own short transactions. Certificates are counted by the Status of the leaf.
+`Scanner.run()` is the one function the scheduler's job and `ScanNow` call. It writes scan
+state in its own short transactions. Certificates are counted by the Status of the leaf
+(`Revoked` when a certificate of its chain is revoked).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import delete
@@ -27,13 +28,14 @@ from certwatch.node import Node
 from certwatch.pki import x509
 from certwatch.scan.inventory import read_inventory
 from certwatch.scan.probes import probe_everything
+from certwatch.scan.revocation import check_in_use
 from certwatch.store.db import transaction
 from certwatch.store.models import (
     ScanRun,
 )
 
 log = logging.getLogger(__name__)
-STATUSES = ("Valid", "Expiring", "Expired", "NotYetValid")
+STATUSES = ("Valid", "Expiring", "Expired", "NotYetValid", "Revoked")
 _ONE_SCAN_AT_A_TIME = threading.Lock()
 KEEP_SCAN_RUNS = dt.timedelta(days=30)
 
@@ -48,6 +50,8 @@ class ScanReport:
     probes_failed: int
     alerts_sent: int
     alerts_failed: int
+    revocations_checked: int = 0
+    revocation_warnings: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, Any]:
         """The counts as the API names them."""
@@ -57,6 +61,8 @@ class ScanReport:
             "ProbesFailed": self.probes_failed,
             "AlertsSent": self.alerts_sent,
             "AlertsFailed": self.alerts_failed,
+            "RevocationsChecked": self.revocations_checked,
+            "RevocationWarnings": self.revocation_warnings,
         }
 
 
@@ -111,16 +117,24 @@ class Scanner:
         node = self._node
         with transaction(node.engine) as session:
             inventory = read_inventory(session, node.config.alerts.thresholds_days)
-        statuses = Counter(
-            x509.status(c.not_before, c.not_after, started, node.expiring_days)
-            for c in inventory.certificates.values()
-        )
         leads = node.is_leader()
         probes = probe_everything(node, inventory, started, store=leads)
+        revocations = check_in_use(node, list(inventory.certificates), started, store=leads)
+        revoked = revocations.revoked
+        statuses = Counter(
+            "Revoked"
+            if c.id in revoked
+            else x509.status(c.not_before, c.not_after, started, node.expiring_days)
+            for c in inventory.certificates.values()
+        )
+        in_use = [
+            replace(cert, revocation=revocations.revocation(cert.certificate_id))
+            for cert in inventory.in_use
+        ]
         sent = failed = 0
         if leads:
             sent, failed = delivery.run(
-                node.engine, node.monitoring.notifier, self._renewals, inventory.in_use, started
+                node.engine, node.monitoring.notifier, self._renewals, in_use, started
             )
         else:
             log.info("not the leader: alerts are left to the leading node")
@@ -131,6 +145,8 @@ class Scanner:
             sum(not p.success for p in probes),
             sent,
             failed,
+            revocations.checked,
+            revocations.warnings,
         )
 
     def _finish(self, scan_id: str, report: ScanReport | None) -> None:

@@ -63,6 +63,14 @@ class RequestStatus(StrEnum):
     FAILED = "Failed"
 
 
+class RevocationStatus(StrEnum):
+    """What the last revocation check of a certificate found (`unknown`: no valid answer)."""
+
+    GOOD = "good"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"
+
+
 class UtcDateTime(TypeDecorator[dt.datetime]):
     """A timestamp stored as naive UTC and returned aware, on SQLite and PostgreSQL alike."""
 
@@ -285,6 +293,40 @@ class ProbeResult(SQLModel, table=True):
     error: str | None = _text(default=None, nullable=True)
     warnings: list[str] = _json(default_factory=list)
     probed_at: dt.datetime = _time()
+
+
+class RevocationState(SQLModel, table=True):
+    """The last revocation check of one certificate of a chain (position 0 = the leaf).
+
+    `status` `unknown` with an `error` when the source could not tell; a certificate once
+    found `revoked` keeps that status (and its time and reason) while its source is down.
+    """
+
+    __tablename__ = "revocation_states"
+
+    certificate_id: str = Field(primary_key=True)
+    position: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    common_name: str
+    source: str
+    url: str = _text()
+    status: str
+    revoked_at: dt.datetime | None = _time(default=None, nullable=True)
+    reason: str | None = None
+    error: str | None = _text(default=None, nullable=True)
+    checked_at: dt.datetime = _time()
+
+
+class CrlCacheEntry(SQLModel, table=True):
+    """A fetched CRL (DER, signature checked when fetched and at each use), kept until its
+    `nextUpdate` so scans and restarts do not fetch it again before then."""
+
+    __tablename__ = "crl_cache"
+
+    url: str = Field(sa_type=Text, primary_key=True)
+    der: bytes = Field(sa_type=LargeBinary)
+    this_update: dt.datetime = _time()
+    next_update: dt.datetime = _time(index=True)
+    fetched_at: dt.datetime = _time()
 
 
 class ScanRun(SQLModel, table=True):

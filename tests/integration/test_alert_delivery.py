@@ -272,7 +272,9 @@ def test_scan_counts_certificates_by_status(tmp_path: Path, pki: Pki) -> None:
     expiring_listener(service, pki, days=90)
     result = service.call("ScanNow")
     service.close()
-    assert result["Certificates"] == {"Valid": 1, "Expiring": 1, "Expired": 0, "NotYetValid": 0}
+    assert result["Certificates"] == {
+        "Valid": 1, "Expiring": 1, "Expired": 0, "NotYetValid": 0, "Revoked": 0,
+    }
     assert result["ScanId"].startswith("scn-")
 
 
