@@ -130,8 +130,10 @@ def urgency(threshold: str) -> int:
 
 
 def notify_type(threshold: str) -> str:
-    """The apprise notify type of an alert at `threshold`: `failure` when expired or 1 day or
-    less is left, `warning` for 2 to 7 days, `info` for more (e.g. the 30-day alert)."""
+    """The apprise notify type of an alert at `threshold`: `failure` when revoked, expired or
+    1 day or less is left, `warning` for 2 to 7 days, `info` for more (the 30-day alert)."""
+    if threshold == REVOKED:
+        return "failure"
     days = urgency(threshold)
     if days <= 1:
         return "failure"

@@ -8,6 +8,7 @@ import pytest
 
 from certwatch.alerts.rules import (
     EXPIRED,
+    REVOKED,
     AlertRecord,
     CertInUse,
     ChainLink,
@@ -258,6 +259,7 @@ def test_union_boundaries(left: dt.timedelta, expected: str) -> None:
     ("threshold", "expected"),
     [
         (EXPIRED, "failure"),
+        (REVOKED, "failure"),
         ("1", "failure"),
         ("3", "warning"),
         ("7", "warning"),
@@ -267,5 +269,6 @@ def test_union_boundaries(left: dt.timedelta, expected: str) -> None:
     ],
 )
 def test_notify_type_follows_severity(threshold: str, expected: str) -> None:
-    """Expired and 1-day alerts are failures, up to 7 days warnings, beyond that info."""
+    """Revoked, expired and 1-day alerts are failures, up to 7 days warnings, beyond that
+    info."""
     assert notify_type(threshold) == expected
