@@ -294,10 +294,13 @@ class ProxyControl:
         code = old.process.exitcode if old.process is not None else None
         log.warning("replacing offload worker %d (exit code %s)", index, code)
         try:
+            started = time.monotonic()
             spawn = max(self._ack_timeout, SPAWN_TIMEOUT)
             fresh.spawn(spawn)
             fresh.ask("apply", pack(prepare), timeout=spawn + self._change_timeout(prepare))
+            prepared = time.monotonic()
             with self._lock:
+                locked = time.monotonic()
                 if self._stopping.is_set():
                     return True
                 full = self._encoder.full()
@@ -309,6 +312,11 @@ class ProxyControl:
                     fresh.ask("apply", pack(full), timeout=self._change_timeout(full))
                 )
                 self._handles[index] = fresh
+            log.info(
+                "offload worker %d replaced: prepared in %.1f s, then took its place in %.2f s",
+                index, prepared - started, time.monotonic() - locked,
+                extra={"worker": index, "pid": fresh.process.pid if fresh.process else None},
+            )
         except (OffloadError, OSError) as exc:
             fresh.kill()
             log.error("offload worker %d failed to restart: %s", index, exc)
