@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -392,4 +394,33 @@ def test_the_axe_check_reports_a_known_violation(browser: Browser) -> None:
     )
     ids = {v["id"] for v in _axe_violations(page)}
     assert ids == {"label", "image-alt"}
+    page.close()
+
+
+def test_docs_page_renders_from_same_origin_assets(browser: Browser, fleet: Fleet) -> None:
+    """/docs in chromium: Swagger UI renders every action from /openapi.json, every request
+    the page makes goes to certwatch itself and succeeds, and the CSP blocks nothing."""
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    requested: list[tuple[str, int]] = []
+    page.on("response", lambda r: requested.append((r.url, r.status)))
+    failed: list[str] = []
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    blocked: list[str] = []
+    page.on(
+        "console",
+        lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    page.goto(f"{fleet.serve.url}/docs")
+    expect(page.get_by_role("heading", name=re.compile("^certwatch"))).to_be_visible()
+    expect(page.get_by_text("/v1/ListCertificates", exact=True)).to_be_visible()
+    expect(page.get_by_role("button", name=re.compile("Authorize"))).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    origins = {urlsplit(url).netloc for url, _ in requested if not url.startswith("data:")}
+    assert origins == {urlsplit(fleet.serve.url).netloc}, requested
+    paths = {urlsplit(url).path for url, _ in requested}
+    assert {"/docs", "/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css",
+            "/openapi.json"} <= paths, paths
+    assert all(status == 200 for _, status in requested), requested
+    assert failed == []
+    assert blocked == []
     page.close()
