@@ -1,20 +1,27 @@
-"""The management API: `POST /v1/<Action>` for every registered action, `/healthz`, `/metrics`.
+"""The management API: `POST /v1/<Action>` for every registered action, `/healthz`, `/metrics`,
+the OpenAPI document (`/openapi.json`) and its interactive page (`/docs`, assets served here).
 
 Every error, wherever raised, leaves here as `{"RequestId", "Code", "Message"}`.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import json
 import logging
+import re
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
@@ -29,12 +36,29 @@ from certwatch.api import ACTIONS
 from certwatch.api.dispatch import Dispatcher
 from certwatch.api.limits import ConnectionLimits, limited_protocol
 from certwatch.api.registry import Action
+from certwatch.api.responses import DryRunResponse, ErrorResponse, response_of
 from certwatch.config import ApiConfig
 from certwatch.node import Node
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024
 SCHEMA_REF = "#/components/schemas/{model}"
+BEARER = "bearer"
+"""The name of the bearer-token security scheme in the OpenAPI document."""
+SWAGGER_STATIC = Path(__file__).parent / "static" / "swagger-ui"
+"""Swagger UI's files, vendored (static/swagger-ui/README.md): /docs loads nothing else."""
+ERRORS = {
+    "400": "Refused: a parameter or the request is wrong (InvalidParameter, InvalidJson, "
+    "IdempotentParameterMismatch, or the action's own check: InvalidCertificate, "
+    "KeyCertificateMismatch, ResourceInUse, PortInUse, QuotaExceeded.AdditionalCertificates …).",
+    "401": "Unauthorized: api.token is set and the call has no valid bearer token.",
+    "404": "An id that names nothing (<Object>NotFound, e.g. ListenerNotFound).",
+    "409": "ConcurrentModification: another change won the race; nothing changed, retry.",
+    "413": "RequestTooLarge: the body is over 1 MiB.",
+    "500": "InternalError: the service's own fault (see its log); nothing changed.",
+    "503": "StoreUnavailable, ProxyUnavailable or TooManyConnections; nothing changed, retry.",
+}
+"""The error answers every action may give, each with the `ErrorResponse` body."""
 CLIENT_GONE = 499
 """The status of a request whose client disconnected (logged, never sent: nobody to send to)."""
 
@@ -86,9 +110,19 @@ class ApiApp(FastAPI):
         self.definitions = definitions
 
     def openapi(self) -> dict[str, Any]:
-        """The OpenAPI document (built once by FastAPI), with the request models added."""
+        """The OpenAPI document (built once by FastAPI), with the request and response models
+        and the bearer-token scheme added."""
         document = super().openapi()
-        document.setdefault("components", {}).setdefault("schemas", {}).update(self.definitions)
+        components = document.setdefault("components", {})
+        components.setdefault("schemas", {}).update(self.definitions)
+        components["securitySchemes"] = {
+            BEARER: {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "api.token, as `Authorization: Bearer <token>`; every /v1 "
+                "call needs it when api.token is set.",
+            }
+        }
         return document
 
 
@@ -99,6 +133,71 @@ def _request_schemas() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     refs, top = models_json_schema([(m, mode) for m in models], ref_template=SCHEMA_REF)
     bodies = {name: refs[(a.request, mode)] for name, a in ACTIONS.items()}
     return bodies, top.get("$defs", {})
+
+
+def _response_schemas() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Each action's success answer schema (a `$ref`, or either it or the DryRun answer for a
+    changing action), and the definitions they refer to (the error body's included)."""
+    mode: JsonSchemaMode = "serialization"
+    answers = {name: response_of(name) for name in ACTIONS}
+    models: list[type[BaseModel]] = list(
+        dict.fromkeys([*answers.values(), DryRunResponse, ErrorResponse])
+    )
+    refs, top = models_json_schema([(m, mode) for m in models], ref_template=SCHEMA_REF)
+    schemas: dict[str, dict[str, Any]] = {}
+    for name, model in answers.items():
+        schema = refs[(model, mode)]
+        if ACTIONS[name].changing:
+            schema = {"anyOf": [schema, refs[(DryRunResponse, mode)]]}
+        schemas[name] = schema
+    return schemas, top.get("$defs", {})
+
+
+def _responses(answer: dict[str, Any], summary: str) -> dict[str, Any]:
+    """An action's `responses` in the OpenAPI document: its answer, and the error answers."""
+    error = {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="ErrorResponse")}}}
+    return {
+        "200": {"description": summary, "content": {"application/json": {"schema": answer}}},
+        **{status: {"description": why, "content": error} for status, why in ERRORS.items()},
+    }
+
+
+def _inline_script_hashes(html: str) -> str:
+    """The CSP sources (`'sha256-…'`) of a page's inline scripts."""
+    scripts = re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL)
+    return " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
+        for s in scripts
+    )
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Serve `/docs`: FastAPI's Swagger UI page, with Swagger UI's files served by certwatch
+    (`/docs/static/`) and a CSP that allows only them and the page's own inline start-up."""
+    page = get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="certwatch API",
+        swagger_js_url="/docs/static/swagger-ui-bundle.js",
+        swagger_css_url="/docs/static/swagger-ui.css",
+        swagger_favicon_url="/docs/static/favicon-32x32.png",
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+    html = bytes(page.body).decode()
+    csp = (
+        f"default-src 'none'; script-src 'self' {_inline_script_hashes(html)}; "
+        "style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
+    headers = {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+    }
+    app.mount("/docs/static", StaticFiles(directory=SWAGGER_STATIC), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(html, headers=headers)
 
 
 def _describe(exc: ValidationError) -> str:
@@ -153,9 +252,22 @@ def create_app(served: Served) -> FastAPI:
     """The FastAPI application of one node (`app.service.Service` is one)."""
     node, dispatch = served.node, served.dispatch
     bodies, definitions = _request_schemas()
-    app = ApiApp(definitions, title="certwatch", version="0.1.0", docs_url=None, redoc_url=None)
-    if node.config.api.token:
-        app.add_middleware(BearerToken, token=node.config.api.token)
+    answers, answer_definitions = _response_schemas()
+    app = ApiApp(
+        {**definitions, **answer_definitions},
+        title="certwatch",
+        version="0.1.0",
+        description="certwatch's management API: every action is `POST /v1/<Action>` with its "
+        "parameters as a JSON object; every answer carries `RequestId`, every refusal is "
+        "`{RequestId, Code, Message}` and changes nothing.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    token = node.config.api.token
+    if token:
+        app.add_middleware(BearerToken, token=token)
+    # With api.token set the bearer token is required; without it, it is accepted and ignored.
+    security: list[dict[str, list[str]]] = [{BEARER: []}] if token else [{BEARER: []}, {}]
 
     def register(action: Action[Any]) -> None:
         async def endpoint(request: Request) -> Response:
@@ -184,7 +296,11 @@ def create_app(served: Served) -> FastAPI:
             name=action.name,
             summary=action.summary,
             tags=["changing" if action.changing else "reading"],
-            openapi_extra={"requestBody": body},
+            openapi_extra={
+                "requestBody": body,
+                "responses": _responses(answers[action.name], action.summary),
+                "security": security,
+            },
         )
 
     for action in ACTIONS.values():
@@ -194,6 +310,8 @@ def create_app(served: Served) -> FastAPI:
     async def unknown_action(name: str) -> JSONResponse:
         message = f"there is no action {name!r}; see /openapi.json"
         return _error(str(uuid.uuid4()), errors.InvalidAction(message))
+
+    _mount_docs(app)
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:

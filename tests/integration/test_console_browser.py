@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -30,6 +32,9 @@ ARGS = [
     "--disable-component-update", "--no-first-run", "--disable-sync",
 ]
 TOKEN = "browser-test-token"
+AXE = Path(__file__).parent / "assets" / "axe.min.js"
+"""axe-core, vendored (tests/integration/assets/README.md): nothing is fetched at test time."""
+BLOCKING = ("serious", "critical")
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -251,3 +256,171 @@ def test_log_in_with_the_token_and_a_forged_form_is_refused(
     assert "InvalidCsrfToken" in forged.text()
     listener = guarded.call("GetListenerAttribute", ListenerId=lid)
     assert listener["CertificateIds"] == [cert_id]
+
+
+def _axe_violations(page: Page) -> list[dict[str, Any]]:
+    """axe-core's serious and critical violations on the page as it is now (WCAG 2 A/AA and
+    best practices), each with the rule id, its help and the offending elements."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    result: dict[str, Any] = page.evaluate(
+        "async () => { const r = await axe.run(); "
+        "return {passes: r.passes.length, violations: r.violations}; }"
+    )
+    assert result["passes"] > 10, f"axe checked next to nothing on {page.url}"
+    found: list[dict[str, Any]] = result["violations"]
+    return [
+        {
+            "id": v["id"],
+            "impact": v["impact"],
+            "help": v["help"],
+            "nodes": [n["html"] for n in v["nodes"]][:5],
+        }
+        for v in found
+        if v["impact"] in BLOCKING
+    ]
+
+
+def test_every_console_page_passes_axe(browser: Browser, guarded: Fleet) -> None:
+    """axe-core finds no serious or critical accessibility violation on any console page:
+    login (with and without a refusal), Listeners, Manage certificates (each tab and each
+    dialog, with Rotate Now offered), Certificates (filtered, upload form), certificate
+    details, Alerts (after a scan)."""
+    a = guarded.pki.leaf("a.console.test")
+    a_id = guarded.upload(a, "alpha")
+    guarded.upload(guarded.pki.leaf("b.console.test"), "bravo")
+    soon = guarded.upload(guarded.pki.leaf("soon.console.test", days=5), "soon")
+    guarded.upload(guarded.pki.root, "console root", "Ca")
+    lid = guarded.listener(a_id)
+    guarded.call(
+        "AssociateAdditionalCertificatesWithListener", ListenerId=lid,
+        AdditionalCertificateIds=[soon],
+    )
+    renewal = guarded.pki.leaf("a.console.test", days=120)
+    staged = guarded.call(
+        "StageCertificate", Certificate=renewal.chain_pem, PrivateKey=renewal.key_pem,
+        ListenerId=lid,
+    )
+    assert staged["Status"] == "Pending", staged
+    guarded.call("ScanNow")
+    assert guarded.call("ListAlerts")["Alerts"], "the 5-day certificate raises an alert"
+    base = guarded.serve.url
+    # The console's CSP allows no script; axe is injected by the test, so CSP is bypassed.
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    seen: dict[str, list[dict[str, Any]]] = {}
+
+    def check(name: str, url: str | None = None) -> None:
+        if url is not None:
+            page.goto(base + url)
+        seen[name] = _axe_violations(page)
+
+    check("login", "/console/login")
+    page.get_by_label("Token").fill("not the token")
+    page.get_by_role("button", name="Log In").click()
+    expect(page.get_by_role("alert")).to_contain_text("Unauthorized")
+    check("login refused")
+    page.get_by_label("Token").fill(TOKEN)
+    page.get_by_role("button", name="Log In").click()
+    expect(page.get_by_role("link", name="Manage Certificates")).to_be_visible()
+    check("listeners")
+    here = f"/console/listeners/{lid}"
+    check("server tab", f"{here}?tab=server")
+    expect(page.get_by_role("button", name="Rotate Now")).to_be_visible()
+    check("change dialog", f"{here}?tab=server&dialog=default")
+    check("add dialog", f"{here}?tab=server&dialog=add")
+    check("ca tab", f"{here}?tab=ca")
+    check("ca-on dialog", f"{here}?tab=ca&dialog=ca-on")
+    check("history tab", f"{here}?tab=history")
+    check("certificates", "/console/certificates")
+    check("certificates filtered", "/console/certificates?type=Server&expiring=30")
+    check("upload form", "/console/certificates?dialog=upload")
+    check("certificate details", f"/console/certificates/{a_id}")
+    check("alerts", "/console/alerts")
+    expect(page.get_by_role("cell", name="No alerts.")).to_have_count(0)
+    page.get_by_role("button", name="Scan Now").click()
+    expect(page.get_by_role("status")).to_contain_text("Scan")
+    check("alerts after scan")
+    context.close()
+    assert len(seen) == 15
+    assert {name: found for name, found in seen.items() if found} == {}
+
+
+def test_rotate_now_by_clicking(browser: Browser, fleet: Fleet, tmp_path: Path) -> None:
+    """A renewal staged through the API is offered as `Rotate Now`; clicking it rotates the
+    listener (a real TLS client then gets the new leaf) and History shows the rotation by
+    the console, Applied."""
+    old = fleet.pki.leaf("a.console.test")
+    old_id = fleet.upload(old, "alpha")
+    fleet.upload(fleet.pki.root, "console root", "Ca")
+    lid = fleet.listener(old_id)
+    assert eventually(lambda: fleet.echoes(), 10)
+    assert fleet.served("a.console.test") == old.fingerprint
+    renewal = fleet.pki.leaf("a.console.test", days=120)
+    staged = fleet.call(
+        "StageCertificate", Certificate=renewal.chain_pem, PrivateKey=renewal.key_pem,
+        ListenerId=lid,
+    )
+    assert staged["Status"] == "Pending", staged
+
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(f"{fleet.serve.url}/console/listeners/{lid}")
+    page.get_by_role("button", name="Rotate Now").click()
+    expect(page.get_by_role("status")).to_contain_text("rotation ran")
+    expect(page.get_by_role("tab", name="History")).to_have_attribute("aria-selected", "true")
+    assert fleet.served("a.console.test") == renewal.fingerprint
+    assert fleet.echoes()
+    newest = page.get_by_role("row").nth(1)
+    expect(newest).to_contain_text("console")
+    expect(newest).to_contain_text("Applied")
+    expect(newest).to_contain_text(old_id)
+    _shot(page, tmp_path, "rotated")
+    events = fleet.call("ListRotationEvents", ListenerId=lid)["RotationEvents"]
+    assert events[0]["Actor"] == "console"
+    assert events[0]["Result"] == "Applied"
+    assert events[0]["OldCertificateId"] == old_id
+    expect(page.get_by_role("button", name="Rotate Now")).to_have_count(0)
+    staged_now = fleet.call("ListStagedCertificates")["StagedCertificates"]
+    assert [s["Status"] for s in staged_now] == ["Applied"]
+
+
+def test_the_axe_check_reports_a_known_violation(browser: Browser) -> None:
+    """The check itself works: an unlabelled field and an image without text are reported
+    as critical (so a clean console page is clean, not unchecked)."""
+    page = browser.new_page()
+    page.set_content(
+        '<!doctype html><html lang="en"><head><title>t</title></head><body><main><h1>t</h1>'
+        '<input type="text"><img src="data:,"></main></body></html>'
+    )
+    ids = {v["id"] for v in _axe_violations(page)}
+    assert ids == {"label", "image-alt"}
+    page.close()
+
+
+def test_docs_page_renders_from_same_origin_assets(browser: Browser, fleet: Fleet) -> None:
+    """/docs in chromium: Swagger UI renders every action from /openapi.json, every request
+    the page makes goes to certwatch itself and succeeds, and the CSP blocks nothing."""
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    requested: list[tuple[str, int]] = []
+    page.on("response", lambda r: requested.append((r.url, r.status)))
+    failed: list[str] = []
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    blocked: list[str] = []
+    page.on(
+        "console",
+        lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    page.goto(f"{fleet.serve.url}/docs")
+    expect(page.get_by_role("heading", name=re.compile("^certwatch"))).to_be_visible()
+    expect(page.get_by_text("/v1/ListCertificates", exact=True)).to_be_visible()
+    expect(page.get_by_role("button", name=re.compile("Authorize"))).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    origins = {urlsplit(url).netloc for url, _ in requested if not url.startswith("data:")}
+    assert origins == {urlsplit(fleet.serve.url).netloc}, requested
+    paths = {urlsplit(url).path for url, _ in requested}
+    assert {"/docs", "/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css",
+            "/openapi.json"} <= paths, paths
+    assert all(status == 200 for _, status in requested), requested
+    assert failed == []
+    assert blocked == []
+    page.close()

@@ -89,3 +89,15 @@ def test_readme_commands_run_as_written(tmp_path: Path) -> None:
         code = serve.wait(60)
         log.close()
     assert code == 0, (tmp_path / "serve.log").read_text()
+
+
+def test_readme_shows_the_console_screenshot() -> None:
+    """The README embeds docs/console.png, a PNG under 200 KB that the screenshot script
+    (tests/integration/screenshot.py) takes."""
+    readme = ROOT.joinpath("README.md").read_text()
+    assert "](docs/console.png)" in readme
+    shot = ROOT / "docs" / "console.png"
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) < 200_000
+    assert ROOT.joinpath("tests", "integration", "screenshot.py").is_file()
