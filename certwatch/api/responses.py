@@ -303,6 +303,10 @@ class ScanNowResponse(Response):
     ProbesFailed: int
     AlertsSent: int
     AlertsFailed: int
+    RevocationsChecked: int = Field(description="Certificates whose revocation was checked.")
+    RevocationWarnings: list[str] = Field(
+        description="Revocation sources that could not be used (a warning, not a revocation)."
+    )
 
 
 class AlertObject(BaseModel):

@@ -102,7 +102,7 @@ def test_answers_with_fields_name_their_fields(http: httpx.Client) -> None:
         "StageCertificate": {"StagedCertificateId", "Status", "Reason"},
         "RotateListenerCertificate": {"RotationEventId", "Result", "Reason"},
         "ScanNow": {"ScanId", "Certificates", "ProbesRun", "ProbesFailed", "AlertsSent",
-                    "AlertsFailed"},
+                    "AlertsFailed", "RevocationsChecked", "RevocationWarnings"},
         "ListAlerts": {"Alerts"},
         "TestNotification": {"Results"},
     }
