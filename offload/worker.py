@@ -15,6 +15,8 @@ builds contexts, which the next change serves without building them again. A lis
 as applied only when everything about it succeeded; on failure its previous state keeps
 serving untouched, and every later change retries it. Session ticket keys, when a change
 carries them, replace the worker's one ring in place: no context is rebuilt for them.
+The servers of listeners whose group has a health check are checked by the worker itself
+(`offload.health`); its listeners' pickers read those states.
 """
 
 from __future__ import annotations
