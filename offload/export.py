@@ -13,7 +13,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from offload.errors import OffloadError
-from offload.stats import FAILURE_REASONS, HANDSHAKE_BUCKETS, ListenerCounters
+from offload.stats import FAILURE_REASONS, HANDSHAKE_BUCKETS, ListenerCounters, ProxyStats
 from offload.workers import ProxyControl
 
 
@@ -43,6 +43,11 @@ class _Families:
             "Time from accept to completed TLS handshake.",
             labels=["listener_id"],
         )
+        self.backend_up = GaugeMetricFamily(
+            "certwatch_offload_backend_up",
+            "1 when a health-checked backend server is up (as every worker sees it), else 0.",
+            labels=["server_group_id", "backend"],
+        )
         self.resumptions = CounterMetricFamily(
             "certwatch_offload_tls_resumptions",
             "Completed TLS handshakes that resumed a session (ticket).",
@@ -63,10 +68,14 @@ class _Families:
         self.duration.add_metric([lid], buckets, c.handshake_sum)
         self.resumptions.add_metric([lid], c.resumptions)
 
+    def add_backend(self, group: str, backend: str, up: bool) -> None:
+        self.backend_up.add_metric([group, backend], 1 if up else 0)
+
     def __iter__(self) -> Iterator[Metric]:
-        return iter(
-            (self.active, self.total, self.failures, self.traffic, self.duration, self.resumptions)
-        )
+        return iter((
+            self.active, self.total, self.failures, self.traffic, self.duration,
+            self.resumptions, self.backend_up,
+        ))
 
 
 class OffloadCollector(Collector):
@@ -86,9 +95,11 @@ class OffloadCollector(Collector):
         """One scrape: ask every worker, yield the families."""
         families = _Families()
         try:
-            stats = self._control.stats().listeners
+            stats = self._control.stats()
         except OffloadError:
-            stats = {}
-        for lid, counters in sorted(stats.items()):
+            stats = ProxyStats()
+        for lid, counters in sorted(stats.listeners.items()):
             families.add(lid, counters)
+        for (group, backend), up in sorted(stats.backends.items()):
+            families.add_backend(group, backend, up)
         yield from families

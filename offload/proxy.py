@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Sequence
 
 from offload.backends import BackendPicker
 from offload.connection import READ_BUFFER_SIZE, ClientSide
 from offload.deadlines import Deadlines
+from offload.health import BackendHealth
 from offload.spec import ListenerSpec
 from offload.stats import ListenerStats
 from offload.tlscontext import TlsContext
@@ -46,10 +48,11 @@ class Listener:
         stats: ListenerStats,
         deadlines: Deadlines,
         buffers: ReadBuffers,
+        health: Sequence[BackendHealth | None] = (),
     ) -> None:
         self.spec = spec
         self.context = context
-        self.picker = BackendPicker(spec.backends)
+        self.picker = BackendPicker(spec.backends, health)
         self.stats = stats
         self.server: asyncio.AbstractServer | None = None
         self.deadlines = deadlines

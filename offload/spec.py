@@ -25,6 +25,22 @@ class Backend:
 
 
 @dataclass(frozen=True)
+class HealthCheck:
+    """TCP connect checks of a server group's servers (SPEC §4 "Backend health checks").
+
+    A server is checked every `interval` seconds (a connect bounded by `connect_timeout`, on
+    `connect_port`, or the server's own port when None); it goes down after
+    `unhealthy_threshold` failures in a row and up again after `healthy_threshold` successes.
+    """
+
+    interval: float = 10.0
+    connect_timeout: float = 5.0
+    healthy_threshold: int = 3
+    unhealthy_threshold: int = 3
+    connect_port: int | None = None
+
+
+@dataclass(frozen=True)
 class CertChain:
     """A server certificate as served: PEM leaf first then intermediates, and its key.
 
@@ -39,7 +55,11 @@ class CertChain:
 
 @dataclass(frozen=True)
 class ListenerSpec:
-    """Everything one TLS listener needs to serve; `ca_pem` set means mutual TLS."""
+    """Everything one TLS listener needs to serve; `ca_pem` set means mutual TLS.
+
+    `health_check` (None: no checks) applies to the servers of `server_group_id`, which
+    name them in the metrics.
+    """
 
     listener_id: str
     address: str
@@ -54,6 +74,8 @@ class ListenerSpec:
     handshake_timeout: float = 10.0
     connect_timeout: float = 5.0
     protocol: str = "TCPSSL"
+    server_group_id: str = ""
+    health_check: HealthCheck | None = None
 
 
 @dataclass(frozen=True)

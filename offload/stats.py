@@ -90,18 +90,27 @@ class ListenerCounters:
 
 @dataclass(frozen=True)
 class ProxyStats:
-    """Counters by listener id, over every worker; removed listeners may stay."""
+    """Counters by listener id, over every worker; removed listeners may stay.
+
+    `backends`: whether each health-checked server is up, by (server group id, `ip:port`);
+    summed over workers, a server is up only when every worker that checks it sees it up.
+    """
 
     listeners: dict[str, ListenerCounters] = field(default_factory=dict)
+    backends: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     def __add__(self, other: ProxyStats) -> ProxyStats:
         merged = dict(self.listeners)
         for lid, counters in other.listeners.items():
             merged[lid] = merged[lid] + counters if lid in merged else counters
-        return ProxyStats(merged)
+        up = dict(self.backends)
+        for key, state in other.backends.items():
+            up[key] = up.get(key, True) and state
+        return ProxyStats(merged, up)
 
     def retired(self) -> ProxyStats:
-        """These counters once their worker is gone: totals kept, no connection open."""
+        """These counters once their worker is gone: totals kept, no connection open, and
+        no server state (a gone worker's view is no longer anyone's)."""
         return ProxyStats(
             {lid: dataclasses.replace(c, active=0) for lid, c in self.listeners.items()}
         )

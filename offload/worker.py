@@ -15,6 +15,8 @@ builds contexts, which the next change serves without building them again. A lis
 as applied only when everything about it succeeded; on failure its previous state keeps
 serving untouched, and every later change retries it. Session ticket keys, when a change
 carries them, replace the worker's one ring in place: no context is rebuilt for them.
+The servers of listeners whose group has a health check are checked by the worker itself
+(`offload.health`); its listeners' pickers read those states.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from offload.channel import READ_SIZE, FrameReader, encode, unpack
 from offload.deadlines import Deadlines
 from offload.delta import Change, Materials
 from offload.errors import Failure
+from offload.health import HealthChecks
 from offload.proxy import Listener, ReadBuffers, bind
 from offload.spec import ListenerSpec
 from offload.stats import ListenerStats, ProxyStats
@@ -50,6 +53,11 @@ def _tls_material(spec: ListenerSpec) -> tuple[object, ...]:
         spec.protocol, spec.default_cert, spec.additional_certs, spec.ca_pem,
         spec.tls_versions, spec.ciphers,
     )
+
+
+def _routing(spec: ListenerSpec) -> tuple[object, ...]:
+    """What a listener's backend picker is made of."""
+    return (spec.backends, spec.server_group_id, spec.health_check)
 
 
 def _reason(exc: BaseException) -> str:
@@ -72,6 +80,7 @@ class Worker:
         self.materials = Materials()
         # One ring for every listener: updated in place, it outlives context rebuilds.
         self.tickets = TicketKeys()
+        self.health = HealthChecks(loop)
         self.revision = 0
         # What the parent wants served; a listener that failed keeps its previous state
         # running (in `listeners`) and is retried with every later change.
@@ -100,6 +109,7 @@ class Worker:
             self.wanted[spec.listener_id] = spec
             self._at.setdefault((spec.address, spec.port), set()).add(spec.listener_id)
         touched = [*(s.listener_id for s in specs), *sorted(self.failed)]
+        self._check_backends()
         failures: dict[str, Failure] = {}
         for lid in dict.fromkeys(touched):
             spec = self.wanted[lid]
@@ -114,9 +124,14 @@ class Worker:
                 self.failed.add(lid)
             else:
                 self.failed.discard(lid)
+        self._check_backends()
         self.revision = change.revision
         self._prepared.clear()
         return failures
+
+    def _check_backends(self) -> None:
+        """Health-check the servers of every listener wanted or still running."""
+        self.health.update([*self.wanted.values(), *(run.spec for run in self.listeners.values())])
 
     def _prepare(self, specs: list[ListenerSpec]) -> None:
         """Build the TLS contexts of `specs` ahead of the change that will serve them; one
@@ -159,11 +174,13 @@ class Worker:
         else:
             context = current.context
         stats = self.stats.setdefault(spec.listener_id, ListenerStats())
-        listener = Listener(spec, context, stats, self.deadlines, self.buffers)
+        listener = Listener(
+            spec, context, stats, self.deadlines, self.buffers, self.health.states(spec)
+        )
         if current is not None and (current.spec.address, current.spec.port) == (
             spec.address, spec.port,
         ):
-            if current.spec.backends != spec.backends:
+            if _routing(current.spec) != _routing(spec):
                 current.picker = listener.picker
             current.spec, current.context = spec, context
             return
@@ -177,6 +194,7 @@ class Worker:
         for listener in self.listeners.values():
             listener.close()
         self.listeners.clear()
+        self.health.close()
 
     def active(self) -> int:
         """Open client connections over all listeners, removed ones included."""
@@ -184,7 +202,9 @@ class Worker:
 
     def snapshot_stats(self) -> ProxyStats:
         """Frozen counters of every listener this worker has served."""
-        return ProxyStats({lid: s.freeze() for lid, s in self.stats.items()})
+        return ProxyStats(
+            {lid: s.freeze() for lid, s in self.stats.items()}, backends=self.health.up()
+        )
 
 
 class _Channel:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
@@ -32,6 +32,73 @@ class Server(BaseModel):
     ServerIp: IpAddress
     Port: int = Field(ge=1, le=65535)
     Weight: int = Field(default=100, ge=0, le=100)
+
+
+HEALTH_CHECK_DEFAULTS: dict[str, Any] = {
+    "HealthCheckEnabled": False,
+    "HealthCheckType": "TCP",
+    "HealthCheckConnectPort": 0,
+    "HealthCheckInterval": 10.0,
+    "HealthCheckConnectTimeout": 5.0,
+    "HealthyThreshold": 3,
+    "UnhealthyThreshold": 3,
+}
+"""A group's checks before any HealthCheckConfig was given: off."""
+
+
+class HealthCheckParameters(BaseModel):
+    """A server group's health checks (a parameter object); a field not given keeps its value
+    (on create: the default)."""
+
+    model_config = PARAMETERS
+
+    HealthCheckEnabled: bool | None = Field(
+        default=None,
+        description="Check the servers (default when a HealthCheckConfig is given to "
+        "CreateServerGroup: true; a group never given one is not checked).",
+    )
+    HealthCheckType: Literal["TCP"] | None = Field(
+        default=None, description="TCP: a server is healthy when it accepts a TCP connection."
+    )
+    HealthCheckConnectPort: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="The port checked on every server; 0 (the default): the server's own port.",
+    )
+    HealthCheckInterval: float | None = Field(
+        default=None, ge=0.1, le=300, description="Seconds between checks (default 10)."
+    )
+    HealthCheckConnectTimeout: float | None = Field(
+        default=None, ge=0.1, le=300,
+        description="Seconds a check waits for the connection (default 5; at most the interval).",
+    )
+    HealthyThreshold: int | None = Field(
+        default=None, ge=1, le=10,
+        description="Successes in a row that mark a server down up (default 3).",
+    )
+    UnhealthyThreshold: int | None = Field(
+        default=None, ge=1, le=10,
+        description="Failures in a row that mark a server up down (default 3).",
+    )
+
+
+def _health_check(
+    stored: dict[str, Any] | None, given: HealthCheckParameters | None, creating: bool
+) -> dict[str, Any] | None:
+    """The group's whole HealthCheckConfig after `given` (None: never configured); refuses a
+    combination that cannot work."""
+    if given is None:
+        return stored
+    merged = dict(stored or HEALTH_CHECK_DEFAULTS)
+    if creating:
+        merged["HealthCheckEnabled"] = True
+    merged.update(given.model_dump(exclude_none=True))
+    timeout, interval = merged["HealthCheckConnectTimeout"], merged["HealthCheckInterval"]
+    if timeout > interval:
+        raise errors.InvalidParameter(
+            f"HealthCheckConnectTimeout ({timeout:g} s) exceeds HealthCheckInterval "
+            f"({interval:g} s): a check must end before the next one starts"
+        )
+    return merged
 
 
 class CreateLoadBalancerRequest(ChangeRequest):
@@ -65,16 +132,46 @@ class CreateServerGroupRequest(ChangeRequest):
 
     ServerGroupName: str = Field(min_length=1, max_length=128)
     Servers: list[Server] = Field(default_factory=list, max_length=MAX_SERVERS)
+    HealthCheckConfig: HealthCheckParameters | None = None
 
 
 @action("CreateServerGroup", CreateServerGroupRequest, changing=True)
 def create_server_group(ctx: ActionContext, req: CreateServerGroupRequest) -> dict[str, Any]:
-    """Create a group of backend servers."""
+    """Create a group of backend servers, health-checked when a HealthCheckConfig is given."""
     row = ServerGroup(
-        id=new_id("sgp"), name=req.ServerGroupName, servers=_unique(req.Servers), created_at=ctx.now
+        id=new_id("sgp"),
+        name=req.ServerGroupName,
+        servers=_unique(req.Servers),
+        health_check=_health_check(None, req.HealthCheckConfig, creating=True),
+        created_at=ctx.now,
     )
     ctx.session.add(row)
     return {"ServerGroupId": row.id}
+
+
+class UpdateServerGroupAttributeRequest(ChangeRequest):
+    """UpdateServerGroupAttribute parameters: what is not given is left as it is."""
+
+    ServerGroupId: str
+    ServerGroupName: str | None = Field(default=None, min_length=1, max_length=128)
+    HealthCheckConfig: HealthCheckParameters | None = None
+
+
+@action("UpdateServerGroupAttribute", UpdateServerGroupAttributeRequest, changing=True)
+def update_server_group(
+    ctx: ActionContext, req: UpdateServerGroupAttributeRequest
+) -> dict[str, Any]:
+    """Rename a server group or change its health checks; live listeners apply them at once."""
+    if req.ServerGroupName is None and req.HealthCheckConfig is None:
+        raise errors.InvalidParameter(
+            "nothing to change: give ServerGroupName or HealthCheckConfig"
+        )
+    group = get_server_group(ctx.session, req.ServerGroupId)
+    if req.ServerGroupName is not None:
+        group.name = req.ServerGroupName
+    group.health_check = _health_check(group.health_check, req.HealthCheckConfig, creating=False)
+    ctx.session.add(group)
+    return {}
 
 
 class ServersChangeRequest(ChangeRequest):
@@ -159,6 +256,7 @@ def list_server_groups(ctx: ActionContext, req: ListServerGroupsRequest) -> dict
                 "ServerGroupId": row.id,
                 "ServerGroupName": row.name,
                 "Servers": list(row.servers),
+                "HealthCheckConfig": dict(row.health_check or HEALTH_CHECK_DEFAULTS),
                 "CreatedAt": rfc3339(row.created_at),
                 "ListenerIds": _listener_ids(ctx.session, Listener.server_group_id, row.id),
             }

@@ -76,7 +76,9 @@ LIST_FIELDS = {
     ],
     "Results": ["Url", "Delivered", "Error"],
     "LoadBalancers": ["LoadBalancerId", "LoadBalancerName", "CreatedAt", "ListenerIds"],
-    "ServerGroups": ["ServerGroupId", "ServerGroupName", "Servers", "ListenerIds"],
+    "ServerGroups": [
+        "ServerGroupId", "ServerGroupName", "Servers", "HealthCheckConfig", "ListenerIds",
+    ],
 }
 
 
@@ -177,6 +179,45 @@ def _add_listener_fields(p: argparse.ArgumentParser, creating: bool) -> None:
         help="This listener's alert thresholds in days, comma-separated, e.g. 30,7,1 (default: "
         "the service's alerts.thresholds_days)." + unchanged,
     )
+
+
+def _health_check(a: argparse.Namespace) -> Params | None:
+    """The HealthCheckConfig of the --health-check* flags given (None: none given)."""
+    config = {
+        "HealthCheckEnabled": a.health_check,
+        "HealthCheckConnectPort": a.health_check_port,
+        "HealthCheckInterval": a.health_check_interval,
+        "HealthCheckConnectTimeout": a.health_check_timeout,
+        "HealthyThreshold": a.healthy_threshold,
+        "UnhealthyThreshold": a.unhealthy_threshold,
+    }
+    given = {k: v for k, v in config.items() if v is not None}
+    return given or None
+
+
+def _add_health_check_fields(p: argparse.ArgumentParser, creating: bool) -> None:
+    """The --health-check* flags of `server-groups create` and `update`."""
+
+    def default(value: str) -> str:
+        return f" (default: {value})." if creating else ". Unchanged when not given."
+
+    p.add_argument(
+        "--health-check",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="TCP-check the servers; new connections go only to servers that pass"
+        + default("off, on when any other --health-check* flag is given"),
+    )
+    for flag, kind, metavar, text, value in (
+        ("--health-check-port", int, "PORT", "The port checked on every server, 0: each "
+         "server's own port", "0"),
+        ("--health-check-interval", float, "SECONDS", "Seconds between checks", "10"),
+        ("--health-check-timeout", float, "SECONDS", "Seconds a check waits for the "
+         "connection, at most the interval", "5"),
+        ("--healthy-threshold", int, "N", "Successes in a row that mark a server up", "3"),
+        ("--unhealthy-threshold", int, "N", "Failures in a row that mark a server down", "3"),
+    ):
+        p.add_argument(flag, type=kind, metavar=metavar, help=text + default(value))
 
 
 Check = Callable[[Params], str | None]
@@ -440,7 +481,11 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         "Create a server group.",
         Command(
             "CreateServerGroup",
-            lambda a: {"ServerGroupName": a.name, "Servers": _servers(a.server) or []},
+            lambda a: {
+                "ServerGroupName": a.name,
+                "Servers": _servers(a.server) or [],
+                "HealthCheckConfig": _health_check(a),
+            },
         ),
         groups,
     )
@@ -451,6 +496,23 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         metavar="IP:PORT[:WEIGHT]",
         help="A backend server, weight 0-100 (default: 100); repeat for more (default: none).",
     )
+    _add_health_check_fields(p, creating=True)
+    p = command(
+        "server-groups update",
+        "Rename a server group or change its health checks.",
+        Command(
+            "UpdateServerGroupAttribute",
+            lambda a: {
+                "ServerGroupId": a.id,
+                "ServerGroupName": a.name,
+                "HealthCheckConfig": _health_check(a),
+            },
+        ),
+        groups,
+    )
+    p.add_argument("id", metavar="SGP", help="The server group id (sgp-…).")
+    p.add_argument("--name", help="The server group's new name. Unchanged when not given.")
+    _add_health_check_fields(p, creating=False)
     command(
         "server-groups list",
         "List server groups with their servers and the listeners that use them.",
@@ -680,8 +742,22 @@ def _stage(a: argparse.Namespace) -> Params:
     return {"Certificate": chain, "PrivateKey": key, "ListenerId": a.listener}
 
 
+def _render_health_check(config: Params) -> str:
+    """A HealthCheckConfig in one cell: `off`, or `TCP:PORT every 10s, timeout 5s, 3 up/3 down`."""
+    if not config.get("HealthCheckEnabled"):
+        return "off"
+    port = config.get("HealthCheckConnectPort") or "server port"
+    return (
+        f"{config.get('HealthCheckType')}:{port} every {config.get('HealthCheckInterval'):g}s, "
+        f"timeout {config.get('HealthCheckConnectTimeout'):g}s, "
+        f"{config.get('HealthyThreshold')} up/{config.get('UnhealthyThreshold')} down"
+    )
+
+
 def _render(value: Any) -> str:
     if isinstance(value, dict):
+        if "HealthCheckEnabled" in value:
+            return _render_health_check(value)
         if {"ServerIp", "Port"} <= value.keys():
             return f"{value['ServerIp']}:{value['Port']}/{value.get('Weight', 100)}"
         return ", ".join(f"{k} {_render(v)}" for k, v in value.items()) or "-"

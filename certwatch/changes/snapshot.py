@@ -3,10 +3,10 @@
 A change's cost follows the change, not the inventory: every change stamps the listeners
 whose inputs it touched with its revision (`changes.stamps`), so `SnapshotBuilder` reads the
 id and stamp of each running listener and the inputs (row, certificate links, server
-group's servers) of only those whose stamp moved; unchanged listeners keep the very same
-`ListenerSpec` object, so the proxy's diff skips them at once. Certificates never change
-once stored, so each one's served chain and decrypted key are read once, and forgotten when
-no listener uses them.
+group's servers and health check) of only those whose stamp moved; unchanged listeners keep
+the very same `ListenerSpec` object, so the proxy's diff skips them at once. Certificates
+never change once stored, so each one's served chain and decrypted key are read once, and
+forgotten when no listener uses them.
 
 Session ticket keys are shared by every worker of every node: one key per 12-hour period
 (epoch), created sealed in the store by the first node that builds a snapshot in it (a
@@ -42,7 +42,7 @@ from certwatch.store.models import (
     SessionTicketKey,
     StateRevision,
 )
-from offload.spec import Backend, CertChain, ListenerSpec, Snapshot, TicketKey
+from offload.spec import Backend, CertChain, HealthCheck, ListenerSpec, Snapshot, TicketKey
 
 # SQLite allows 999 bound parameters in one statement by default.
 _IN_CHUNK = 500
@@ -99,6 +99,7 @@ class _Inputs(NamedTuple):
 
     row: _Row
     backends: tuple[Backend, ...]
+    health_check: HealthCheck | None
     defaults: tuple[str, ...]
     additional: tuple[str, ...]
     cas: tuple[str, ...]
@@ -252,6 +253,8 @@ class SnapshotBuilder:
             tls_versions=policy.tls_versions,
             ciphers=policy.ciphers,
             backends=given.backends,
+            server_group_id=row.server_group_id,
+            health_check=given.health_check,
             idle_timeout=float(row.idle_timeout),
             handshake_timeout=self._proxy.handshake_timeout,
             connect_timeout=self._proxy.connect_timeout,
@@ -280,21 +283,40 @@ def _read_inputs(connection: Connection, ids: list[str]) -> dict[str, _Inputs]:
             links[lid][role].append(cid)
         groups = {row[4] for row in rows}
         servers = {
-            gid: _backends(json.loads(group) if isinstance(group, str | bytes) else group)
-            for gid, group in connection.execute(
-                sa_select(groups_table.c.id, groups_table.c.servers).where(
-                    groups_table.c.id.in_(sorted(groups))
-                )
+            gid: (_backends(_json(group)), _health_check(_json(check)))
+            for gid, group, check in connection.execute(
+                sa_select(
+                    groups_table.c.id, groups_table.c.servers, groups_table.c.health_check
+                ).where(groups_table.c.id.in_(sorted(groups)))
             )
         }
         for lid, address, port, protocol, group, policy, ca_enabled, idle in rows:
             row = _Row(lid, address, port, protocol, group, policy, bool(ca_enabled), idle)
             roles = links.get(lid, {})
+            backends, health_check = servers.get(group, ((), None))
             inputs[lid] = _Inputs(
-                row, servers.get(group, ()), tuple(roles.get("default", ())),
+                row, backends, health_check, tuple(roles.get("default", ())),
                 tuple(roles.get("additional", ())), tuple(roles.get("ca", ())),
             )
     return inputs
+
+
+def _json(value: Any) -> Any:
+    """A JSON column's value (some drivers hand back the text)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _health_check(stored: dict[str, Any] | None) -> HealthCheck | None:
+    """The proxy's checks of a group's stored HealthCheckConfig; None when off."""
+    if not stored or not stored["HealthCheckEnabled"]:
+        return None
+    return HealthCheck(
+        interval=float(stored["HealthCheckInterval"]),
+        connect_timeout=float(stored["HealthCheckConnectTimeout"]),
+        healthy_threshold=int(stored["HealthyThreshold"]),
+        unhealthy_threshold=int(stored["UnhealthyThreshold"]),
+        connect_port=int(stored["HealthCheckConnectPort"]) or None,
+    )
 
 
 def _backends(servers: list[dict[str, Any]]) -> tuple[Backend, ...]:

@@ -152,13 +152,15 @@ class LoadBalancer(SQLModel, table=True):
 
 
 class ServerGroup(SQLModel, table=True):
-    """Backend servers: a list of {ServerIp, Port, Weight}."""
+    """Backend servers: a list of {ServerIp, Port, Weight}, and their health check: the whole
+    HealthCheckConfig as the API shows it (None: never configured, so no checks)."""
 
     __tablename__ = "server_groups"
 
     id: str = Field(primary_key=True)
     name: str
     servers: list[dict[str, Any]] = _json(default_factory=list)
+    health_check: dict[str, Any] | None = _json(default=None, nullable=True)
     created_at: dt.datetime = _time()
 
 

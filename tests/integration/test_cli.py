@@ -171,3 +171,38 @@ def test_stage_takes_one_pem_or_a_crt_and_key(
         assert code == 0 and json.loads(out)["Status"] == "Pending"
     code, _, err = run(capsys, "--api", url, "stage", str(tmp_path / "pair.crt"))
     assert code == 2 and "no private key" in err
+
+
+def test_server_group_health_check_flags(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`server-groups create` with --health-check* flags turns checks on with them;
+    `server-groups update` changes only the flags given; a bad value prints the API's
+    InvalidParameter on one line and exits 1."""
+    code, out, _ = run(
+        capsys, "server-groups", "create", "app", "--server", "127.0.0.1:8080",
+        "--health-check-port", "9000", "--health-check-interval", "2",
+        "--health-check-timeout", "1", "--api", url, "--json",
+    )
+    assert code == 0
+    sg = json.loads(out)["ServerGroupId"]
+    code, _, _ = run(
+        capsys, "server-groups", "update", sg, "--name", "web", "--unhealthy-threshold", "2",
+        "--no-health-check", "--api", url,
+    )
+    assert code == 0
+    _, out, _ = run(capsys, "server-groups", "list", "--api", url, "--json")
+    (group,) = json.loads(out)["ServerGroups"]
+    assert group["ServerGroupName"] == "web"
+    assert group["HealthCheckConfig"] == {
+        "HealthCheckEnabled": False, "HealthCheckType": "TCP", "HealthCheckConnectPort": 9000,
+        "HealthCheckInterval": 2.0, "HealthCheckConnectTimeout": 1.0, "HealthyThreshold": 3,
+        "UnhealthyThreshold": 2,
+    }
+    code, _, err = run(
+        capsys, "server-groups", "update", sg, "--healthy-threshold", "0", "--api", url,
+    )
+    assert code == 1
+    assert err.startswith("InvalidParameter: ") and "HealthyThreshold" in err
+    assert len(err.strip().splitlines()) == 1
+    run(capsys, "server-groups", "update", sg, "--health-check", "--api", url)
+    _, out, _ = run(capsys, "server-groups", "list", "--api", url)
+    assert "TCP:9000 every 2s, timeout 1s, 3 up/2 down" in out.splitlines()[1]

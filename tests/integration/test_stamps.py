@@ -16,7 +16,7 @@ from certwatch.app.service import Service
 from certwatch.changes.snapshot import SnapshotBuilder, current_revision
 from certwatch.store.db import transaction
 from certwatch.store.models import Listener
-from offload.spec import Snapshot
+from offload.spec import HealthCheck, Snapshot
 from offload.workers import ProxyControl
 from tests.certfactory import make_pki
 from tests.conftest import make_config
@@ -35,10 +35,10 @@ def _build(service: Service, builder: SnapshotBuilder) -> Snapshot:
 
 
 def test_each_kind_of_change_stamps_only_its_listeners(service: Service) -> None:
-    """Swaps, SNI certificates, server group servers, policies, stop/start and deletes stamp
-    exactly the listeners they affect; another node's builder, reading only stamped
-    listeners, builds what a fresh builder reading everything builds, and keeps the very
-    same spec objects for the listeners nobody touched."""
+    """Swaps, SNI certificates, server group servers and health checks, policies, stop/start
+    and deletes stamp exactly the listeners they affect; another node's builder, reading only
+    stamped listeners, builds what a fresh builder reading everything builds, and keeps the
+    very same spec objects for the listeners nobody touched."""
     pki = make_pki()
     call = service.call
     certs = [
@@ -74,6 +74,10 @@ def test_each_kind_of_change_stamps_only_its_listeners(service: Service) -> None
         ("servers", lambda: call("AddServersToServerGroup", {
             "ServerGroupId": groups[0],
             "Servers": [{"ServerIp": "127.0.0.1", "Port": 9, "Weight": 1}]}), {a, b}),
+        ("health check", lambda: call("UpdateServerGroupAttribute", {
+            "ServerGroupId": groups[0],
+            "HealthCheckConfig": {"HealthCheckEnabled": True, "HealthCheckInterval": 2,
+                                  "HealthCheckConnectTimeout": 1}}), {a, b}),
         ("policy", lambda: call("UpdateListenerAttribute", {
             "ListenerId": c, "SecurityPolicyId": policy}), {c}),
         ("stop", lambda: call("StopListener", {"ListenerId": c}), {c}),
@@ -98,6 +102,9 @@ def test_each_kind_of_change_stamps_only_its_listeners(service: Service) -> None
     assert set(seen) == {a, c}
     assert seen[c].tls_versions == ("TLSv1.3",)
     assert seen[a].backends and seen[a].default_cert.names == ("h3.example.com",)
+    assert seen[a].server_group_id == groups[0]
+    assert seen[a].health_check == HealthCheck(interval=2.0, connect_timeout=1.0)
+    assert seen[c].health_check is None
 
 
 def test_a_refused_change_leaves_no_stale_spec_behind(tmp_path: Path) -> None:

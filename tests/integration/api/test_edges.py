@@ -167,6 +167,8 @@ def _wrong_type(annotation: Any) -> Any:
     union = get_origin(annotation) in (Union, types.UnionType)
     options = get_args(annotation) if union else (annotation,)
     kind = get_origin(options[0]) or options[0]
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return "x"  # a parameter object (e.g. HealthCheckConfig) given as a string
     return {bool: "no", int: True, str: 5, list: "x", Literal: True}[kind]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from offload.backends import BackendPicker
+from offload.health import BackendHealth
 from offload.spec import Backend
 
 A, B, C = Backend("10.0.0.1", 1, 5), Backend("10.0.0.2", 1, 1), Backend("10.0.0.3", 1, 1)
@@ -46,3 +47,33 @@ def test_failed_backend_is_tried_last() -> None:
 def test_no_backends_no_candidates() -> None:
     """An empty server group yields nothing to try."""
     assert list(BackendPicker(()).candidates()) == []
+
+
+def _health(up: bool) -> BackendHealth:
+    state = BackendHealth()
+    state.up = up
+    return state
+
+
+def test_backends_down_by_health_checks_are_no_candidates() -> None:
+    """A backend its checks mark down is neither picked nor a fallback; the weighted round
+    robin runs over the backends up, and comes back to the full share when it is up."""
+    b_health = _health(False)
+    picker = BackendPicker((A, B, C), (None, b_health, _health(True)))
+    assert [b for _, b in picker.candidates()] == [A, C]
+    assert Counter(_firsts(picker, 600)) == {A: 500, C: 100}
+    b_health.up = True
+    assert Counter(_firsts(picker, 700)) == {A: 500, B: 100, C: 100}
+
+
+def test_every_backend_down_leaves_no_candidate() -> None:
+    """With every checked backend down there is nothing to try (the client is closed)."""
+    picker = BackendPicker((A, B), (_health(False), _health(False)))
+    assert list(picker.candidates()) == []
+
+
+def test_health_states_follow_their_backends_past_drained_ones() -> None:
+    """A weight-0 backend dropped from the picker does not shift the others' states."""
+    drained = Backend("10.0.0.9", 1, 0)
+    picker = BackendPicker((drained, A, B), (_health(True), _health(False), _health(True)))
+    assert [b for _, b in picker.candidates()] == [B]

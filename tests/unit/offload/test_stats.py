@@ -35,6 +35,19 @@ def test_stats_sum_over_workers() -> None:
     assert total.get("missing").total == 0
 
 
+def test_backend_is_up_only_where_every_worker_sees_it_up() -> None:
+    """Summed over workers a server is up only if every worker checking it sees it up; a
+    retired worker's view of the servers is dropped, its counters kept."""
+    one = ProxyStats(backends={("sgp-1", "10.0.0.1:80"): True, ("sgp-1", "10.0.0.2:80"): True})
+    two = ProxyStats(backends={("sgp-1", "10.0.0.1:80"): False, ("sgp-2", "10.0.0.3:80"): True})
+    assert (one + two).backends == {
+        ("sgp-1", "10.0.0.1:80"): False,
+        ("sgp-1", "10.0.0.2:80"): True,
+        ("sgp-2", "10.0.0.3:80"): True,
+    }
+    assert two.retired().backends == {}
+
+
 def test_collector_of_a_proxy_not_running_exports_empty_families() -> None:
     """Registering and scraping before start() works: the families are there, without samples."""
     registry = CollectorRegistry()
