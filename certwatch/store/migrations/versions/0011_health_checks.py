@@ -1,7 +1,7 @@
 """health checks: a server group's HealthCheckConfig
 
 Revision ID: 0011_health_checks
-Revises: 0007_listener_revision
+Revises: 0008_revocation
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011_health_checks"
-down_revision = "0007_listener_revision"
+down_revision = "0008_revocation"
 branch_labels = None
 depends_on = None
 
