@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -217,6 +218,15 @@ def _listener_ids(session: Session, column: Any, value: str) -> list[str]:
     return list(session.exec(query.order_by(col(Listener.created_at), col(Listener.id))))
 
 
+def _listeners_by(session: Session, column: Any) -> dict[str, list[str]]:
+    """Listener ids (oldest first) by their `column`, in one query for a whole listing."""
+    grouped: dict[str, list[str]] = defaultdict(list)
+    query = select(column, Listener.id).order_by(col(Listener.created_at), col(Listener.id))
+    for owner, listener_id in session.exec(query):
+        grouped[owner].append(listener_id)
+    return grouped
+
+
 class ListLoadBalancersRequest(Request):
     """ListLoadBalancers takes no parameters."""
 
@@ -227,13 +237,14 @@ def list_load_balancers(ctx: ActionContext, req: ListLoadBalancersRequest) -> di
     rows = ctx.session.exec(
         select(LoadBalancer).order_by(col(LoadBalancer.created_at), col(LoadBalancer.id))
     )
+    listeners = _listeners_by(ctx.session, Listener.load_balancer_id)
     return {
         "LoadBalancers": [
             {
                 "LoadBalancerId": row.id,
                 "LoadBalancerName": row.name,
                 "CreatedAt": rfc3339(row.created_at),
-                "ListenerIds": _listener_ids(ctx.session, Listener.load_balancer_id, row.id),
+                "ListenerIds": listeners.get(row.id, []),
             }
             for row in rows
         ]
@@ -250,6 +261,7 @@ def list_server_groups(ctx: ActionContext, req: ListServerGroupsRequest) -> dict
     rows = ctx.session.exec(
         select(ServerGroup).order_by(col(ServerGroup.created_at), col(ServerGroup.id))
     )
+    listeners = _listeners_by(ctx.session, Listener.server_group_id)
     return {
         "ServerGroups": [
             {
@@ -258,7 +270,7 @@ def list_server_groups(ctx: ActionContext, req: ListServerGroupsRequest) -> dict
                 "Servers": list(row.servers),
                 "HealthCheckConfig": dict(row.health_check or HEALTH_CHECK_DEFAULTS),
                 "CreatedAt": rfc3339(row.created_at),
-                "ListenerIds": _listener_ids(ctx.session, Listener.server_group_id, row.id),
+                "ListenerIds": listeners.get(row.id, []),
             }
             for row in rows
         ]
