@@ -138,9 +138,12 @@ def _fill(service: Service, listeners: int, per_listener: int) -> None:
             session.execute(insert(model), values)
 
 
-def store_scan(data_dir: Path, listeners: int, per_listener: int) -> None:
+def store_scan(
+    data_dir: Path, listeners: int, per_listener: int, store_url: str | None = None
+) -> None:
     """Scan 10,000 certificates in use (store only), twice: first (alerts) and steady."""
-    service = Service(Config(data_dir=str(data_dir)))
+    store = {"store": {"url": store_url}} if store_url else {}
+    service = Service(Config.model_validate({"data_dir": str(data_dir), **store}))
     _fill(service, listeners, per_listener)
     _timed("store scan, first (creates and logs the due alerts)", lambda: service.scanner.run())
     _timed("store scan, steady state", lambda: service.scanner.run())
@@ -203,10 +206,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-listener", type=int, default=10)
     parser.add_argument("--probe-certs", type=int, default=10)
     parser.add_argument("--probe-names", type=int, default=100)
+    parser.add_argument(
+        "--store-url", help="an EMPTY PostgreSQL database for the store part (default SQLite)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
-        store_scan(Path(tmp) / "store", args.listeners, args.per_listener)
+        store_scan(Path(tmp) / "store", args.listeners, args.per_listener, args.store_url)
         probe_scan(Path(tmp) / "probe", args.probe_certs, args.probe_names)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process peak RSS (ru_maxrss): {peak:.0f} MiB")
