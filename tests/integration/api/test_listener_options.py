@@ -15,6 +15,7 @@ from tests.conftest import Api
 from tests.integration.api.test_listeners import create, make_base
 from tests.support import free_port
 
+
 @pytest.fixture
 def base(api: Api) -> dict[str, str]:
     """A load balancer, a server group and a default certificate."""
