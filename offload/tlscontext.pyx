@@ -152,9 +152,11 @@ cdef int _on_servername(SSL *tls, int *alert, void *arg) noexcept with gil:
     else the context the listener's table names for the client's name."""
     cdef TlsContext owner = <TlsContext>arg
     cdef const char *name = SSL_get_servername(tls, TLSEXT_NAMETYPE_host_name)
+    cdef Challenges challenges = owner.challenges
     try:
+        if owner._lookup is None and (challenges is None or not challenges._contexts):
+            return SSL_TLSEXT_ERR_OK  # the common case: nothing to choose
         server_name = name.decode("ascii") if name != NULL else None
-        challenges = owner.challenges
         if challenges is not None and challenges._contexts and server_name is not None:
             challenge = challenges._contexts.get(server_name.lower())
             if challenge is not None and cw_offers_acme(tls):

@@ -4,15 +4,25 @@ and GetListenerAttribute, as the data plane gets them; policies that cannot be s
 from __future__ import annotations
 
 import datetime as dt
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from certwatch.api.http import create_app
 from certwatch.app.service import Service
 from certwatch.store.models import SecurityPolicy
+from offload.echo import EchoServer
+from offload.export import OffloadCollector
 from offload.spec import ListenerSpec
-from tests.conftest import Api
+from offload.workers import ProxyControl
+from tests.certfactory import make_pki
+from tests.conftest import Api, make_config
 from tests.integration.api.test_listeners import create, make_base
+from tests.integration.offload.conftest import client_context, echo_roundtrip, tls_connect
 from tests.support import free_port
 
 
@@ -135,3 +145,50 @@ def test_a_stored_impossible_policy_is_refused_on_listeners(
     assert api.ok("GetListenerAttribute", ListenerId=lid)["SecurityPolicyId"] == (
         "tls_cipher_policy_1_2"
     )
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[Api, EchoServer]]:
+    """The API of a service whose data plane is a real one-worker proxy (its counters in
+    /metrics, as `serve` registers them), and an echo backend."""
+    with ProxyControl(1) as proxy, EchoServer() as echo:
+        service = Service(make_config(tmp_path), data_plane=proxy)
+        service.registry.register(OffloadCollector(proxy))
+        with TestClient(create_app(service)) as client:
+            yield Api(client), echo
+        service.close()
+
+
+def test_options_set_through_the_api_are_served(live: tuple[Api, EchoServer]) -> None:
+    """A listener created with ALPN HTTP2Preferred and MaxConnections 1 selects h2 and closes a
+    second concurrent connection (rate_limited in /metrics); turning ALPN off through
+    UpdateListenerAttribute stops selecting for the next connection."""
+    api, echo = live
+    pki = make_pki()
+    cert = api.ok("UploadCertificate", **pki.leaf("live.example.com").upload_params("live"))
+    lb = api.ok("CreateLoadBalancer", LoadBalancerName="lb")["LoadBalancerId"]
+    sg = api.ok("CreateServerGroup", ServerGroupName="g",
+                Servers=[{"ServerIp": "127.0.0.1", "Port": echo.port, "Weight": 100}])
+    port = free_port()
+    lid = api.ok(
+        "CreateListener", LoadBalancerId=lb, ServerGroupId=sg["ServerGroupId"],
+        ListenerPort=port, CertificateIds=[cert["CertificateId"]], AlpnEnabled=True,
+        AlpnPolicy="HTTP2Preferred", MaxConnections=1,
+    )["ListenerId"]
+    ctx = client_context(pki.root_pem)
+    ctx.set_alpn_protocols(["http/1.1", "h2"])
+    with tls_connect(port, ctx, "live.example.com") as held:
+        assert held.selected_alpn_protocol() == "h2"
+        assert echo_roundtrip(held) == b"ping"
+        with pytest.raises((ssl.SSLError, OSError)):
+            with tls_connect(port, ctx, "live.example.com") as refused:
+                echo_roundtrip(refused)
+    metrics = api.client.get("/metrics").text
+    assert (
+        f'certwatch_offload_handshake_failures_total{{listener_id="{lid}",reason="rate_limited"}}'
+        " 1.0" in metrics
+    )
+    api.ok("UpdateListenerAttribute", ListenerId=lid, AlpnEnabled=False)
+    with tls_connect(port, ctx, "live.example.com") as sock:
+        assert sock.selected_alpn_protocol() is None
+        assert echo_roundtrip(sock) == b"ping"
