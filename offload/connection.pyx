@@ -29,6 +29,10 @@ Rules of a connection (all on one loop, no locks):
   to the worker's `Deadlines`; a connection re-registers for its next deadline when one
   passes early.
 - Accounting is exactly once per connection: `finish()` is idempotent.
+- An ACME tls-alpn-01 handshake (acme-tls/1 selected, offload.tlscontext) is closed with
+  close_notify as soon as it completes; no backend is connected.
+- With the listener's `proxy_protocol` (as it was at accept time) the backend's first bytes
+  are a PROXY v2 header (offload.proxyproto): client address, listener address, SNI name.
 """
 
 import asyncio
@@ -63,8 +67,13 @@ from offload.openssl cimport (
     SSL_set_bio,
     SSL_shutdown,
     SSL_write_ex,
+    SSL_get_servername,
+    TLSEXT_NAMETYPE_host_name,
+    cw_is_acme,
 )
 from offload.tlscontext cimport TlsContext
+
+from offload import proxyproto
 
 
 cdef enum:
@@ -137,6 +146,7 @@ cdef class ClientSide:
     cdef BIO *_outgoing
     cdef object _raw
     cdef bint _handshaking, _done, _client_ended, _backend_ended, _connect_expired
+    cdef bint _proxy_protocol
     cdef double last, _started, _handshake_by, _connect_by, _idle, _wake_at
     cdef object _slot
     cdef list _pending
@@ -147,6 +157,7 @@ cdef class ClientSide:
         self.stats = listener.stats
         self.loop_time = listener.loop.time
         self._idle = listener.spec.idle_timeout
+        self._proxy_protocol = listener.spec.proxy_protocol
         context = listener.context
         if context is not None:
             self._context = <TlsContext?>context
@@ -239,6 +250,13 @@ cdef class ClientSide:
         stats.observe_handshake(self.loop_time() - self._started)
         if SSL_session_reused(self._tls):
             stats.resumptions += 1
+        if cw_is_acme(self._tls):  # an ACME validation: the handshake was all it wanted
+            ERR_clear_error()
+            SSL_shutdown(self._tls)
+            ERR_clear_error()
+            self._flush()
+            self.transport.close()
+            return False
         self._start_backend()
         return True
 
@@ -424,6 +442,8 @@ cdef class ClientSide:
             backend.close()
             return 0
         self.backend = backend
+        if self._proxy_protocol:
+            backend.write(self._proxy_header())
         if self._pending is not None:
             backend.writelines(self._pending)
             self._pending = None
@@ -434,6 +454,17 @@ cdef class ClientSide:
         self.last = self.loop_time()
         self._wake_by(self.last + self._idle)
         return 0
+
+    cdef bytes _proxy_header(self):
+        """The PROXY v2 header of this connection."""
+        cdef const char *name = NULL
+        if self._tls != NULL:
+            name = SSL_get_servername(self._tls, TLSEXT_NAMETYPE_host_name)
+        return proxyproto.header(
+            self.transport.get_extra_info("peername"),
+            self.transport.get_extra_info("sockname"),
+            name.decode("ascii") if name != NULL else None,
+        )
 
     # -- deadlines ------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 The parent's `DeltaEncoder` remembers what every worker has been told and turns each new
 `Snapshot` into a `Change`: listeners added or changed (with their certificates as keys),
 listeners removed, the material of keys no worker has yet, the keys no listener uses
-any more, and the session ticket keys when they changed (rarely: every 12 hours). So a
+any more, and the session ticket keys and the ACME challenges when they changed. So a
 change costs what it changes, not what the inventory holds. A new worker
 gets `full()`: the whole current state, once. `Materials` is the worker's side: it turns the
 wire form back into the very `ListenerSpec`s the parent holds.
@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from offload.spec import CertChain, ListenerSpec, Snapshot, TicketKey
+from offload.spec import CertChain, ChallengeCert, ListenerSpec, Snapshot, TicketKey
 
 _NO_CERT = CertChain("", "")
 
@@ -37,6 +37,7 @@ class Change:
 
     `full`: the listeners are the whole state (every other one is removed).
     `ticket_keys`: the new session ticket keys, None when they did not change.
+    `challenges`: the whole new set of ACME challenges, None when it did not change.
     `prepare`: build the listeners' TLS contexts, but serve nothing yet: a replacement
     worker does the slow part before it is given the current state (see `ProxyControl`).
     """
@@ -49,6 +50,7 @@ class Change:
     full: bool = False
     ticket_keys: tuple[TicketKey, ...] | None = None
     prepare: bool = False
+    challenges: tuple[ChallengeCert, ...] | None = None
 
 
 def material_key(chain: CertChain) -> str:
@@ -74,6 +76,7 @@ class DeltaEncoder:
         self._material: dict[str, CertChain] = {}
         self._uses: Counter[str] = Counter()
         self._ticket_keys: tuple[TicketKey, ...] = ()
+        self._challenges: tuple[ChallengeCert, ...] = ()
 
     def change(self, snapshot: Snapshot) -> Change:
         """The step from the last snapshot to `snapshot`; afterwards `snapshot` is current."""
@@ -99,9 +102,11 @@ class DeltaEncoder:
         self._revision = snapshot.revision
         tickets = snapshot.ticket_keys if snapshot.ticket_keys != self._ticket_keys else None
         self._ticket_keys = snapshot.ticket_keys
+        challenges = snapshot.challenges if snapshot.challenges != self._challenges else None
+        self._challenges = snapshot.challenges
         return Change(
             snapshot.revision, self._wire(changed), removed, new, tuple(forget),
-            ticket_keys=tickets,
+            ticket_keys=tickets, challenges=challenges,
         )
 
     def full(self, *, prepare: bool = False) -> Change:
@@ -110,6 +115,7 @@ class DeltaEncoder:
         return Change(
             self._revision, self._wire(self._specs.values()), materials=dict(self._material),
             full=True, ticket_keys=self._ticket_keys, prepare=prepare,
+            challenges=self._challenges,
         )
 
     def _key(self, chain: CertChain) -> str:

@@ -31,7 +31,14 @@ cdef extern from "openssl/ssl.h" nogil:
     int SSL_CTX_set_ciphersuites(SSL_CTX *ctx, const char *text)
     int SSL_CTX_set_session_id_context(SSL_CTX *ctx, const unsigned char *sid, unsigned int len)
     int SSL_session_reused(const SSL *s)
+    void SSL_get0_alpn_selected(const SSL *s, const unsigned char **data, unsigned int *len)
+    void SSL_set_verify(SSL *s, int mode, void *callback)
+    ctypedef struct X509
+    int SSL_CTX_add_client_CA(SSL_CTX *ctx, X509 *x)
+    BIO *BIO_new_mem_buf(const void *buf, int len)
+    int BIO_free(BIO *b)
     enum:
+        SSL_VERIFY_NONE
         SSL_ERROR_WANT_READ
         SSL_ERROR_ZERO_RETURN
         TLSEXT_NAMETYPE_host_name
@@ -41,6 +48,11 @@ cdef extern from "openssl/ssl.h" nogil:
         SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE
         SSL_R_CERTIFICATE_VERIFY_FAILED
         SSL_MAX_SID_CTX_LENGTH
+
+
+cdef extern from "openssl/pem.h" nogil:
+    X509 *PEM_read_bio_X509(BIO *bp, X509 **x, void *cb, void *u)
+    void X509_free(X509 *x)
 
 
 cdef extern from "openssl/err.h" nogil:
@@ -140,3 +152,100 @@ cdef extern from *:
         unsigned char keys[4][80]
     int cw_ring_setup()
     int cw_ring_install(SSL_CTX *ctx, cw_ticket_ring *ring)
+
+
+cdef extern from *:
+    """
+    /* ALPN (offload/tlscontext.pyx): a context selects the first protocol of its preference
+       list (wire format) the client offers, else none (never an alert); the ACME challenge
+       contexts select only acme-tls/1 (RFC 8737). */
+    #include <string.h>
+    #include <openssl/ssl.h>
+
+    #define CW_ALPN_MAX 255
+
+    typedef struct {
+        unsigned int len;
+        unsigned char data[CW_ALPN_MAX];
+    } cw_alpn_prefs;
+
+    static cw_alpn_prefs cw_acme_prefs = {
+        11, {10, 'a', 'c', 'm', 'e', '-', 't', 'l', 's', '/', '1'}};
+
+    static int cw_alpn_select(SSL *s, const unsigned char **out, unsigned char *outlen,
+                              const unsigned char *in, unsigned int inlen, void *arg) {
+        cw_alpn_prefs *prefs = arg;
+        unsigned char *selected = NULL;
+        unsigned char selected_len = 0;
+        if (prefs == NULL || SSL_select_next_proto(&selected, &selected_len, prefs->data,
+                                                   prefs->len, in, inlen)
+                != OPENSSL_NPN_NEGOTIATED)
+            return SSL_TLSEXT_ERR_NOACK;
+        *out = selected;
+        *outlen = selected_len;
+        return SSL_TLSEXT_ERR_OK;
+    }
+
+    static void cw_alpn_install(SSL_CTX *ctx, cw_alpn_prefs *prefs) {
+        SSL_CTX_set_alpn_select_cb(ctx, prefs ? cw_alpn_select : NULL, prefs);
+    }
+
+    /* Whether a ClientHello offers acme-tls/1 is noted (SSL ex_data) by a client hello
+       callback: by the time the servername callback runs, OpenSSL has consumed the raw
+       ALPN extension. */
+    static int cw_acme_index = -1;
+
+    static int cw_acme_setup(void) {
+        if (cw_acme_index < 0)
+            cw_acme_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        return cw_acme_index;
+    }
+
+    static int cw_on_client_hello(SSL *s, int *alert, void *arg) {
+        const unsigned char *p;
+        size_t len, n;
+        int offered = 0;
+        if (SSL_client_hello_get0_ext(s, TLSEXT_TYPE_application_layer_protocol_negotiation,
+                                      &p, &len)
+                && len >= 2 && (((size_t)p[0] << 8) | p[1]) == len - 2) {
+            p += 2;
+            len -= 2;
+            while (len > 0 && !offered) {
+                n = p[0];
+                if (n + 1 > len)
+                    break;
+                offered = n == 10 && memcmp(p + 1, "acme-tls/1", 10) == 0;
+                p += n + 1;
+                len -= n + 1;
+            }
+        }
+        SSL_set_ex_data(s, cw_acme_index, offered ? (void *)1 : NULL);
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+
+    static void cw_acme_install(SSL_CTX *ctx, int on) {
+        SSL_CTX_set_client_hello_cb(ctx, on ? cw_on_client_hello : NULL, NULL);
+    }
+
+    static int cw_offers_acme(SSL *s) {
+        return SSL_get_ex_data(s, cw_acme_index) != NULL;
+    }
+
+    static int cw_is_acme(const SSL *s) {
+        const unsigned char *p;
+        unsigned int len = 0;
+        SSL_get0_alpn_selected(s, &p, &len);
+        return len == 10 && memcmp(p, "acme-tls/1", 10) == 0;
+    }
+    """
+    enum:
+        CW_ALPN_MAX
+    ctypedef struct cw_alpn_prefs:
+        unsigned int len
+        unsigned char data[255]
+    cw_alpn_prefs cw_acme_prefs
+    void cw_alpn_install(SSL_CTX *ctx, cw_alpn_prefs *prefs)
+    int cw_offers_acme(SSL *s)
+    int cw_acme_setup()
+    void cw_acme_install(SSL_CTX *ctx, int on)
+    int cw_is_acme(const SSL *s)

@@ -3,7 +3,8 @@
 
 Each listener is a uvloop server on its `SO_REUSEPORT` socket (accept in C). The
 protocol factory reads the listener's *current* context, picker and timeouts, so a
-swap (by attribute) affects only later connections.
+swap (by attribute) affects only later connections. A connection beyond the listener's
+limits (offload.limits) is closed at once and counted as `rate_limited`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from offload.backends import BackendPicker
 from offload.connection import READ_BUFFER_SIZE, ClientSide
 from offload.deadlines import Deadlines
 from offload.health import BackendHealth
+from offload.limits import Admission
 from offload.spec import ListenerSpec
 from offload.stats import ListenerStats
 from offload.tlscontext import TlsContext
@@ -39,7 +41,10 @@ class ReadBuffers:
 class Listener:
     """What new connections of one listener read at accept time; swapped by attribute."""
 
-    __slots__ = ("spec", "context", "picker", "stats", "server", "loop", "deadlines", "buffers")
+    __slots__ = (
+        "spec", "context", "picker", "stats", "server", "loop", "deadlines", "buffers",
+        "admission",
+    )
 
     def __init__(
         self,
@@ -49,6 +54,7 @@ class Listener:
         deadlines: Deadlines,
         buffers: ReadBuffers,
         health: Sequence[BackendHealth | None] = (),
+        workers: int = 1,
     ) -> None:
         self.spec = spec
         self.context = context
@@ -58,6 +64,7 @@ class Listener:
         self.deadlines = deadlines
         self.loop = deadlines.loop
         self.buffers = buffers
+        self.admission = Admission(workers)
 
     @property
     def buffer(self) -> memoryview:
@@ -83,7 +90,13 @@ class Listener:
             sock.close()
             raise
 
-    def _accepted(self) -> ClientSide:
+    def _accepted(self) -> asyncio.BaseProtocol:
+        spec = self.spec
+        if (spec.cps or spec.max_connections) and not self.admission.admit(
+            spec, self.stats.active, self.loop.time()
+        ):
+            self.stats.failures["rate_limited"] += 1
+            return _Refused()
         return ClientSide(self)
 
     def close(self) -> None:
@@ -91,6 +104,13 @@ class Listener:
         if self.server is not None:
             self.server.close()
             self.server = None
+
+
+class _Refused(asyncio.Protocol):
+    """A connection beyond the listener's limits: closed as soon as it is accepted."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
 
 
 def bind(spec: ListenerSpec) -> socket.socket:

@@ -13,6 +13,15 @@ from dataclasses import dataclass, field
 
 TLS_VERSIONS = ("TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 TICKET_KEY_SIZE = 80
+# The cloud original's ALPN policies: the protocols a listener selects, most preferred first
+# (the server's order wins over the client's).
+ALPN_POLICIES: dict[str, tuple[str, ...]] = {
+    "HTTP1Only": ("http/1.1", "http/1.0"),
+    "HTTP2Only": ("h2",),
+    "HTTP2Optional": ("http/1.1", "http/1.0", "h2"),
+    "HTTP2Preferred": ("h2", "http/1.1", "http/1.0"),
+}
+ACME_TLS_ALPN = "acme-tls/1"
 
 
 @dataclass(frozen=True)
@@ -55,8 +64,16 @@ class CertChain:
 
 @dataclass(frozen=True)
 class ListenerSpec:
-    """Everything one TLS listener needs to serve; `ca_pem` set means mutual TLS.
+    """Everything one TLS listener needs to serve; `ca_pem` set means mutual TLS (the
+    subjects of its certificates are sent as acceptable client CA names).
 
+    `alpn_policy`: a key of ALPN_POLICIES, or None (ALPN off: offers are ignored, never
+    refused); with a policy and no protocol in common, none is selected either.
+    `proxy_protocol`: send a PROXY protocol v2 header (client and listener address, the SNI
+    name as PP2_TYPE_AUTHORITY) to the backend before the first byte.
+    `cps` / `max_connections`: new connections a second / open connections the listener
+    accepts (0: unlimited); beyond them a new connection is closed at once and counted as
+    `rate_limited`. Each of N workers enforces its share, ceil(limit / N).
     `health_check` (None: no checks) applies to the servers of `server_group_id`, which
     name them in the metrics.
     """
@@ -76,6 +93,26 @@ class ListenerSpec:
     protocol: str = "TCPSSL"
     server_group_id: str = ""
     health_check: HealthCheck | None = None
+    alpn_policy: str | None = None
+    proxy_protocol: bool = False
+    cps: int = 0
+    max_connections: int = 0
+
+
+@dataclass(frozen=True)
+class ChallengeCert:
+    """An ACME tls-alpn-01 challenge (RFC 8737) the proxy answers while it is pending.
+
+    `name`: the DNS name being validated (lower case, no wildcard); `chain_pem`/`key_pem`:
+    the self-signed challenge certificate (with its critical acmeIdentifier extension) and
+    its key. On every TLS listener, a handshake whose SNI is `name` and that offers ALPN
+    `acme-tls/1` is served this certificate with `acme-tls/1` selected, and the connection is
+    closed right after the handshake (no backend); every other handshake is untouched.
+    """
+
+    name: str
+    chain_pem: str = field(repr=False)
+    key_pem: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -100,8 +137,13 @@ class Snapshot:
 
     `ticket_keys`: the session ticket keys of every listener on every worker and node, the
     one that encrypts first, then those still accepted (rotated by the control plane).
+    `challenges`: the pending ACME tls-alpn-01 challenges, at most one per name (see
+    `ChallengeCert`); the ACME client puts one here when it asks for validation and takes it
+    away once the authorization is settled. A challenge whose certificate cannot be loaded
+    fails the apply as `ApplyError` under the key `challenge:<name>`.
     """
 
     revision: int
     listeners: tuple[ListenerSpec, ...] = field(default_factory=tuple)
     ticket_keys: tuple[TicketKey, ...] = ()
+    challenges: tuple[ChallengeCert, ...] = ()

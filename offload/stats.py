@@ -12,7 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-FAILURE_REASONS = ("timeout", "tls_error", "client_cert", "backend_unavailable")
+# `rate_limited`: closed at accept, beyond the listener's Cps or MaxConnections.
+FAILURE_REASONS = ("timeout", "tls_error", "client_cert", "backend_unavailable", "rate_limited")
 
 
 class ListenerStats:

@@ -13,6 +13,10 @@ Rules (see DESIGN.md, "Traps known in Python's ssl"):
   session id context is a digest of the listener id, its CA bundle and its policy, so a
   replaced CA or policy (or another listener) turns a resumption into a full handshake.
   Renegotiation is refused.
+- With mutual TLS every context names the CA certificates' subjects in its
+  CertificateRequest; with an ALPN policy every context selects from its list.
+- An ACME challenge context serves only its challenge certificate, at TLS 1.2 or 1.3, asks
+  for no client certificate and issues no ticket (see offload.tlscontext).
 """
 
 from __future__ import annotations
@@ -25,8 +29,15 @@ import warnings
 from collections.abc import Iterable
 
 from offload.sni import SniTable
-from offload.spec import TLS_VERSIONS, CertChain, ListenerSpec
-from offload.tlscontext import TicketKeys, TlsContext, set_ciphersuites
+from offload.spec import ALPN_POLICIES, TLS_VERSIONS, CertChain, ChallengeCert, ListenerSpec
+from offload.tlscontext import (
+    Challenges,
+    TicketKeys,
+    TlsContext,
+    alpn_wire,
+    set_ciphersuites,
+    set_client_ca_list,
+)
 
 _VERSION = {
     "TLSv1.0": ssl.TLSVersion.TLSv1,
@@ -97,8 +108,26 @@ def _listener_context(spec: ListenerSpec, cert: CertChain) -> ssl.SSLContext:
     if spec.ca_pem is not None:
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.load_verify_locations(cadata=spec.ca_pem)
+        set_client_ca_list(ctx, spec.ca_pem)
     _load_chain(ctx, cert)
     return ctx
+
+
+def challenge_context(challenge: ChallengeCert) -> ssl.SSLContext:
+    """The context answering one ACME tls-alpn-01 challenge; raises like `build_context`."""
+    ctx = policy_context(("TLSv1.2", "TLSv1.3"), ())
+    ctx.options |= ssl.OP_NO_TICKET
+    _load_chain(ctx, CertChain(challenge.chain_pem, challenge.key_pem))
+    return ctx
+
+
+def alpn_list(spec: ListenerSpec) -> bytes | None:
+    """The listener's ALPN preference list in wire format, None when ALPN is off."""
+    if spec.alpn_policy is None:
+        return None
+    if spec.alpn_policy not in ALPN_POLICIES:
+        raise ValueError(f"unknown ALPN policy {spec.alpn_policy!r}")
+    return alpn_wire(ALPN_POLICIES[spec.alpn_policy])
 
 
 def _load_chain(ctx: ssl.SSLContext, cert: CertChain) -> None:
@@ -137,9 +166,12 @@ def session_id_context(spec: ListenerSpec) -> bytes:
     return digest.digest()
 
 
-def build_context(spec: ListenerSpec, tickets: TicketKeys | None = None) -> TlsContext | None:
+def build_context(
+    spec: ListenerSpec, tickets: TicketKeys | None = None, challenges: Challenges | None = None
+) -> TlsContext | None:
     """What new handshakes start from (None for plain TCP listeners); sessions are resumed
-    with the `tickets` ring (shared by the worker's listeners) when given.
+    with the `tickets` ring (shared by the worker's listeners) when given, and the worker's
+    ACME `challenges` answered.
 
     Raises `ssl.SSLError`, `ValueError` or `OSError` when the material or policy is bad.
     """
@@ -147,15 +179,21 @@ def build_context(spec: ListenerSpec, tickets: TicketKeys | None = None) -> TlsC
         return None
     base = _listener_context(spec, spec.default_cert)
     sid = session_id_context(spec)
+    alpn = alpn_list(spec)
     if not spec.additional_certs:
-        return TlsContext(base, tickets=tickets, session_id_context=sid)
+        return TlsContext(
+            base, tickets=tickets, session_id_context=sid, alpn=alpn, challenges=challenges
+        )
     # Indexes, not contexts, in the table: -1 (the base context) stays on it.
     table = SniTable(
         [*((i, c.names) for i, c in enumerate(spec.additional_certs)),
          (-1, spec.default_cert.names)]
     )
     contexts = [_listener_context(spec, c) for c in spec.additional_certs]
-    return TlsContext(base, contexts, table.lookup, tickets=tickets, session_id_context=sid)
+    return TlsContext(
+        base, contexts, table.lookup, tickets=tickets, session_id_context=sid, alpn=alpn,
+        challenges=challenges,
+    )
 
 
 def _offered(versions: list[str], ciphers: list[str]) -> list[dict[str, str]]:

@@ -14,7 +14,10 @@ A change names only the listeners that changed (`offload.delta`); a `prepare` ch
 builds contexts, which the next change serves without building them again. A listener is recorded
 as applied only when everything about it succeeded; on failure its previous state keeps
 serving untouched, and every later change retries it. Session ticket keys, when a change
-carries them, replace the worker's one ring in place: no context is rebuilt for them.
+carries them, replace the worker's one ring in place: no context is rebuilt for them; so do
+the ACME challenges (one `Challenges` table every listener's context reads). A challenge
+whose certificate cannot be loaded is reported as the failure `challenge:<name>`; the
+others are served.
 The servers of listeners whose group has a health check are checked by the worker itself
 (`offload.health`); its listeners' pickers read those states.
 """
@@ -38,10 +41,10 @@ from offload.delta import Change, Materials
 from offload.errors import Failure
 from offload.health import HealthChecks
 from offload.proxy import Listener, ReadBuffers, bind
-from offload.spec import ListenerSpec
+from offload.spec import ChallengeCert, ListenerSpec
 from offload.stats import ListenerStats, ProxyStats
-from offload.tls import build_context
-from offload.tlscontext import TicketKeys, TlsContext
+from offload.tls import build_context, challenge_context
+from offload.tlscontext import Challenges, TicketKeys, TlsContext
 
 # A change this large (a first state) is followed by `_settle`.
 SETTLE_AFTER_CERTIFICATES = 1000
@@ -51,7 +54,7 @@ _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("
 def _tls_material(spec: ListenerSpec) -> tuple[object, ...]:
     return (
         spec.protocol, spec.default_cert, spec.additional_certs, spec.ca_pem,
-        spec.tls_versions, spec.ciphers,
+        spec.tls_versions, spec.ciphers, spec.alpn_policy,
     )
 
 
@@ -71,8 +74,9 @@ def _reason(exc: BaseException) -> str:
 class Worker:
     """The listeners of one process and the changes that update them."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, workers: int = 1) -> None:
         self.loop = loop
+        self.workers = workers
         self.deadlines = Deadlines(loop)
         self.buffers = ReadBuffers()
         self.listeners: dict[str, Listener] = {}
@@ -81,6 +85,7 @@ class Worker:
         # One ring for every listener: updated in place, it outlives context rebuilds.
         self.tickets = TicketKeys()
         self.health = HealthChecks(loop)
+        self.challenges = Challenges()
         self.revision = 0
         # What the parent wants served; a listener that failed keeps its previous state
         # running (in `listeners`) and is retried with every later change.
@@ -95,9 +100,12 @@ class Worker:
         specs = self.materials.receive(change)
         if change.ticket_keys is not None:
             self.tickets.set(k.material for k in change.ticket_keys)
+        failures: dict[str, Failure] = {}
+        if change.challenges is not None:
+            failures.update(self._set_challenges(change.challenges))
         if change.prepare:
             self._prepare(specs)
-            return {}
+            return failures
         removed = set(self.wanted) - {s.listener_id for s in specs} if change.full else set()
         for lid in [*change.removed, *removed]:
             self._unwant(lid)
@@ -110,7 +118,6 @@ class Worker:
             self._at.setdefault((spec.address, spec.port), set()).add(spec.listener_id)
         touched = [*(s.listener_id for s in specs), *sorted(self.failed)]
         self._check_backends()
-        failures: dict[str, Failure] = {}
         for lid in dict.fromkeys(touched):
             spec = self.wanted[lid]
             holder = self._holder(spec)
@@ -133,13 +140,24 @@ class Worker:
         """Health-check the servers of every listener wanted or still running."""
         self.health.update([*self.wanted.values(), *(run.spec for run in self.listeners.values())])
 
+    def _set_challenges(self, challenges: tuple[ChallengeCert, ...]) -> dict[str, Failure]:
+        """Serve `challenges` from now on; those that cannot be loaded are reported."""
+        contexts, failures = {}, {}
+        for challenge in challenges:
+            try:
+                contexts[challenge.name] = challenge_context(challenge)
+            except (ssl.SSLError, ValueError, OSError) as exc:
+                failures[f"challenge:{challenge.name}"] = Failure(_reason(exc))
+        self.challenges.set(contexts)
+        return failures
+
     def _prepare(self, specs: list[ListenerSpec]) -> None:
         """Build the TLS contexts of `specs` ahead of the change that will serve them; one
         that cannot be built is built (and its failure reported) by that change."""
         for spec in specs:
             try:
                 self._prepared[spec.listener_id] = (_tls_material(spec), build_context(
-                    spec, self.tickets
+                    spec, self.tickets, self.challenges
                 ))
             except (ssl.SSLError, ValueError, OSError):
                 continue
@@ -149,7 +167,7 @@ class Worker:
         prepared = self._prepared.pop(spec.listener_id, None)
         if prepared is not None and prepared[0] == _tls_material(spec):
             return prepared[1]
-        return build_context(spec, self.tickets)
+        return build_context(spec, self.tickets, self.challenges)
 
     def _unwant(self, lid: str) -> None:
         old = self.wanted.pop(lid, None)
@@ -175,7 +193,8 @@ class Worker:
             context = current.context
         stats = self.stats.setdefault(spec.listener_id, ListenerStats())
         listener = Listener(
-            spec, context, stats, self.deadlines, self.buffers, self.health.states(spec)
+            spec, context, stats, self.deadlines, self.buffers, self.health.states(spec),
+            self.workers,
         )
         if current is not None and (current.spec.address, current.spec.port) == (
             spec.address, spec.port,
@@ -280,10 +299,10 @@ def _settle() -> None:
         _LIBC.malloc_trim(0)
 
 
-async def _main(sock: socket.socket) -> None:
+async def _main(sock: socket.socket, workers: int) -> None:
     loop = asyncio.get_running_loop()
     sock.setblocking(False)
-    channel = _Channel(sock, Worker(loop))
+    channel = _Channel(sock, Worker(loop, workers))
     reader = loop.create_task(channel.read())
     await loop.sock_sendall(sock, encode((0, "ready")))
     try:
@@ -292,12 +311,13 @@ async def _main(sock: socket.socket) -> None:
         reader.cancel()
 
 
-def run(sock: socket.socket) -> None:
-    """Process entry point: serve until the parent says stop or goes away.
+def run(sock: socket.socket, workers: int = 1) -> None:
+    """Process entry point: serve until the parent says stop or goes away; `workers` is how
+    many workers share the listeners (each enforces its share of connection limits).
 
     SIGINT and SIGTERM sent to the whole process group (Ctrl+C, a service manager) are left to
     the parent, which drains the workers over the socket; a worker whose parent is gone exits.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    uvloop.run(_main(sock))
+    uvloop.run(_main(sock, workers))

@@ -41,8 +41,9 @@ FULL_STATE_SECONDS_PER_CERTIFICATE = 0.02
 class _Handle:
     """One worker process and its socket; used only with `ProxyControl._lock` held."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, workers: int = 1) -> None:
         self.index = index
+        self.workers = workers
         self.process: BaseProcess | None = None
         self.sock: socket.socket | None = None
         self._frames = FrameReader()
@@ -52,7 +53,8 @@ class _Handle:
     def spawn(self, timeout: float) -> None:
         parent, child = socket.socketpair()
         process = _CTX.Process(
-            target=worker.run, args=(child,), name=f"offload-worker-{self.index}", daemon=True
+            target=worker.run, args=(child, self.workers), name=f"offload-worker-{self.index}",
+            daemon=True,
         )
         try:
             process.start()
@@ -127,7 +129,7 @@ class ProxyControl:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self._ack_timeout = ack_timeout
-        self._handles = [_Handle(i) for i in range(workers)]
+        self._handles = [_Handle(i, workers) for i in range(workers)]
         self._lock = threading.RLock()
         self._snapshot = Snapshot(revision=0)
         self._encoder = DeltaEncoder()
@@ -290,7 +292,7 @@ class ProxyControl:
             old.last_stats = ProxyStats()
             old.kill()
             prepare = self._encoder.full(prepare=True)
-            self._incoming = fresh = _Handle(index)
+            self._incoming = fresh = _Handle(index, len(self._handles))
         code = old.process.exitcode if old.process is not None else None
         log.warning("replacing offload worker %d (exit code %s)", index, code)
         try:

@@ -20,11 +20,13 @@ from certwatch.inventory.listeners import (
     set_default,
     set_role,
 )
-from certwatch.inventory.policies import DEFAULT_POLICY, resolve_policy
+from certwatch.inventory.policies import DEFAULT_POLICY, impossible, resolve_policy
 from certwatch.inventory.rows import get_listener, get_load_balancer, get_server_group
 from certwatch.store.models import Listener, ListenerCertificate, Role
 
 Thresholds = list[int] | None
+AlpnPolicyName = Literal["HTTP1Only", "HTTP2Only", "HTTP2Preferred", "HTTP2Optional"]
+MAX_LIMIT = 1_000_000
 
 
 def _check_thresholds(value: Thresholds) -> Thresholds:
@@ -48,6 +50,26 @@ class ListenerFields(ChangeRequest):
     IdleTimeout: int | None = Field(default=None, ge=1, le=86400)
     ListenerDescription: str | None = Field(default=None, max_length=256)
     AlertThresholdsDays: Thresholds = None
+    AlpnEnabled: bool | None = Field(
+        default=None, description="Select an application protocol (ALPN) by AlpnPolicy."
+    )
+    AlpnPolicy: AlpnPolicyName | None = Field(
+        default=None,
+        description="HTTP1Only (http/1.1, http/1.0), HTTP2Only (h2), HTTP2Optional (HTTP/1.x "
+        "before h2) or HTTP2Preferred (h2 before HTTP/1.x); required with AlpnEnabled.",
+    )
+    ProxyProtocolEnabled: bool | None = Field(
+        default=None,
+        description="Send a PROXY protocol v2 header (client address, SNI) to the backend.",
+    )
+    Cps: int | None = Field(
+        default=None, ge=0, le=MAX_LIMIT,
+        description="New connections accepted per second; 0 (the default) is unlimited.",
+    )
+    MaxConnections: int | None = Field(
+        default=None, ge=0, le=MAX_LIMIT,
+        description="Connections open at once; 0 (the default) is unlimited.",
+    )
 
     _thresholds = field_validator("AlertThresholdsDays")(_check_thresholds)
 
@@ -62,11 +84,27 @@ class CreateListenerRequest(ListenerFields):
     ServerGroupId: str
 
 
+# API field -> listener column, for the options applied as given.
+_OPTIONS = {
+    "AlpnEnabled": "alpn_enabled",
+    "AlpnPolicy": "alpn_policy",
+    "ProxyProtocolEnabled": "proxy_protocol_enabled",
+    "Cps": "cps",
+    "MaxConnections": "max_connections",
+}
+
+
 def _apply_fields(ctx: ActionContext, listener: Listener, req: ListenerFields) -> None:
     if req.ServerGroupId is not None:
         listener.server_group_id = get_server_group(ctx.session, req.ServerGroupId).id
     if req.SecurityPolicyId is not None:
-        listener.security_policy_id = resolve_policy(ctx.session, req.SecurityPolicyId).policy_id
+        policy = resolve_policy(ctx.session, req.SecurityPolicyId)
+        problem = impossible(policy.tls_versions, policy.ciphers)
+        if problem:
+            raise errors.InvalidParameter(
+                f"security policy {policy.policy_id} cannot be served: {problem}"
+            )
+        listener.security_policy_id = policy.policy_id
     if req.IdleTimeout is not None:
         listener.idle_timeout = req.IdleTimeout
     if req.ListenerDescription is not None:
@@ -75,6 +113,15 @@ def _apply_fields(ctx: ActionContext, listener: Listener, req: ListenerFields) -
         listener.alert_thresholds_days = req.AlertThresholdsDays
     if req.CaEnabled is not None:
         listener.ca_enabled = req.CaEnabled
+    for name, column in _OPTIONS.items():
+        value = getattr(req, name)
+        if value is not None:
+            setattr(listener, column, value)
+    if listener.alpn_enabled and listener.alpn_policy is None:
+        raise errors.InvalidParameter(
+            "AlpnEnabled=true needs an AlpnPolicy: HTTP1Only, HTTP2Only, HTTP2Preferred or "
+            "HTTP2Optional"
+        )
     ctx.session.add(listener)
     ctx.session.flush()
     if req.CertificateIds is not None:
@@ -137,6 +184,11 @@ def listener_view(ctx: ActionContext, listener: Listener) -> dict[str, Any]:
         "IdleTimeout": listener.idle_timeout,
         "ListenerDescription": listener.description,
         "AlertThresholdsDays": listener.alert_thresholds_days,
+        "AlpnEnabled": listener.alpn_enabled,
+        "AlpnPolicy": listener.alpn_policy,
+        "ProxyProtocolEnabled": listener.proxy_protocol_enabled,
+        "Cps": listener.cps,
+        "MaxConnections": listener.max_connections,
         "ListenerStatus": listener.status,
         "CreatedAt": rfc3339(listener.created_at),
     }

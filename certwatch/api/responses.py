@@ -136,12 +136,25 @@ class ServerObject(BaseModel):
     Weight: int
 
 
+class HealthCheckObject(BaseModel):
+    """A server group's health checks, every field given."""
+
+    HealthCheckEnabled: bool
+    HealthCheckType: Literal["TCP"]
+    HealthCheckConnectPort: int = Field(description="0: each server's own port.")
+    HealthCheckInterval: float = Field(description="Seconds.")
+    HealthCheckConnectTimeout: float = Field(description="Seconds.")
+    HealthyThreshold: int
+    UnhealthyThreshold: int
+
+
 class ServerGroupObject(BaseModel):
-    """A server group, its servers and the listeners that use it."""
+    """A server group, its servers, its health checks and the listeners that use it."""
 
     ServerGroupId: str
     ServerGroupName: str
     Servers: list[ServerObject]
+    HealthCheckConfig: HealthCheckObject
     CreatedAt: Time
     ListenerIds: list[str]
 
@@ -178,6 +191,11 @@ class ListenerObject(BaseModel):
         description="The listener's own alert thresholds (days), or null for the defaults."
     )
     ListenerStatus: Literal["Running", "Stopped"]
+    AlpnEnabled: bool
+    AlpnPolicy: Literal["HTTP1Only", "HTTP2Only", "HTTP2Preferred", "HTTP2Optional"] | None
+    ProxyProtocolEnabled: bool = Field(description="A PROXY protocol v2 header to backends.")
+    Cps: int = Field(description="New connections a second it accepts (0: unlimited).")
+    MaxConnections: int = Field(description="Open connections it accepts (0: unlimited).")
     CreatedAt: Time
 
 

@@ -130,6 +130,11 @@ def _listener_fields(a: argparse.Namespace) -> Params:
         "IdleTimeout": a.idle_timeout,
         "ListenerDescription": a.description,
         "AlertThresholdsDays": _thresholds(a.thresholds),
+        "AlpnEnabled": a.alpn,
+        "AlpnPolicy": a.alpn_policy,
+        "ProxyProtocolEnabled": a.proxy_protocol,
+        "Cps": a.cps,
+        "MaxConnections": a.max_connections,
     }
 
 
@@ -178,6 +183,38 @@ def _add_listener_fields(p: argparse.ArgumentParser, creating: bool) -> None:
         metavar="DAYS",
         help="This listener's alert thresholds in days, comma-separated, e.g. 30,7,1 (default: "
         "the service's alerts.thresholds_days)." + unchanged,
+    )
+    p.add_argument(
+        "--alpn",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Select an application protocol (ALPN) by --alpn-policy; default on create: off."
+        + unchanged,
+    )
+    p.add_argument(
+        "--alpn-policy",
+        choices=["HTTP1Only", "HTTP2Only", "HTTP2Preferred", "HTTP2Optional"],
+        help="Which protocols ALPN selects, in which order; required with --alpn." + unchanged,
+    )
+    p.add_argument(
+        "--proxy-protocol",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Send a PROXY protocol v2 header (client address, SNI name) to the backend; "
+        "default on create: off." + unchanged,
+    )
+    p.add_argument(
+        "--cps",
+        type=int,
+        metavar="N",
+        help="New connections accepted per second, 0 for unlimited (default on create: 0)."
+        + unchanged,
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="Connections open at once, 0 for unlimited (default on create: 0)." + unchanged,
     )
 
 

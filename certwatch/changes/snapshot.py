@@ -92,6 +92,11 @@ class _Row(NamedTuple):
     security_policy_id: str
     ca_enabled: bool
     idle_timeout: int
+    alpn_enabled: bool
+    alpn_policy: str | None
+    proxy_protocol_enabled: bool
+    cps: int
+    max_connections: int
 
 
 class _Inputs(NamedTuple):
@@ -258,6 +263,10 @@ class SnapshotBuilder:
             idle_timeout=float(row.idle_timeout),
             handshake_timeout=self._proxy.handshake_timeout,
             connect_timeout=self._proxy.connect_timeout,
+            alpn_policy=row.alpn_policy if row.alpn_enabled else None,
+            proxy_protocol=row.proxy_protocol_enabled,
+            cps=row.cps,
+            max_connections=row.max_connections,
         )
 
 
@@ -281,7 +290,7 @@ def _read_inputs(connection: Connection, ids: list[str]) -> dict[str, _Inputs]:
             .order_by(links_table.c.created_at, links_table.c.certificate_id)
         ):
             links[lid][role].append(cid)
-        groups = {row[4] for row in rows}
+        groups = {row.server_group_id for row in rows}
         servers = {
             gid: (_backends(_json(group)), _health_check(_json(check)))
             for gid, group, check in connection.execute(
@@ -290,11 +299,14 @@ def _read_inputs(connection: Connection, ids: list[str]) -> dict[str, _Inputs]:
                 ).where(groups_table.c.id.in_(sorted(groups)))
             )
         }
-        for lid, address, port, protocol, group, policy, ca_enabled, idle in rows:
-            row = _Row(lid, address, port, protocol, group, policy, bool(ca_enabled), idle)
-            roles = links.get(lid, {})
-            backends, health_check = servers.get(group, ((), None))
-            inputs[lid] = _Inputs(
+        for values in rows:
+            row = _Row(*values)._replace(
+                ca_enabled=bool(values.ca_enabled), alpn_enabled=bool(values.alpn_enabled),
+                proxy_protocol_enabled=bool(values.proxy_protocol_enabled),
+            )
+            roles = links.get(row.id, {})
+            backends, health_check = servers.get(row.server_group_id, ((), None))
+            inputs[row.id] = _Inputs(
                 row, backends, health_check, tuple(roles.get("default", ())),
                 tuple(roles.get("additional", ())), tuple(roles.get("ca", ())),
             )

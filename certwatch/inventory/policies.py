@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlmodel import Session
@@ -42,6 +43,14 @@ TLS13_SUITES = (
     "TLS_AES_128_CCM_8_SHA256",
 )
 ALL_CIPHERS = ECDHE_STRONG + ECDHE_SHA1 + RSA_KX + TLS13_SUITES
+# The ciphers that work below TLS 1.2: AES-GCM and the SHA-256/384 CBC ciphers need TLS 1.2.
+BEFORE_TLS12 = ECDHE_SHA1 + ("AES128-SHA", "AES256-SHA", "DES-CBC3-SHA")
+_USABLE_AT = {
+    "TLSv1.0": BEFORE_TLS12,
+    "TLSv1.1": BEFORE_TLS12,
+    "TLSv1.2": ECDHE_STRONG + ECDHE_SHA1 + RSA_KX,
+    "TLSv1.3": TLS13_SUITES,
+}
 ALL_VERSIONS = ("TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 MAX_CIPHERS = 32
 DEFAULT_POLICY = "tls_cipher_policy_1_2"
@@ -109,6 +118,22 @@ def check_custom(name: str, versions: list[str], ciphers: list[str]) -> str | No
         return "TLSv1.3 is enabled but no TLS 1.3 suite is listed"
     if any(v != "TLSv1.3" for v in versions) and not any(c not in TLS13_SUITES for c in ciphers):
         return "TLS 1.2 or below is enabled but no cipher for it is listed"
+    return impossible(versions, ciphers)
+
+
+def impossible(versions: Sequence[str], ciphers: Sequence[str]) -> str | None:
+    """Why a policy cannot be served (an enabled TLS version none of its ciphers works at),
+    or None when every version it enables can be negotiated."""
+    for version in versions:
+        usable = _USABLE_AT.get(version, ())
+        if not any(c in usable for c in ciphers):
+            why = (
+                "AES-GCM and SHA-256/SHA-384 ciphers need TLS 1.2; add one of "
+                + ", ".join(BEFORE_TLS12)
+                if version in ("TLSv1.0", "TLSv1.1")
+                else "add one of " + ", ".join(usable)
+            )
+            return f"{version} is enabled but none of the listed ciphers works at {version}: {why}"
     return None
 
 

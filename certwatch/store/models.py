@@ -197,6 +197,12 @@ class Listener(SQLModel, table=True):
     created_at: dt.datetime = _time()
     # The revision of the last change to what this listener serves (`changes.stamps`).
     revision: int = 0
+    alpn_enabled: bool = False
+    alpn_policy: str | None = None
+    proxy_protocol_enabled: bool = False
+    # New connections a second / open connections accepted; 0: unlimited.
+    cps: int = 0
+    max_connections: int = 0
 
 
 class ListenerCertificate(SQLModel, table=True):

@@ -206,3 +206,39 @@ def test_server_group_health_check_flags(url: str, capsys: pytest.CaptureFixture
     run(capsys, "server-groups", "update", sg, "--health-check", "--api", url)
     _, out, _ = run(capsys, "server-groups", "list", "--api", url)
     assert "TCP:9000 every 2s, timeout 1s, 3 up/2 down" in out.splitlines()[1]
+
+
+def test_listener_option_flags(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--alpn/--alpn-policy, --proxy-protocol, --cps and --max-connections set the listener's
+    options on create; update changes the ones given and --no-alpn turns ALPN off."""
+    leaf = make_pki().leaf("opts.example.com")
+    (tmp_path / "o.pem").write_text(leaf.chain_pem)
+    (tmp_path / "o.key").write_text(leaf.key_pem)
+    api = ("--api", url, "--json")
+    _, out, _ = run(capsys, "certs", "upload", "o", "--cert", str(tmp_path / "o.pem"),
+                    "--key", str(tmp_path / "o.key"), *api)
+    cert = json.loads(out)["CertificateId"]
+    lb = json.loads(run(capsys, "lb", "create", "web", *api)[1])["LoadBalancerId"]
+    _, out, _ = run(capsys, "server-groups", "create", "app", "--server", "127.0.0.1:8080", *api)
+    sg = json.loads(out)["ServerGroupId"]
+    code, out, _ = run(
+        capsys, "listeners", "create", "--lb", lb, "--port", str(free_port()),
+        "--server-group", sg, "--cert", cert, "--alpn", "--alpn-policy", "HTTP2Optional",
+        "--proxy-protocol", "--cps", "100", "--max-connections", "5000", *api,
+    )
+    assert code == 0
+    lid = json.loads(out)["ListenerId"]
+
+    def options() -> list[object]:
+        shown = json.loads(run(capsys, "listeners", "show", lid, *api)[1])
+        names = ("AlpnEnabled", "AlpnPolicy", "ProxyProtocolEnabled", "Cps", "MaxConnections")
+        return [shown[n] for n in names]
+
+    assert options() == [True, "HTTP2Optional", True, 100, 5000]
+    assert run(capsys, "listeners", "update", lid, "--no-alpn", "--cps", "0", *api)[0] == 0
+    assert options() == [False, "HTTP2Optional", True, 0, 5000]
+    with pytest.raises(SystemExit) as refused:
+        run(capsys, "listeners", "update", lid, "--alpn-policy", "HTTP3", *api)
+    assert refused.value.code == 2 and "invalid choice: 'HTTP3'" in capsys.readouterr().err
