@@ -16,6 +16,7 @@ certificate already found revoked stays revoked. Each URL is fetched at most onc
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -252,6 +253,29 @@ def _sticky(found: Finding, before: RevocationState | None) -> Finding:
     )
 
 
+# Whether a chain (by the SHA-256 of its PEM) names a revocation source; bounded.
+_NAMES_A_SOURCE: dict[bytes, bool] = {}
+_KNOWN_CHAINS = 100_000
+
+
+def _names_a_source(chain_pem: str) -> bool:
+    """Whether a certificate of the chain names a CRL distribution point or an OCSP
+    responder (an unreadable chain is kept, so that `_parse` says why)."""
+    digest = hashlib.sha256(chain_pem.encode()).digest()
+    known = _NAMES_A_SOURCE.get(digest)
+    if known is not None:
+        return known
+    try:
+        chain = parse_chain(chain_pem)
+    except CertificateError:
+        return True
+    named = any(revocation.crl_urls(c) or revocation.ocsp_urls(c) for c in chain)
+    if len(_NAMES_A_SOURCE) >= _KNOWN_CHAINS:
+        _NAMES_A_SOURCE.clear()
+    _NAMES_A_SOURCE[digest] = named
+    return named
+
+
 def _parse(chains: Mapping[str, str]) -> dict[str, list[cx509.Certificate]]:
     parsed = {}
     for cert_id, pem in chains.items():
@@ -266,8 +290,10 @@ def check_chains(
     node: Node, chains: Mapping[str, str], now: dt.datetime, store: bool = True
 ) -> RevocationReport:
     """Check every certificate of each chain (certificate id → chain PEM) at `now`; `store`
-    the findings (and newly fetched CRLs) in place of the previous ones."""
-    parsed = _parse(chains)
+    the findings (and newly fetched CRLs) in place of the previous ones. Chains that name
+    no CRL or OCSP source anywhere are skipped (known once per chain: stored chains never
+    change), so a scan of thousands of private-PKI certificates costs nothing here."""
+    parsed = _parse({cid: pem for cid, pem in chains.items() if _names_a_source(pem)})
     crl_urls = {url for chain in parsed.values() for c in chain for url in revocation.crl_urls(c)}
     with transaction(node.engine) as session:
         roots = node.trusted_roots(session)
