@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 from cryptography import x509 as cx509
 from cryptography.x509.oid import NameOID
-from sqlalchemy import insert
+from sqlalchemy import Engine, create_engine, insert, text
 
 from bench.certs import LeafFactory
 from bench.serve import ServeProcess, free_ports, rss_kib, worker_pids
@@ -52,10 +52,17 @@ from certwatch.store.models import Listener, ListenerCertificate, LoadBalancer, 
 ADDITIONAL_PER_LB = 25  # certwatch's quota of additional certificates per load balancer
 
 
-def fill(data_dir: Path, listeners: int, certs: int, spares: int) -> list[dict[str, Any]]:
+def _config(data_dir: Path | str, store_url: str | None) -> Config:
+    store = {"store": {"url": store_url}} if store_url else {}
+    return Config.model_validate({"data_dir": str(data_dir), **store})
+
+
+def fill(
+    data_dir: Path, listeners: int, certs: int, spares: int, store_url: str | None = None
+) -> list[dict[str, Any]]:
     """Write the inventory into a new store; one entry per listener: id, port, default
     certificate, spare certificate and the default's DNS name."""
-    service = Service(Config(data_dir=str(data_dir)))
+    service = Service(_config(data_dir, store_url))
     factory = LeafFactory("bench swap")
     per = (certs - spares) // listeners
     per_lb = max(1, ADDITIONAL_PER_LB // max(1, per - 1))
@@ -116,11 +123,12 @@ def served_name(port: int, name: str) -> str:
     return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
 
 
-def bare_contexts_kib(data_dir: Path) -> int:
+def bare_contexts_kib(data_dir: Path, store_url: str | None) -> int:
     """RSS (KiB) of a bare process holding the store's TLS contexts and nothing else."""
-    code = "import sys;from bench.swap_bench import _bare;print(_bare(sys.argv[1]))"
+    code = "import sys;from bench.swap_bench import _bare;print(_bare(*sys.argv[1:]))"
     out = subprocess.run(
-        [sys.executable, "-c", code, str(data_dir)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, str(data_dir), *([store_url] if store_url else [])],
+        capture_output=True, text=True, check=True,
     )
     return int(out.stdout.split()[-1])
 
@@ -131,7 +139,7 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))]
 
 
-def _bare(data_dir: str) -> int:
+def _bare(data_dir: str, store_url: str | None = None) -> int:
     """In a bare process: build the store's snapshot, then every TLS context of it; the
     RSS (KiB) the process holds then."""
     import gc
@@ -139,7 +147,7 @@ def _bare(data_dir: str) -> int:
     from certwatch.changes.snapshot import SnapshotBuilder
     from offload.tls import build_context
 
-    service = Service(Config(data_dir=data_dir))
+    service = Service(_config(data_dir, store_url))
     with transaction(service.engine) as session:
         specs = SnapshotBuilder(service.keybox, service.config.proxy).build(session, 0).listeners
     service.close()
@@ -163,24 +171,61 @@ def swap(client: httpx.Client, listener: str, certificate: str) -> float:
     return took
 
 
+def _nodes(args: argparse.Namespace, tmp: Path) -> list[ServeProcess]:
+    """One node on the filled SQLite store, or `--nodes` nodes sharing `--store-url`."""
+    if not args.store_url:
+        return [ServeProcess(tmp, workers=2)]
+    key_file = tmp / "data" / "secrets.key"
+    toml = (
+        "reload_interval = 2\n"
+        f'[store]\nurl = "{args.store_url}"\n[secrets]\nkey_file = "{key_file}"\n'
+    )
+    homes = [tmp / f"node{i}" for i in range(args.nodes)]
+    for home in homes:
+        home.mkdir()
+    return [ServeProcess(home, toml=toml, workers=2) for home in homes]
+
+
+def _served_everywhere(engine: Engine, nodes: int, limit: float) -> float:
+    """Seconds until every node says (node_states) it serves the store's revision."""
+    started = time.perf_counter()
+    with engine.connect() as connection:
+        revision = connection.execute(text("SELECT revision FROM state_revision")).scalar_one()
+        while time.perf_counter() - started < limit:
+            serving = connection.execute(
+                text("SELECT count(*) FROM node_states WHERE serves AND revision >= :r"),
+                {"r": revision},
+            ).scalar_one()
+            connection.commit()
+            if serving >= nodes:
+                return time.perf_counter() - started
+            time.sleep(0.002)
+    raise RuntimeError(f"not every node served revision {revision} within {limit:g} s")
+
+
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Fill, serve, swap, check; the figures."""
     deadline = time.monotonic() + args.max_seconds
     started = time.perf_counter()
-    plan = fill(tmp / "data", args.listeners, args.certs, args.spares)
+    plan = fill(tmp / "data", args.listeners, args.certs, args.spares, args.store_url)
     figures: dict[str, Any] = {
         "listeners": args.listeners, "certificates": args.certs,
+        "store": "postgresql" if args.store_url else "sqlite",
+        "nodes": args.nodes if args.store_url else 1,
         "fill_seconds": round(time.perf_counter() - started, 1),
     }
-    serve = ServeProcess(tmp, workers=2)
+    nodes = _nodes(args, tmp)
+    engine = create_engine(args.store_url) if args.store_url else None
     try:
         started = time.perf_counter()
-        serve.start(limit=max(60.0, deadline - time.monotonic()))
+        for node in nodes:
+            node.start(limit=max(60.0, deadline - time.monotonic()))
         figures["start_seconds"] = round(time.perf_counter() - started, 1)
-        pids = worker_pids(serve.pid)
+        pids = [pid for node in nodes for pid in worker_pids(node.pid)]
         figures["worker_rss_mib_before"] = [round((rss_kib(p) or 0) / 1024) for p in pids]
         times: list[float] = []
-        with httpx.Client(base_url=serve.url, timeout=30) as client:
+        spread: list[float] = []
+        with httpx.Client(base_url=nodes[0].url, timeout=30) as client:
             for k in range(args.swaps):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"--max-seconds passed after {k} swaps")
@@ -188,6 +233,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 target = entry["spare"] if entry.get("on") != "spare" else entry["default"]
                 times.append(swap(client, entry["id"], target))
                 entry["on"] = "spare" if target == entry["spare"] else "default"
+                if engine is not None:
+                    spread.append(_served_everywhere(engine, len(nodes), 30.0))
         last = plan[((args.swaps - 1) * 7919) % len(plan)]
         served = served_name(last["port"], last["name"])
         expected = last["name"] if last["on"] == "default" else last["spare_name"]
@@ -196,10 +243,17 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         figures["p50_ms"] = round(percentile(times, 50) * 1000, 1)
         figures["p99_ms"] = round(percentile(times, 99) * 1000, 1)
         figures["max_ms"] = round(max(times) * 1000, 1)
+        if spread:
+            figures["every_node_serves_after_p50_ms"] = round(percentile(spread, 50) * 1000, 1)
+            figures["every_node_serves_after_p99_ms"] = round(percentile(spread, 99) * 1000, 1)
+            figures["every_node_serves_after_max_ms"] = round(max(spread) * 1000, 1)
         figures["worker_rss_mib_after"] = [round((rss_kib(p) or 0) / 1024) for p in pids]
     finally:
-        serve.stop()
-    figures["bare_contexts_rss_mib"] = round(bare_contexts_kib(tmp / "data") / 1024)
+        for node in nodes:
+            node.stop()
+        if engine is not None:
+            engine.dispose()
+    figures["bare_contexts_rss_mib"] = round(bare_contexts_kib(tmp / "data", args.store_url) / 1024)
     return figures
 
 
@@ -211,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spares", type=int, default=1000, help="certificates kept free")
     parser.add_argument("--swaps", type=int, default=200)
     parser.add_argument("--max-seconds", type=float, default=1800.0)
+    parser.add_argument(
+        "--store-url", help="an EMPTY PostgreSQL database: the nodes share it (default: SQLite)"
+    )
+    parser.add_argument("--nodes", type=int, default=3, help="nodes with --store-url")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         figures = run(args, Path(tmp))
