@@ -171,10 +171,17 @@ def swap(client: httpx.Client, listener: str, certificate: str) -> float:
     return took
 
 
-def _nodes(args: argparse.Namespace, tmp: Path) -> list[ServeProcess]:
-    """One node on the filled SQLite store, or `--nodes` nodes sharing `--store-url`."""
+def _nodes(args: argparse.Namespace, tmp: Path, taken: set[int]) -> list[ServeProcess]:
+    """One node on the filled SQLite store, or `--nodes` nodes sharing `--store-url`; no
+    node's API port is one of the listeners' (`taken`: free now, bound once a node serves)."""
+
+    def node(home: Path, toml: str = "") -> ServeProcess:
+        while (made := ServeProcess(home, toml=toml, workers=2)).port in taken:
+            pass
+        return made
+
     if not args.store_url:
-        return [ServeProcess(tmp, workers=2)]
+        return [node(tmp)]
     key_file = tmp / "data" / "secrets.key"
     toml = (
         "reload_interval = 2\n"
@@ -183,7 +190,7 @@ def _nodes(args: argparse.Namespace, tmp: Path) -> list[ServeProcess]:
     homes = [tmp / f"node{i}" for i in range(args.nodes)]
     for home in homes:
         home.mkdir()
-    return [ServeProcess(home, toml=toml, workers=2) for home in homes]
+    return [node(home, toml) for home in homes]
 
 
 def _served_everywhere(engine: Engine, nodes: int, limit: float) -> float:
@@ -214,7 +221,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "nodes": args.nodes if args.store_url else 1,
         "fill_seconds": round(time.perf_counter() - started, 1),
     }
-    nodes = _nodes(args, tmp)
+    nodes = _nodes(args, tmp, {entry["port"] for entry in plan})
     engine = create_engine(args.store_url) if args.store_url else None
     try:
         started = time.perf_counter()

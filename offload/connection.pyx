@@ -390,6 +390,18 @@ cdef class ClientSide:
                 self.transport.resume_reading()
         return 0
 
+    cpdef cut(self):
+        """The drain deadline passed: end a TLS client with close_notify (so it sees a
+        clean end, not a truncation), then close both connections."""
+        if self._done:
+            return
+        if self._tls != NULL and not self._handshaking:
+            ERR_clear_error()
+            SSL_shutdown(self._tls)
+            ERR_clear_error()
+            self._flush()
+        self.close()
+
     cpdef close(self):
         """Close both connections (after flushing what is buffered)."""
         if not self._done:

@@ -55,6 +55,10 @@ class Deadlines:
         if slot is not None:
             slot.discard(item)
 
+    def pending(self) -> list[Expiring]:
+        """Everything registered now, each once."""
+        return list({item for slot in self._slots.values() for item in slot})
+
     def __len__(self) -> int:
         return sum(len(slot) for slot in self._slots.values())
 

@@ -36,6 +36,7 @@ import ssl
 import uvloop
 
 from offload.channel import READ_SIZE, FrameReader, encode, unpack
+from offload.connection import ClientSide
 from offload.deadlines import Deadlines
 from offload.delta import Change, Materials
 from offload.errors import Failure
@@ -46,6 +47,8 @@ from offload.stats import ListenerStats, ProxyStats
 from offload.tls import build_context, challenge_context
 from offload.tlscontext import Challenges, TicketKeys, TlsContext
 
+# Seconds a drain waits, after cutting the connections left, for their close_notify to go.
+CUT_GRACE = 0.5
 # A change this large (a first state) is followed by `_settle`.
 SETTLE_AFTER_CERTIFICATES = 1000
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
@@ -219,6 +222,12 @@ class Worker:
         """Open client connections over all listeners, removed ones included."""
         return sum(s.active for s in self.stats.values())
 
+    def cut_open(self) -> None:
+        """End every open connection now (TLS ones with close_notify)."""
+        for item in self.deadlines.pending():
+            if isinstance(item, ClientSide):
+                item.cut()
+
     def snapshot_stats(self) -> ProxyStats:
         """Frozen counters of every listener this worker has served."""
         return ProxyStats(
@@ -271,12 +280,21 @@ class _Channel:
 
     async def _drain(self, seconds: float) -> None:
         """Return when no connection is open any more, after `seconds`, or when the parent
-        goes away (a second signal: nothing outlives the parent)."""
+        goes away (a second signal: nothing outlives the parent). Connections the deadline
+        cuts get close_notify, and a moment (`CUT_GRACE`) for it to leave."""
         loop = self._worker.loop
-        deadline = loop.time() + seconds
+        await self._until_closed(loop.time() + seconds)
+        if not self._worker.active() or self.parent_gone.is_set():
+            return
+        self._worker.cut_open()
+        await self._until_closed(loop.time() + CUT_GRACE)
+
+    async def _until_closed(self, deadline: float) -> None:
+        """Wait until no connection is open, loop time `deadline`, or the parent is gone."""
+        loop = self._worker.loop
         while self._worker.active() and loop.time() < deadline and not self.parent_gone.is_set():
             try:
-                await asyncio.wait_for(self.parent_gone.wait(), 0.05)
+                await asyncio.wait_for(self.parent_gone.wait(), 0.02)
             except TimeoutError:
                 pass
 

@@ -307,3 +307,25 @@ def test_apply_stats_and_healthy_are_safe_from_many_threads(
     assert control.current_revision == final.revision
     with tls_connect(specs[0].port, client_context()) as sock:
         assert echo_roundtrip(sock) == b"ping"
+
+
+def test_a_connection_the_drain_deadline_cuts_ends_with_close_notify(
+    pki: Pki, backends: tuple[Backend, ...]
+) -> None:
+    """A TLS connection still open when the drain deadline passes is ended with close_notify:
+    the client reads a clean end of stream, not a truncation (`SSLEOFError`)."""
+    spec = listener(pki.leaf("cut.example.com"), backends)
+    proxy = ProxyControl(workers=1)
+    proxy.start()
+    proxy.apply(snapshot(spec))
+    raw = socket.create_connection(("127.0.0.1", spec.port), timeout=5)
+    # Ragged ends not suppressed: a cut without close_notify raises SSLEOFError here.
+    sock = client_context().wrap_socket(raw, suppress_ragged_eofs=False)
+    try:
+        assert echo_roundtrip(sock) == b"ping"
+        started = time.monotonic()
+        proxy.stop(drain_timeout=0.5)
+        assert time.monotonic() - started < 5
+        assert sock.recv(16) == b""
+    finally:
+        sock.close()
