@@ -97,7 +97,10 @@ class _Renewals:
             try:
                 out[listener_id] = renewal_text(self._lookup(self._session, row, listener, now))
             except Exception:
-                log.exception("staged-renewal lookup failed for %s", cert.certificate_id)
+                log.exception(
+                    "staged-renewal lookup failed for %s", cert.certificate_id,
+                    extra={"certificate_id": cert.certificate_id, "listener_id": listener_id},
+                )
                 out[listener_id] = "unknown (the staged-renewal lookup failed; see the log)"
         return out
 
@@ -229,7 +232,8 @@ def deliver(
             failed += not done
             if not done:
                 log.warning(
-                    "alert %r not delivered everywhere (retried next scan): %s", item.title, error
+                    "alert %r not delivered everywhere (retried next scan): %s", item.title, error,
+                    extra={"alert_id": item.alert_id},
                 )
     return sent, failed
 

@@ -29,7 +29,7 @@ def scheduled_scan(service: Service) -> ScanReport | None:
     except Exception:
         log.exception("scan failed; the next one runs in %gs", service.config.scan.interval)
         return None
-    log.info("scan %s: %s", report.scan_id, report.counts())
+    log.info("scan %s: %s", report.scan_id, report.counts(), extra={"scan_id": report.scan_id})
     return report
 
 

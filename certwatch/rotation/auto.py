@@ -84,5 +84,8 @@ def auto_rotate(node: Node) -> None:
                     node, listener.id, renewal.staged_certificate_id, replaced=current.id
                 )
         except Exception:
-            log.exception("automatic rotation of %s on %s failed", current.id, listener.id)
+            log.exception(
+                "automatic rotation of %s on %s failed", current.id, listener.id,
+                extra={"certificate_id": current.id, "listener_id": listener.id},
+            )
 
