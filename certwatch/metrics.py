@@ -37,7 +37,8 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from certwatch.alerts.notify import Notifier
-from certwatch.alerts.rules import EXPIRED, REVOKED
+from certwatch.alerts.rules import EXPIRED, REVOKED, target_certificate_id
+from certwatch.config import ScanTarget
 from certwatch.store.models import (
     Alert,
     Certificate,
@@ -60,9 +61,12 @@ def _gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
 class StoreCollector(Collector):
     """Certificate, chain, listener, probe, scan and alert series from the store."""
 
-    def __init__(self, engine: Engine, thresholds: Sequence[int]) -> None:
+    def __init__(
+        self, engine: Engine, thresholds: Sequence[int], targets: Sequence[ScanTarget] = ()
+    ) -> None:
         self._engine = engine
         self._default_days = tuple(thresholds)
+        self._targets = tuple(targets)
         self._thresholds = [str(d) for d in thresholds] + [EXPIRED, REVOKED]
 
     def describe(self) -> Iterator[Metric]:
@@ -148,22 +152,53 @@ class StoreCollector(Collector):
         yield gauge
 
     def _alert_thresholds(self, session: Session) -> Iterator[Metric]:
-        gauge = _gauge(
-            "certwatch_certificate_alert_threshold_seconds",
+        """Per certificate in use, each threshold; a scan target's thresholds go on the
+        certificate it served at the last probe (the inventory's, else `srv-<16 hex>`), with
+        `target` and `server_name` so the target rules can join them."""
+        name = "certwatch_certificate_alert_threshold_seconds"
+        gauge = Metric(
+            name,
             "Each alert threshold that applies to a certificate in use, in seconds before "
-            "NotAfter (a listener's AlertThresholdsDays, else alerts.thresholds_days)",
-            ("certificate_id", "threshold"),
+            "NotAfter (a listener's AlertThresholdsDays or a scan target's thresholds_days, "
+            "else alerts.thresholds_days)",
+            "gauge",
         )
-        days: dict[str, set[int]] = defaultdict(set)
+        days: dict[tuple[str, str, str], set[int]] = defaultdict(set)  # (id, target, name)
         for cert_id, own in session.execute(
             sa_select(col(ListenerCertificate.certificate_id), col(Listener.alert_thresholds_days))
             .join(Listener, col(Listener.id) == col(ListenerCertificate.listener_id))
         ):
-            days[cert_id].update(own if own is not None else self._default_days)
-        for cert_id in sorted(days):
-            for threshold in sorted(days[cert_id], reverse=True):
-                gauge.add_metric([cert_id, str(threshold)], threshold * 86400.0)
+            days[(cert_id, "", "")].update(own if own is not None else self._default_days)
+        for (address, sent), cert_id in self._target_certificates(session).items():
+            target = next(t for t in self._targets if (t.address, t.sent_name) == (address, sent))
+            days[(cert_id, address, sent)].update(target.thresholds_days or self._default_days)
+        for cert_id, address, sent in sorted(days):
+            where = {"target": address, "server_name": sent} if address else {}
+            for threshold in sorted(days[(cert_id, address, sent)], reverse=True):
+                labels = {"certificate_id": cert_id, "threshold": str(threshold), **where}
+                gauge.add_sample(name, labels, threshold * 86400.0)
         yield gauge
+
+    def _target_certificates(self, session: Session) -> dict[tuple[str, str], str]:
+        """(target, server name) → the id of the certificate it served at the last probe."""
+        wanted = {(t.address, t.sent_name) for t in self._targets}
+        if not wanted:
+            return {}
+        served = {
+            (row.target, row.server_name): row.served_fingerprint
+            for row in session.exec(
+                select(ProbeResult).where(col(ProbeResult.target).in_({t for t, _ in wanted}))
+            )
+            if (row.target, row.server_name) in wanted and row.served_fingerprint
+        }
+        known = dict(
+            session.execute(
+                sa_select(col(Certificate.fingerprint), col(Certificate.id)).where(
+                    col(Certificate.fingerprint).in_(set(served.values()))
+                )
+            ).all()
+        )
+        return {key: known.get(fp, target_certificate_id(fp)) for key, fp in served.items()}
 
     def _listeners(self, session: Session) -> Iterator[Metric]:
         gauge = _gauge(
@@ -303,9 +338,10 @@ class Monitoring:
         registry: CollectorRegistry,
         urls: Sequence[str],
         thresholds: Sequence[int],
+        targets: Sequence[ScanTarget] = (),
     ) -> None:
         self.notifier = Notifier(urls)
-        registry.register(StoreCollector(engine, thresholds))
+        registry.register(StoreCollector(engine, thresholds, targets))
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)

@@ -27,7 +27,6 @@ from sqlmodel import create_engine
 
 from certwatch.config import Config, ConfigError
 from certwatch.private_files import refuse_shared
-from certwatch.scan.probes import parse_target
 
 Mode = Literal["serve", "proxy"]
 STORE_ATTEMPTS = 3
@@ -45,11 +44,6 @@ def check(config: Config, mode: Mode, demo_port: int | None = None) -> None:
     _store(config.store_url, "store.url" if config.store.url else "data_dir")
     if config.scan.trusted_ca_file is not None:
         _ca_file(Path(config.scan.trusted_ca_file))
-    for index, target in enumerate(config.scan.targets):
-        try:
-            parse_target(target)
-        except ValueError as exc:
-            raise ConfigError(f"scan.targets[{index}]: {exc}") from exc
     for index, url in enumerate(config.alerts.urls):
         _alert_url(index, url)
     if mode == "serve":

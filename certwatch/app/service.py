@@ -64,7 +64,11 @@ class Service:
             keybox=keybox,
             changes=Pipeline(engine, snapshots, data_plane, node_id),
             monitoring=Monitoring(
-                engine, self.registry, config.alerts.urls, config.alerts.thresholds_days
+                engine,
+                self.registry,
+                config.alerts.urls,
+                config.alerts.thresholds_days,
+                config.scan.targets,
             ),
             leadership=Leadership(engine),
         )
