@@ -33,6 +33,11 @@ from certwatch.pki.x509 import days_remaining
 
 EXPIRED = "expired"
 REVOKED = "revoked"
+RENEWAL_FAILING = "renewal-failing"
+RENEWAL_RECOVERED = "renewal-recovered"
+ACME_KINDS = (RENEWAL_FAILING, RENEWAL_RECOVERED)
+"""The `threshold`s of ACME failure-streak alerts (`acme/alerts.py`), keyed by request id: the
+expiry plan here neither sends nor drops them."""
 _DAY = dt.timedelta(days=1)
 
 
