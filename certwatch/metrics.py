@@ -2,7 +2,8 @@
 
 Reading the store (not process memory) means every node of a shared store exports the same
 series, a restart loses nothing, and a certificate in use never vanishes, expired or not.
-Alert counters are derived from the `alerts` table: sent = delivered alerts, failures = failed
+Alert counters are derived from the `alerts` table (ACME failure-streak alerts too, as
+thresholds `renewal-failing` / `renewal-recovered`): sent = delivered alerts, failures = failed
 attempts, each retry within a delivery counted (an alert dropped while pending takes its
 failures with it: a counter reset).
 Only `certwatch_rotations_total` is a process counter, incremented by the rotation code
@@ -255,12 +256,13 @@ class StoreCollector(Collector):
             sent[threshold] += float(delivered)
             failed[threshold] += float(attempts - int(delivered))
         sent_family = CounterMetricFamily(
-            "certwatch_alerts_sent", "Expiry and revocation alerts delivered", labels=["threshold"]
+            "certwatch_alerts_sent",
+            "Alerts delivered (expiry, revocation, ACME failure streaks)",
+            labels=["threshold"],
         )
         failed_family = CounterMetricFamily(
             "certwatch_alert_delivery_failures",
-            "Expiry and revocation alert sends that failed (each attempt, retries within a "
-            "delivery included)",
+            "Alert sends that failed (each attempt, retries within a delivery included)",
             labels=["threshold"],
         )
         for threshold in sorted(sent):
