@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import josepy as jose
 from acme import client, crypto_util, messages
+from acme import errors as acme_errors
 from cryptography import x509
 
 DEFAULT_RECHECK = dt.timedelta(hours=6)
@@ -22,6 +23,7 @@ DEFAULT_RECHECK = dt.timedelta(hours=6)
 SHORTEST_RECHECK = dt.timedelta(minutes=1)
 LONGEST_RECHECK = dt.timedelta(days=1)
 """Retry-After is clamped to this range, as RFC 9773 §4.3.3 asks of clients."""
+ALREADY_REPLACED = "urn:ietf:params:acme:error:alreadyReplaced"
 
 
 @dataclass(frozen=True)
@@ -107,14 +109,23 @@ class _ReplacingOrder(messages.NewOrder):
 
 
 def new_order(acme: client.ClientV2, csr_pem: bytes, replaces: str) -> messages.OrderResource:
-    """`acme.new_order(csr_pem)`, naming the certificate (ARI id) this order replaces."""
+    """`acme.new_order(csr_pem)`, naming the certificate (ARI id) this order replaces; a plain
+    new order when the server says that certificate was replaced already (an earlier order
+    whose certificate never arrived here), so a renewal never gets stuck on `replaces`."""
     csr = x509.load_pem_x509_csr(csr_pem)
     dns_names, _ = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
     identifiers = [
         messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in dns_names
     ]
     payload = _ReplacingOrder(identifiers=identifiers, replaces=replaces)
-    response = acme._post(acme.directory["newOrder"], payload)
+    try:
+        response = acme._post(acme.directory["newOrder"], payload)
+    except acme_errors.ConflictError:  # 409: acme drops the body, alreadyReplaced (§5)
+        return acme.new_order(csr_pem)
+    except messages.Error as exc:
+        if exc.typ != ALREADY_REPLACED:
+            raise
+        return acme.new_order(csr_pem)
     body = messages.Order.from_json(response.json())
     authorizations = [
         acme._authzr_from_response(acme._post_as_get(url), uri=url)

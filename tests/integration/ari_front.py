@@ -1,6 +1,7 @@
 """An HTTPS front for a Pebble that lacks RFC 9773: it relays every ACME request to Pebble, adds
 `renewalInfo` to the directory, answers the renewal-information GETs itself (a window and
-Retry-After the test sets), and keeps the payload of every newOrder it relayed."""
+Retry-After the test sets), keeps the payload of every newOrder it relayed, and can refuse a
+newOrder that names what it `replaces` as `alreadyReplaced`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import httpx
 from certwatch.clock import rfc3339
 
 ARI_PATH = "/renewal-info/"
+ALREADY_REPLACED = "urn:ietf:params:acme:error:alreadyReplaced"
 HOP_HEADERS = {"connection", "content-length", "transfer-encoding", "keep-alive"}
 
 
@@ -31,6 +33,7 @@ class AriFront:
         self.retry_after = "3600"
         self.asked: list[str] = []
         self.orders: list[dict[str, Any]] = []
+        self.refuse_replaces = False
         upstream = httpx.Client(base_url=pebble, verify=ssl.create_default_context(cafile=ca))
         front = self
 
@@ -52,6 +55,14 @@ class AriFront:
                 body = self.rfile.read(length) if length else b""
                 if self.command == "POST" and self.path.endswith("order-plz"):
                     front.orders.append(json.loads(_b64(json.loads(body)["payload"])))
+                    if front.refuse_replaces and "replaces" in front.orders[-1]:
+                        problem = {"type": ALREADY_REPLACED, "detail": "replaced already"}
+                        self._reply(
+                            409,
+                            [("Content-Type", "application/problem+json")],
+                            json.dumps(problem).encode(),
+                        )
+                        return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
                 answer = upstream.request(self.command, self.path, headers=headers, content=body)
                 content = answer.content

@@ -226,6 +226,28 @@ def test_renewal_information_schedules_the_renewal_and_the_order_names_what_it_r
         service.close()
 
 
+def test_a_refused_replaces_falls_back_to_a_plain_order(
+    tmp_path: Path, pebble: Pebble, front: tuple[AriFront, Path]
+) -> None:
+    """The server answers `alreadyReplaced` to the order naming the old certificate: the
+    renewal is ordered again without `replaces` and is Issued, not stuck."""
+    server, front_ca = front
+    now = dt.datetime.now(dt.UTC)
+    server.window = (now - dt.timedelta(days=2), now - dt.timedelta(days=1))
+    service = _service(tmp_path, pebble, server.directory_url, front_ca)
+    try:
+        cert_id = _issue(service, "replaced.example.test")
+        server.refuse_replaces = True
+        renew_due(service.node)
+        assert service.acme.run_due() == 1
+        renewal = service.call("ListCertificateRequests")["CertificateRequests"][0]
+        assert renewal["Status"] == "Issued" and renewal["Renewal"], renewal
+        assert ["replaces" in order for order in server.orders[1:]] == [True, False]
+        assert server.orders[1]["replaces"] == ari.cert_id(_leaf(service, cert_id))
+    finally:
+        service.close()
+
+
 def test_without_renewal_information_the_lifetime_rule_schedules_the_renewal(
     tmp_path: Path, pebble: Pebble
 ) -> None:
