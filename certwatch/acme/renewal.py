@@ -12,7 +12,6 @@ import logging
 from collections.abc import Sequence
 from functools import partial
 
-from acme.client import ClientV2
 from cryptography import x509
 from sqlmodel import Session, col, select
 
@@ -87,7 +86,6 @@ def _ask_server(node: Node, certs: Sequence[Certificate], now: dt.datetime) -> N
     stale = [c for c in certs if c.id not in fresh and c.not_after > now]
     if not stale:
         return
-    acme: ClientV2 | None = None
     try:
         acme, _ = account.connect(node)
     except ORDER_FAULTS as exc:

@@ -1,5 +1,8 @@
 """The background order runner: on the leader, every due certificate request is ordered, one
-at a time; an attempt ends `Issued` or `Failed` (retried later, see `requests`).
+at a time; an attempt ends `Issued` or `Failed` (retried later, see `requests`). A renewal
+names the certificate it replaces when the server offers renewal information (`ari`). The
+first failure of a streak, and the issue that ends it, record one alert each (`alerts`), which
+every pass sends until each alert URL took it.
 
 `app/service.py` builds it; `certwatch serve` starts and stops it. `run_due` is one pass,
 which tests call directly.
