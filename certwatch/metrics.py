@@ -2,20 +2,23 @@
 
 Reading the store (not process memory) means every node of a shared store exports the same
 series, a restart loses nothing, and a certificate in use never vanishes, expired or not.
-Alert counters are derived from the `alerts` table: sent = delivered alerts, failures = failed
+Alert counters are derived from the `alerts` table (ACME failure-streak alerts too, as
+thresholds `renewal-failing` / `renewal-recovered`): sent = delivered alerts, failures = failed
 attempts, each retry within a delivery counted (an alert dropped while pending takes its
 failures with it: a counter reset).
 Only `certwatch_rotations_total` is a process counter, incremented by the rotation code
-through `Monitoring.rotations`.
+through `Monitoring.rotations`. When a managed certificate is renewed is ACME's to say: the
+collector is handed that (`RenewalTimes`, implemented by `acme/renewal.py`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.metadata
 import platform
 import ssl
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -52,6 +55,8 @@ from certwatch.store.models import (
 )
 
 SCAN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+RenewalTimes = Callable[[Session], Iterable[tuple[str, dt.datetime]]]
+"""(certificate id, when its renewal is due) of every managed certificate in use."""
 
 
 def _gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
@@ -62,9 +67,14 @@ class StoreCollector(Collector):
     """Certificate, chain, listener, probe, scan and alert series from the store."""
 
     def __init__(
-        self, engine: Engine, thresholds: Sequence[int], targets: Sequence[ScanTarget] = ()
+        self,
+        engine: Engine,
+        thresholds: Sequence[int],
+        targets: Sequence[ScanTarget] = (),
+        renewal_times: RenewalTimes | None = None,
     ) -> None:
         self._engine = engine
+        self._renewal_times = renewal_times
         self._default_days = tuple(thresholds)
         self._targets = tuple(targets)
         self._thresholds = [str(d) for d in thresholds] + [EXPIRED, REVOKED]
@@ -83,6 +93,7 @@ class StoreCollector(Collector):
             yield from self._probes(session)
             yield from self._scans(session)
             yield from self._alerts(session)
+            yield from self._renewals(session)
 
     def _certificates(self, session: Session) -> Iterator[Metric]:
         after = _gauge(
@@ -279,18 +290,31 @@ class StoreCollector(Collector):
             sent[threshold] += float(delivered)
             failed[threshold] += float(attempts - int(delivered))
         sent_family = CounterMetricFamily(
-            "certwatch_alerts_sent", "Expiry and revocation alerts delivered", labels=["threshold"]
+            "certwatch_alerts_sent",
+            "Alerts delivered (expiry, revocation, ACME failure streaks)",
+            labels=["threshold"],
         )
         failed_family = CounterMetricFamily(
             "certwatch_alert_delivery_failures",
-            "Expiry and revocation alert sends that failed (each attempt, retries within a "
-            "delivery included)",
+            "Alert sends that failed (each attempt, retries within a delivery included)",
             labels=["threshold"],
         )
         for threshold in sorted(sent):
             sent_family.add_metric([threshold], sent[threshold])
             failed_family.add_metric([threshold], failed[threshold])
         yield from (sent_family, failed_family)
+
+
+    def _renewals(self, session: Session) -> Iterator[Metric]:
+        gauge = _gauge(
+            "certwatch_certificate_renewal_timestamp_seconds",
+            "When certwatch renews each managed certificate in use (the start of the ACME "
+            "server's suggested renewal window when it offers one); in the past while due",
+            ("certificate_id",),
+        )
+        for cert_id, when in self._renewal_times(session) if self._renewal_times else ():
+            gauge.add_metric([cert_id], when.timestamp())
+        yield gauge
 
 
 class NodeCollector(Collector):
@@ -339,9 +363,10 @@ class Monitoring:
         urls: Sequence[str],
         thresholds: Sequence[int],
         targets: Sequence[ScanTarget] = (),
+        renewal_times: RenewalTimes | None = None,
     ) -> None:
         self.notifier = Notifier(urls)
-        registry.register(StoreCollector(engine, thresholds, targets))
+        registry.register(StoreCollector(engine, thresholds, targets, renewal_times))
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)

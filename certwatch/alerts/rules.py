@@ -35,6 +35,11 @@ EXPIRED = "expired"
 REVOKED = "revoked"
 TARGET = "target"
 """The role of a use by an external scan target (`Usage.listener_id` is then its address)."""
+RENEWAL_FAILING = "renewal-failing"
+RENEWAL_RECOVERED = "renewal-recovered"
+ACME_KINDS = (RENEWAL_FAILING, RENEWAL_RECOVERED)
+"""The `threshold`s of ACME failure-streak alerts (`acme/alerts.py`), keyed by request id: the
+expiry plan here neither sends nor drops them."""
 _DAY = dt.timedelta(days=1)
 
 

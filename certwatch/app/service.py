@@ -19,13 +19,14 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from certwatch.acme.renewal import renew_due
+from certwatch.acme.renewal import renew_due, renewal_times
 from certwatch.acme.runner import OrderRunner, orders_counter
 from certwatch.api import ACTIONS
 from certwatch.api.dispatch import Dispatcher
@@ -68,7 +69,8 @@ class Service:
                 self.registry,
                 config.alerts.urls,
                 config.alerts.thresholds_days,
-                config.scan.targets,
+                targets=config.scan.targets,
+                renewal_times=partial(renewal_times, config.rotation.before_days),
             ),
             leadership=Leadership(engine),
         )
