@@ -75,5 +75,9 @@ def deliver(node: Node, request_id: str, issued: Issued) -> None:
     for listener_id in sorted(set(users)):
         outcome = rotate.rotate(node, listener_id, staged_id, actor=ACTOR, replaced=old)
         log.info(
-            "renewal %s on %s: %s %s", staged_id, listener_id, outcome.result, outcome.reason or ""
+            "renewal %s on %s: %s %s", staged_id, listener_id, outcome.result, outcome.reason or "",
+            extra={
+                "staged_certificate_id": staged_id, "listener_id": listener_id,
+                "certificate_id": old, "certificate_request_id": request_id,
+            },
         )

@@ -138,7 +138,10 @@ def renew_due(node: Node) -> None:
         if due[cert.id] > now:
             continue
         row = node.changes.run(partial(_renew, node, cert.id), actor="acme")
-        log.info("renewal of %s (%s) placed as %s", cert.id, cert.common_name, row.id)
+        log.info(
+            "renewal of %s (%s) placed as %s", cert.id, cert.common_name, row.id,
+            extra={"certificate_id": cert.id, "certificate_request_id": row.id},
+        )
 
 
 def renewal_times(before_days: int, session: Session) -> list[tuple[str, dt.datetime]]:

@@ -121,7 +121,10 @@ class OrderRunner:
             self._failed(request_id, f"{type(exc).__name__}: {exc}")
             return
         self._orders.labels(result="issued").inc()
-        log.info("certificate request %s issued for %s", request_id, ", ".join(names))
+        log.info(
+            "certificate request %s issued for %s", request_id, ", ".join(names),
+            extra={"certificate_request_id": request_id},
+        )
 
     def _failed(self, request_id: str, reason: str) -> None:
         self._orders.labels(result="failed").inc()
@@ -131,5 +134,8 @@ class OrderRunner:
             if row is not None:
                 requests.failed(session, row, reason, now)
                 alerts.record_failure(session, row, now)
-        log.warning("certificate request %s failed: %s", request_id, reason)
+        log.warning(
+            "certificate request %s failed: %s", request_id, reason,
+            extra={"certificate_request_id": request_id},
+        )
 
