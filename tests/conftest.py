@@ -113,3 +113,27 @@ def api(service: Service) -> Iterator[Api]:
     """An API client for the service."""
     with TestClient(create_app(service)) as client:
         yield Api(client)
+
+
+@pytest.fixture(autouse=True)
+def _declared_error_codes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every refusal an action answers in this test has a Code its OpenAPI entry lists, under
+    the status it is answered with."""
+    from certwatch import errors
+    from certwatch.api.dispatch import Dispatcher
+    from certwatch.api.http import status_of
+
+    undeclared: list[str] = []
+    run = Dispatcher.__call__
+
+    def checked(self: Dispatcher, action: Any, req: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return run(self, action, req, *args, **kwargs)
+        except errors.ApiError as exc:
+            if exc.code not in action.codes or status_of(exc.code) != exc.status:
+                undeclared.append(f"{action.name}: {exc.code} ({exc.status})")
+            raise
+
+    monkeypatch.setattr(Dispatcher, "__call__", checked)
+    yield
+    assert not undeclared, f"error codes missing from the actions' declarations: {undeclared}"

@@ -48,7 +48,12 @@ class RequestCertificateRequest(ChangeRequest):
     Role: Literal["default", "additional"] = "default"
 
 
-@action("RequestCertificate", RequestCertificateRequest, changing=True)
+@action(
+    "RequestCertificate",
+    RequestCertificateRequest,
+    changing=True,
+    codes=("AcmeNotConfigured", "UnsupportedChallenge", "ListenerNotFound"),
+)
 def request_certificate(ctx: ActionContext, req: RequestCertificateRequest) -> dict[str, Any]:
     """Order a certificate from the ACME server, in the background."""
     row = requests.place(
@@ -69,7 +74,12 @@ class RenewCertificateRequest(ChangeRequest):
     CertificateId: str
 
 
-@action("RenewCertificate", RenewCertificateRequest, changing=True)
+@action(
+    "RenewCertificate",
+    RenewCertificateRequest,
+    changing=True,
+    codes=("AcmeNotConfigured", "UnsupportedChallenge", "CertificateNotFound"),
+)
 def renew_certificate(ctx: ActionContext, req: RenewCertificateRequest) -> dict[str, Any]:
     """Renew a managed certificate now."""
     row = requests.renew(ctx, ctx.node.config.acme, req.CertificateId)
@@ -82,7 +92,12 @@ class GetCertificateRequestRequest(Request):
     CertificateRequestId: str
 
 
-@action("GetCertificateRequest", GetCertificateRequestRequest, changing=False)
+@action(
+    "GetCertificateRequest",
+    GetCertificateRequestRequest,
+    changing=False,
+    codes=("CertificateRequestNotFound",),
+)
 def get_certificate_request(
     ctx: ActionContext, req: GetCertificateRequestRequest
 ) -> dict[str, Any]:

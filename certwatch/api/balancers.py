@@ -158,7 +158,12 @@ class UpdateServerGroupAttributeRequest(ChangeRequest):
     HealthCheckConfig: HealthCheckParameters | None = None
 
 
-@action("UpdateServerGroupAttribute", UpdateServerGroupAttributeRequest, changing=True)
+@action(
+    "UpdateServerGroupAttribute",
+    UpdateServerGroupAttributeRequest,
+    changing=True,
+    codes=("ServerGroupNotFound",),
+)
 def update_server_group(
     ctx: ActionContext, req: UpdateServerGroupAttributeRequest
 ) -> dict[str, Any]:
@@ -182,7 +187,12 @@ class ServersChangeRequest(ChangeRequest):
     Servers: list[Server] = Field(min_length=1, max_length=MAX_SERVERS)
 
 
-@action("AddServersToServerGroup", ServersChangeRequest, changing=True)
+@action(
+    "AddServersToServerGroup",
+    ServersChangeRequest,
+    changing=True,
+    codes=("ServerGroupNotFound",),
+)
 def add_servers(ctx: ActionContext, req: ServersChangeRequest) -> dict[str, Any]:
     """Add servers to a group; live listeners use them for new connections."""
     group = get_server_group(ctx.session, req.ServerGroupId)
@@ -198,7 +208,12 @@ def add_servers(ctx: ActionContext, req: ServersChangeRequest) -> dict[str, Any]
     return {}
 
 
-@action("RemoveServersFromServerGroup", ServersChangeRequest, changing=True)
+@action(
+    "RemoveServersFromServerGroup",
+    ServersChangeRequest,
+    changing=True,
+    codes=("ServerGroupNotFound",),
+)
 def remove_servers(ctx: ActionContext, req: ServersChangeRequest) -> dict[str, Any]:
     """Remove servers from a group; open connections to them are let finish."""
     group = get_server_group(ctx.session, req.ServerGroupId)
@@ -283,7 +298,12 @@ class DeleteLoadBalancerRequest(ChangeRequest):
     LoadBalancerId: str
 
 
-@action("DeleteLoadBalancer", DeleteLoadBalancerRequest, changing=True)
+@action(
+    "DeleteLoadBalancer",
+    DeleteLoadBalancerRequest,
+    changing=True,
+    codes=("LoadBalancerNotFound", "ResourceInUse"),
+)
 def delete_load_balancer(ctx: ActionContext, req: DeleteLoadBalancerRequest) -> dict[str, Any]:
     """Delete a load balancer that holds no listener."""
     row = get_load_balancer(ctx.session, req.LoadBalancerId)
@@ -302,7 +322,12 @@ class DeleteServerGroupRequest(ChangeRequest):
     ServerGroupId: str
 
 
-@action("DeleteServerGroup", DeleteServerGroupRequest, changing=True)
+@action(
+    "DeleteServerGroup",
+    DeleteServerGroupRequest,
+    changing=True,
+    codes=("ServerGroupNotFound", "ResourceInUse"),
+)
 def delete_server_group(ctx: ActionContext, req: DeleteServerGroupRequest) -> dict[str, Any]:
     """Delete a server group that no listener uses."""
     row = get_server_group(ctx.session, req.ServerGroupId)

@@ -13,7 +13,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from certwatch import errors
-from certwatch.api.registry import ActionContext, ChangeRequest, Request, action
+from certwatch.api.registry import CERTIFICATE_CHECKS, ActionContext, ChangeRequest, Request, action
 from certwatch.clock import rfc3339
 from certwatch.inventory import rows
 from certwatch.inventory.certificates import store_certificate
@@ -96,7 +96,7 @@ class UploadCertificateRequest(ChangeRequest):
     PrivateKey: str | None = None
 
 
-@action("UploadCertificate", UploadCertificateRequest, changing=True)
+@action("UploadCertificate", UploadCertificateRequest, changing=True, codes=CERTIFICATE_CHECKS)
 def upload_certificate(ctx: ActionContext, req: UploadCertificateRequest) -> dict[str, Any]:
     """Add a certificate (with its chain, and its key for Server) to the inventory."""
     row = store_certificate(
@@ -112,7 +112,7 @@ class CertificateIdRequest(Request):
     CertificateId: str
 
 
-@action("GetCertificate", CertificateIdRequest, changing=False)
+@action("GetCertificate", CertificateIdRequest, changing=False, codes=("CertificateNotFound",))
 def describe_certificate(ctx: ActionContext, req: CertificateIdRequest) -> dict[str, Any]:
     """Describe one certificate."""
     row = rows.get_certificate(ctx.session, req.CertificateId)
@@ -176,7 +176,12 @@ class DeleteCertificateRequest(ChangeRequest):
     CertificateId: str
 
 
-@action("DeleteCertificate", DeleteCertificateRequest, changing=True)
+@action(
+    "DeleteCertificate",
+    DeleteCertificateRequest,
+    changing=True,
+    codes=("CertificateNotFound", "ResourceInUse"),
+)
 def delete_certificate(ctx: ActionContext, req: DeleteCertificateRequest) -> dict[str, Any]:
     """Remove a certificate that no listener or pending rotation uses."""
     row = rows.get_certificate(ctx.session, req.CertificateId)

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,17 +48,16 @@ BEARER = "bearer"
 SWAGGER_STATIC = Path(__file__).parent / "static" / "swagger-ui"
 """Swagger UI's files, vendored (static/swagger-ui/README.md): /docs loads nothing else."""
 ERRORS = {
-    "400": "Refused: a parameter or the request is wrong (InvalidParameter, InvalidJson, "
-    "IdempotentParameterMismatch, or the action's own check: InvalidCertificate, "
-    "KeyCertificateMismatch, ResourceInUse, PortInUse, QuotaExceeded.AdditionalCertificates …).",
+    "400": "Refused: a parameter or the request is wrong, or one of the action's own rules "
+    "refused it.",
     "401": "Unauthorized: api.token is set and the call has no valid bearer token.",
-    "404": "An id that names nothing (<Object>NotFound, e.g. ListenerNotFound).",
-    "409": "ConcurrentModification: another change won the race; nothing changed, retry.",
-    "413": "RequestTooLarge: the body is over 1 MiB.",
-    "500": "InternalError: the service's own fault (see its log); nothing changed.",
-    "503": "StoreUnavailable, ProxyUnavailable or TooManyConnections; nothing changed, retry.",
+    "404": "An id that names nothing (<Object>NotFound).",
+    "409": "Another change won the race; nothing changed, retry.",
+    "413": "The body is over 1 MiB.",
+    "500": "The service's own fault (see its log); nothing changed.",
+    "503": "The store, the proxy or the API is unavailable for now; nothing changed, retry.",
 }
-"""The error answers every action may give, each with the `ErrorResponse` body."""
+"""What each error status means; an action's entry lists the codes it answers with each."""
 CLIENT_GONE = 499
 """The status of a request whose client disconnected (logged, never sent: nobody to send to)."""
 
@@ -153,13 +152,47 @@ def _response_schemas() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     return schemas, top.get("$defs", {})
 
 
-def _responses(answer: dict[str, Any], summary: str) -> dict[str, Any]:
-    """An action's `responses` in the OpenAPI document: its answer, and the error answers."""
-    error = {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="ErrorResponse")}}}
-    return {
-        "200": {"description": summary, "content": {"application/json": {"schema": answer}}},
-        **{status: {"description": why, "content": error} for status, why in ERRORS.items()},
+def _statuses() -> dict[str, int]:
+    """The HTTP status of every error code a class of `errors` fixes."""
+    found: dict[str, int] = {}
+    pending: list[type[errors.ApiError]] = [errors.ApiError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if "code" in vars(cls) or cls is errors.ApiError:
+            found[cls.code] = cls.status
+    return found
+
+
+STATUS_OF_CODE = _statuses()
+
+
+def status_of(code: str) -> int:
+    """The HTTP status an error code is answered with (`<Object>NotFound` 404; the codes
+    raised as `BadRequest` with a code of their own, 400)."""
+    if code in STATUS_OF_CODE:
+        return STATUS_OF_CODE[code]
+    return 404 if code.endswith("NotFound") else 400
+
+
+def _responses(answer: dict[str, Any], summary: str, codes: Sequence[str]) -> dict[str, Any]:
+    """An action's `responses` in the OpenAPI document: its answer, and per error status the
+    codes it can answer with (the `Code` of the error body, as an enum)."""
+    by_status: dict[str, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(str(status_of(code)), []).append(code)
+    error = {"$ref": SCHEMA_REF.format(model="ErrorResponse")}
+    responses: dict[str, Any] = {
+        "200": {"description": summary, "content": {"application/json": {"schema": answer}}}
     }
+    for status in sorted(by_status):
+        listed = sorted(by_status[status])
+        schema = {"allOf": [error, {"properties": {"Code": {"enum": listed}}}]}
+        responses[status] = {
+            "description": f"{ERRORS.get(status, 'Refused.')} Codes: {', '.join(listed)}.",
+            "content": {"application/json": {"schema": schema}},
+        }
+    return responses
 
 
 def _inline_script_hashes(html: str) -> str:
@@ -298,7 +331,7 @@ def create_app(served: Served) -> FastAPI:
             tags=["changing" if action.changing else "reading"],
             openapi_extra={
                 "requestBody": body,
-                "responses": _responses(answers[action.name], action.summary),
+                "responses": _responses(answers[action.name], action.summary, action.codes),
                 "security": security,
             },
         )

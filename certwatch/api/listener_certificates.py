@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from certwatch.api.registry import ActionContext, ChangeRequest, Request, action
+from certwatch.api.registry import SERVING_RULES, ActionContext, ChangeRequest, Request, action
 from certwatch.clock import rfc3339
 from certwatch.inventory.listeners import associate, disassociate, role_ids
 from certwatch.inventory.rows import get_certificate, get_listener
@@ -21,7 +21,15 @@ class AdditionalCertificatesRequest(ChangeRequest):
     AdditionalCertificateIds: list[str] = Field(min_length=1)
 
 
-@action("AssociateAdditionalCertificatesWithListener", AdditionalCertificatesRequest, changing=True)
+@action(
+    "AssociateAdditionalCertificatesWithListener",
+    AdditionalCertificatesRequest,
+    changing=True,
+    codes=(
+        "ListenerNotFound", *SERVING_RULES, "QuotaExceeded.AdditionalCertificates",
+        "TooManyCertificates",
+    ),
+)
 def associate_certificates(
     ctx: ActionContext, req: AdditionalCertificatesRequest
 ) -> dict[str, Any]:
@@ -31,7 +39,10 @@ def associate_certificates(
 
 
 @action(
-    "DisassociateAdditionalCertificatesWithListener", AdditionalCertificatesRequest, changing=True
+    "DisassociateAdditionalCertificatesWithListener",
+    AdditionalCertificatesRequest,
+    changing=True,
+    codes=("ListenerNotFound", "CertificateNotFound"),
 )
 def disassociate_certificates(
     ctx: ActionContext, req: AdditionalCertificatesRequest
@@ -48,7 +59,12 @@ class ListListenerCertificatesRequest(Request):
     CertificateType: Literal["Server", "Ca"] | None = None
 
 
-@action("ListListenerCertificates", ListListenerCertificatesRequest, changing=False)
+@action(
+    "ListListenerCertificates",
+    ListListenerCertificatesRequest,
+    changing=False,
+    codes=("ListenerNotFound",),
+)
 def list_listener_certificates(
     ctx: ActionContext, req: ListListenerCertificatesRequest
 ) -> dict[str, Any]:

@@ -8,7 +8,14 @@ from pydantic import Field, field_validator
 from sqlmodel import col, select
 
 from certwatch import errors
-from certwatch.api.registry import ActionContext, ChangeRequest, IpAddress, Request, action
+from certwatch.api.registry import (
+    SERVING_RULES,
+    ActionContext,
+    ChangeRequest,
+    IpAddress,
+    Request,
+    action,
+)
 from certwatch.clock import rfc3339
 from certwatch.ids import new_id
 from certwatch.inventory.listeners import (
@@ -131,7 +138,15 @@ def _apply_fields(ctx: ActionContext, listener: Listener, req: ListenerFields) -
     require_ca_when_enabled(ctx.session, listener)
 
 
-@action("CreateListener", CreateListenerRequest, changing=True)
+@action(
+    "CreateListener",
+    CreateListenerRequest,
+    changing=True,
+    codes=(
+        "LoadBalancerNotFound", "ServerGroupNotFound", "SecurityPolicyNotFound", *SERVING_RULES,
+        "MissingCaCertificate", "TooManyCertificates", "PortInUse",
+    ),
+)
 def create_listener(ctx: ActionContext, req: CreateListenerRequest) -> dict[str, Any]:
     """Create a listener and start serving it."""
     load_balancer = get_load_balancer(ctx.session, req.LoadBalancerId)
@@ -160,7 +175,15 @@ class UpdateListenerRequest(ListenerFields):
     ListenerId: str
 
 
-@action("UpdateListenerAttribute", UpdateListenerRequest, changing=True)
+@action(
+    "UpdateListenerAttribute",
+    UpdateListenerRequest,
+    changing=True,
+    codes=(
+        "ListenerNotFound", "ServerGroupNotFound", "SecurityPolicyNotFound", *SERVING_RULES,
+        "MissingCaCertificate", "PortInUse",
+    ),
+)
 def update_listener(ctx: ActionContext, req: UpdateListenerRequest) -> dict[str, Any]:
     """Change a listener; new connections use the change once the call returns."""
     _apply_fields(ctx, get_listener(ctx.session, req.ListenerId), req)
@@ -206,7 +229,7 @@ class ListenerChangeRequest(ChangeRequest):
     ListenerId: str
 
 
-@action("GetListenerAttribute", ListenerIdRequest, changing=False)
+@action("GetListenerAttribute", ListenerIdRequest, changing=False, codes=("ListenerNotFound",))
 def get_listener_attribute(ctx: ActionContext, req: ListenerIdRequest) -> dict[str, Any]:
     """Describe one listener."""
     return listener_view(ctx, get_listener(ctx.session, req.ListenerId))
@@ -236,19 +259,24 @@ def _set_status(ctx: ActionContext, listener_id: str, status: str) -> dict[str, 
     return {}
 
 
-@action("StartListener", ListenerChangeRequest, changing=True)
+@action(
+    "StartListener",
+    ListenerChangeRequest,
+    changing=True,
+    codes=("ListenerNotFound", "PortInUse"),
+)
 def start_listener(ctx: ActionContext, req: ListenerChangeRequest) -> dict[str, Any]:
     """Start accepting connections."""
     return _set_status(ctx, req.ListenerId, "Running")
 
 
-@action("StopListener", ListenerChangeRequest, changing=True)
+@action("StopListener", ListenerChangeRequest, changing=True, codes=("ListenerNotFound",))
 def stop_listener(ctx: ActionContext, req: ListenerChangeRequest) -> dict[str, Any]:
     """Stop accepting; open connections are let finish."""
     return _set_status(ctx, req.ListenerId, "Stopped")
 
 
-@action("DeleteListener", ListenerChangeRequest, changing=True)
+@action("DeleteListener", ListenerChangeRequest, changing=True, codes=("ListenerNotFound",))
 def delete_listener(ctx: ActionContext, req: ListenerChangeRequest) -> dict[str, Any]:
     """Delete a listener (its history is kept); open connections are let finish."""
     listener = get_listener(ctx.session, req.ListenerId)

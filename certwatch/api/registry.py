@@ -108,16 +108,66 @@ class Action(Generic[R]):
     changing: bool
     summary: str
     own_transactions: bool = False
+    own_codes: tuple[str, ...] = ()
 
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """Every error `Code` this action can answer: its own, and those of every action (and
+        of every changing action)."""
+        shared = COMMON_CODES + (CHANGING_CODES if self.changing else ())
+        return tuple(dict.fromkeys(self.own_codes + shared))
+
+
+COMMON_CODES = (
+    "InvalidParameter",
+    "InvalidJson",
+    "RequestTooLarge",
+    "Unauthorized",
+    "InternalError",
+    "StoreUnavailable",
+    "TooManyConnections",
+)
+"""Codes any action may answer: a bad body or parameter, no token, the service's faults."""
+CHANGING_CODES = (
+    "ConcurrentModification",
+    "ProxyUnavailable",
+    "InvalidListener",
+    "IdempotentParameterMismatch",
+)
+"""Codes any changing action may answer besides: a lost race, a data plane that did not take
+(or refused) the change, a reused `ClientToken`."""
+CERTIFICATE_CHECKS = (
+    "InvalidCertificate",
+    "InvalidPrivateKey",
+    "KeyCertificateMismatch",
+    "MissingPrivateKey",
+    "NotACaCertificate",
+    "InvalidChain",
+)
+"""The checks of a certificate and key brought in (upload, staging)."""
+SERVING_RULES = (
+    "CertificateNotFound",
+    "IncorrectCertificateType",
+    "CertificateExpired",
+    "CertificateNotYetValid",
+)
+"""The rules of a certificate a listener is to serve."""
 
 ACTIONS: dict[str, Action[Any]] = {}
 
 
 def action(
-    name: str, request: type[R], *, changing: bool, own_transactions: bool = False
+    name: str,
+    request: type[R],
+    *,
+    changing: bool,
+    own_transactions: bool = False,
+    codes: tuple[str, ...] = (),
 ) -> Callable[[Handler[R]], Handler[R]]:
     """Register a handler as the API action `name`.
 
+    `codes`: the error codes of this action's own rules (the OpenAPI document lists them with
+    the shared ones; the test suite fails on any other an action answers).
     `own_transactions`: a changing action that commits in several steps itself (rotation:
     swap, live probe, settle); it honours `ctx.dry_run`, and the dispatcher still handles
     `ClientToken`.
@@ -125,7 +175,7 @@ def action(
 
     def register(handler: Handler[R]) -> Handler[R]:
         summary = (handler.__doc__ or name).strip().splitlines()[0]
-        ACTIONS[name] = Action(name, request, handler, changing, summary, own_transactions)
+        ACTIONS[name] = Action(name, request, handler, changing, summary, own_transactions, codes)
         return handler
 
     return register

@@ -12,7 +12,14 @@ from typing import Any, Literal
 from pydantic import Field
 from sqlmodel import col, select
 
-from certwatch.api.registry import ActionContext, ChangeRequest, Request, action
+from certwatch.api.registry import (
+    CERTIFICATE_CHECKS,
+    SERVING_RULES,
+    ActionContext,
+    ChangeRequest,
+    Request,
+    action,
+)
 from certwatch.clock import rfc3339
 from certwatch.inventory.rows import get_listener
 from certwatch.rotation import rotate, staged
@@ -28,7 +35,12 @@ class StageCertificateRequest(ChangeRequest):
     ListenerId: str | None = None
 
 
-@action("StageCertificate", StageCertificateRequest, changing=True)
+@action(
+    "StageCertificate",
+    StageCertificateRequest,
+    changing=True,
+    codes=(*CERTIFICATE_CHECKS, "ListenerNotFound"),
+)
 def stage_certificate(ctx: ActionContext, req: StageCertificateRequest) -> dict[str, Any]:
     """Stage a renewed certificate (chain and key); it is judged as a candidate at once."""
     entry = staged.stage(ctx.node, ctx, req.Certificate, req.PrivateKey, req.ListenerId)
@@ -41,7 +53,7 @@ class ListStagedRequest(Request):
     Status: Literal["Pending", "Applied", "Rejected", "Superseded"] | None = None
 
 
-@action("ListStagedCertificates", ListStagedRequest, changing=False)
+@action("ListStagedCertificates", ListStagedRequest, changing=False, codes=("ListenerNotFound",))
 def list_staged(ctx: ActionContext, req: ListStagedRequest) -> dict[str, Any]:
     """Staged certificates, oldest first, with their status and reason."""
     query = (
@@ -85,7 +97,13 @@ class RotateRequest(ChangeRequest):
     StagedCertificateId: str | None = None
 
 
-@action("RotateListenerCertificate", RotateRequest, changing=True, own_transactions=True)
+@action(
+    "RotateListenerCertificate",
+    RotateRequest,
+    changing=True,
+    own_transactions=True,
+    codes=("ListenerNotFound", "StagedCertificateNotFound", *SERVING_RULES),
+)
 def rotate_listener_certificate(ctx: ActionContext, req: RotateRequest) -> dict[str, Any]:
     """Rotate a listener's default certificate now; it is checked live and rolled back if bad."""
     if req.DryRun:
@@ -100,7 +118,13 @@ class RollbackRequest(ChangeRequest):
     ListenerId: str
 
 
-@action("RollbackListenerCertificate", RollbackRequest, changing=True, own_transactions=True)
+@action(
+    "RollbackListenerCertificate",
+    RollbackRequest,
+    changing=True,
+    own_transactions=True,
+    codes=("ListenerNotFound", "NoPreviousCertificate", *SERVING_RULES),
+)
 def rollback_listener_certificate(ctx: ActionContext, req: RollbackRequest) -> dict[str, Any]:
     """Restore the default certificate that was in place before the listener's last change."""
     if req.DryRun:
@@ -115,7 +139,12 @@ class ListRotationEventsRequest(Request):
     ListenerId: str
 
 
-@action("ListRotationEvents", ListRotationEventsRequest, changing=False)
+@action(
+    "ListRotationEvents",
+    ListRotationEventsRequest,
+    changing=False,
+    codes=("ListenerNotFound",),
+)
 def list_rotation_events(ctx: ActionContext, req: ListRotationEventsRequest) -> dict[str, Any]:
     """A listener's certificate history, newest first (kept after the listener is deleted)."""
     found = history.events(ctx.session, req.ListenerId)
