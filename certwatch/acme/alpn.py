@@ -48,14 +48,15 @@ def _put(node: Node, name: str, chain_pem: str, key_pem: str, change: Change) ->
     )
 
 
-def _remove(names: list[str] | None, older_than: dt.timedelta | None, change: Change) -> int:
-    """Delete the challenges of `names` (None: all), or those older than `older_than`."""
-    query = delete(AcmeChallenge)
-    if names is not None:
-        query = query.where(col(AcmeChallenge.domain_name).in_(names))
-    if older_than is not None:
-        query = query.where(col(AcmeChallenge.created_at) < change.now - older_than)
-    return change.session.exec(query).rowcount
+def _remove(name: str, change: Change) -> None:
+    """Delete the challenge of `name`."""
+    change.session.exec(delete(AcmeChallenge).where(col(AcmeChallenge.domain_name) == name))
+
+
+def _remove_stale(change: Change) -> int:
+    """Delete the challenges older than STALE_AFTER; how many."""
+    older = delete(AcmeChallenge).where(col(AcmeChallenge.created_at) < change.now - STALE_AFTER)
+    return change.session.exec(older).rowcount
 
 
 def _wait_for_proxies(node: Node, revision: int) -> str:
@@ -95,7 +96,7 @@ class StoreChallenges:
 
     def remove(self, name: str) -> None:
         """Stop serving the challenge of `name`."""
-        self._node.changes.run(partial(_remove, [name], None), actor=ACTOR)
+        self._node.changes.run(partial(_remove, name), actor=ACTOR)
 
 
 def clear_stale(node: Node) -> None:
@@ -108,5 +109,5 @@ def clear_stale(node: Node) -> None:
         ).all()
     if not stale:
         return
-    removed = node.changes.run(partial(_remove, None, STALE_AFTER), actor=ACTOR)
+    removed = node.changes.run(_remove_stale, actor=ACTOR)
     log.info("removed %d stale tls-alpn-01 challenge(s): %s", removed, ", ".join(stale))

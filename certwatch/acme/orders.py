@@ -70,7 +70,7 @@ class Solver:
         config: AcmeConfig,
         key: jose.JWK,
         http: HttpResponder | None,
-        board: ChallengeBoard | None = None,
+        board: ChallengeBoard,
     ) -> None:
         self._config = config
         self.key = key
@@ -92,8 +92,6 @@ class Solver:
                 self._http.drop(chall.encode("token"))
             return
         if isinstance(chall, TLSALPN01):
-            if self._board is None:
-                raise ChallengeError("no challenge board to answer tls-alpn-01 on")
             self._board.put(domain, *tls_alpn_cert(domain, validation))
             try:
                 yield

@@ -1,8 +1,10 @@
 """tls-alpn-01 against a real Pebble, answered by `certwatch serve`'s own proxy on the
-listener's port (Pebble's `tlsPort`), while real TLS clients use the same listener."""
+listener's port (Pebble's `tlsPort`), while real TLS clients use the same listener; and a
+challenge a killed order left behind, removed by the next start."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -22,10 +24,14 @@ import trustme
 from cryptography import x509
 from sqlalchemy import create_engine, text
 
-from certwatch.acme.challenges import ACME_IDENTIFIER
+from certwatch.acme.alpn import STALE_AFTER, StoreChallenges
+from certwatch.acme.challenges import ACME_IDENTIFIER, tls_alpn_cert
+from certwatch.app.service import Service
+from certwatch.inventory.change import Change
 from certwatch.pki.devpki import make_pki
+from certwatch.store.models import AcmeChallenge
 from offload.echo import EchoServer
-from tests.conftest import require
+from tests.conftest import make_config, require
 from tests.integration.postgres import Postgres
 from tests.integration.servers import ServeProcess
 from tests.support import eventually, free_port
@@ -221,42 +227,44 @@ def _acme_toml(pebble: Pebble, root_file: Path) -> str:
     )
 
 
-def _issue_on_the_listener(control: ServeProcess, pebble: Pebble, store_url: str) -> None:
-    """Through `control`, a listener on Pebble's tlsPort and a tls-alpn-01 request for NAME on
-    it, with a client loop on the listener all along; check everything the order leaves."""
+def _issue_on_the_listener(
+    control: ServeProcess, pebble: Pebble, store_url: str, echo: EchoServer
+) -> None:
+    """Through `control`, a listener on Pebble's tlsPort (backend: `echo`) and a tls-alpn-01
+    request for NAME on it, with a client loop on the listener all along; check everything
+    the order leaves."""
     demo = make_pki("alpn-test")
     first = demo.leaf(NAME, days=30)
-    with EchoServer() as echo:
-        cert_id = _call(
-            control, "UploadCertificate", CertificateName="first", CertificateType="Server",
-            Certificate=first.chain_pem, PrivateKey=first.key_pem,
-        )["CertificateId"]
-        lb = _call(control, "CreateLoadBalancer", LoadBalancerName="lb")
-        group = _call(
-            control, "CreateServerGroup", ServerGroupName="echo",
-            Servers=[{"ServerIp": "127.0.0.1", "Port": echo.port, "Weight": 100}],
-        )
-        listener = _call(
-            control, "CreateListener", LoadBalancerId=lb["LoadBalancerId"],
-            ServerGroupId=group["ServerGroupId"], ListenerPort=pebble.tls_port,
-            CertificateIds=[cert_id],
-        )["ListenerId"]
-        served = ssl.create_default_context(cadata=demo.root_pem)
-        assert eventually(lambda: _handshakes(pebble.tls_port, served), 15)
-        loop = ClientLoop(pebble.tls_port, demo.root_pem + pebble.root_pem).start()
-        answer = _call(control, "RequestCertificate", DomainNames=[NAME], ListenerId=listener)
-        request = _settled(control, answer["CertificateRequestId"])
-        still_running = loop.stop()
-        assert request["Status"] == "Issued", (request, control.output())
-        assert still_running, f"the client loop ended early after {loop.done} handshakes"
-        assert loop.done > 0 and loop.failures == [], (loop.done, loop.failures[:5])
+    cert_id = _call(
+        control, "UploadCertificate", CertificateName="first", CertificateType="Server",
+        Certificate=first.chain_pem, PrivateKey=first.key_pem,
+    )["CertificateId"]
+    lb = _call(control, "CreateLoadBalancer", LoadBalancerName="lb")
+    group = _call(
+        control, "CreateServerGroup", ServerGroupName="echo",
+        Servers=[{"ServerIp": "127.0.0.1", "Port": echo.port, "Weight": 100}],
+    )
+    listener = _call(
+        control, "CreateListener", LoadBalancerId=lb["LoadBalancerId"],
+        ServerGroupId=group["ServerGroupId"], ListenerPort=pebble.tls_port,
+        CertificateIds=[cert_id],
+    )["ListenerId"]
+    served = ssl.create_default_context(cadata=demo.root_pem)
+    assert eventually(lambda: _handshakes(pebble.tls_port, served), 15)
+    loop = ClientLoop(pebble.tls_port, demo.root_pem + pebble.root_pem).start()
+    answer = _call(control, "RequestCertificate", DomainNames=[NAME], ListenerId=listener)
+    request = _settled(control, answer["CertificateRequestId"])
+    still_running = loop.stop()
+    assert request["Status"] == "Issued", (request, control.output())
+    assert still_running, f"the client loop ended early after {loop.done} handshakes"
+    assert loop.done > 0 and loop.failures == [], (loop.done, loop.failures[:5])
 
-        verify = ssl.create_default_context(cadata=pebble.root_pem)
-        assert eventually(lambda: _handshakes(pebble.tls_port, verify), 15)
-        assert _challenge_rows(store_url) == 0
-        protocol, leaf = _acme_tls_handshake(pebble.tls_port)
-        assert protocol != "acme-tls/1"
-        assert ACME_IDENTIFIER not in [ext.oid for ext in leaf.extensions]
+    verify = ssl.create_default_context(cadata=pebble.root_pem)
+    assert eventually(lambda: _handshakes(pebble.tls_port, verify), 15)
+    assert _challenge_rows(store_url) == 0
+    protocol, leaf = _acme_tls_handshake(pebble.tls_port)
+    assert protocol != "acme-tls/1"
+    assert ACME_IDENTIFIER not in [ext.oid for ext in leaf.extensions]
 
 
 def _handshakes(port: int, ctx: ssl.SSLContext) -> bool:
@@ -279,11 +287,13 @@ def test_tls_alpn_01_is_answered_by_the_listener_while_clients_are_served(
     listener then serves a leaf that verifies against Pebble's root, clients looping on the
     listener through the whole order never fail, and no challenge is left afterwards."""
     toml = _acme_toml(pebble, tmp_path / "pebble-root.pem")
-    serve = ServeProcess(tmp_path, toml, workers=2).start()
-    try:
-        _issue_on_the_listener(serve, pebble, f"sqlite:///{tmp_path / 'data' / 'certwatch.db'}")
-    finally:
-        serve.stop()
+    store_url = f"sqlite:///{tmp_path / 'data' / 'certwatch.db'}"
+    with EchoServer() as echo:
+        serve = ServeProcess(tmp_path, toml, workers=2).start()
+        try:
+            _issue_on_the_listener(serve, pebble, store_url, echo)
+        finally:
+            serve.stop()
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
@@ -302,15 +312,66 @@ def test_tls_alpn_01_is_answered_by_a_proxy_node_of_the_same_store(
             store_url = postgres.url
             shared = f'[store]\nurl = "{store_url}"\n'
         toml = "reload_interval = 0.5\n" + shared + _acme_toml(pebble, tmp_path / "root.pem")
-        control = ServeProcess(tmp_path, toml, workers=0, data_dir=tmp_path / "data").start()
         (tmp_path / "edge").mkdir()
-        edge = ServeProcess(tmp_path / "edge", toml, workers=1, data_dir=tmp_path / "data")
-        edge.start(wait=False, command="proxy")
-        try:
-            _issue_on_the_listener(control, pebble, store_url)
-        finally:
-            edge.stop()
-            control.stop()
+        with EchoServer() as echo:
+            control = ServeProcess(tmp_path, toml, workers=0, data_dir=tmp_path / "data")
+            edge = ServeProcess(tmp_path / "edge", toml, workers=1, data_dir=tmp_path / "data")
+            control.start()
+            edge.start(wait=False, command="proxy")
+            try:
+                _issue_on_the_listener(control, pebble, store_url, echo)
+            finally:
+                edge.stop()
+                control.stop()
     finally:
         if postgres is not None:
             postgres.remove()
+
+
+def test_a_challenge_a_killed_order_left_is_removed_and_no_longer_answered(
+    tmp_path: Path,
+) -> None:
+    """A challenge row older than STALE_AFTER (as a killed order leaves it) is removed by the
+    first scan of `certwatch serve`, and the listener then no longer answers it."""
+    port = free_port()
+    service = Service(make_config(tmp_path / "data", proxy={"reload_interval": 0.01}))
+    try:
+        leaf = make_pki("stale-test").leaf(NAME, days=30)
+        cert_id = service.call("UploadCertificate", leaf.upload_params("site"))["CertificateId"]
+        lb = service.call("CreateLoadBalancer", {"LoadBalancerName": "lb"})["LoadBalancerId"]
+        group = service.call(
+            "CreateServerGroup",
+            {"ServerGroupName": "g", "Servers": [{"ServerIp": "127.0.0.1", "Port": 9}]},
+        )["ServerGroupId"]
+        service.call(
+            "CreateListener",
+            {"LoadBalancerId": lb, "ServerGroupId": group, "ListenerPort": port,
+             "CertificateIds": [cert_id]},
+        )
+        StoreChallenges(service.node).put(NAME, *tls_alpn_cert(NAME, b"\0" * 32))
+
+        def age(change: Change) -> None:
+            row = change.session.get(AcmeChallenge, NAME)
+            assert row is not None
+            row.created_at = change.now - STALE_AFTER - dt.timedelta(minutes=1)
+            change.session.add(row)
+
+        service.node.changes.run(age, actor="test")
+    finally:
+        service.close()
+    store_url = f"sqlite:///{tmp_path / 'data' / 'certwatch.db'}"
+    assert _challenge_rows(store_url) == 1
+    serve = ServeProcess(tmp_path).start()
+    try:
+        assert eventually(lambda: _challenge_rows(store_url) == 0, 30), serve.output()
+
+        def not_answered() -> bool:
+            protocol, served = _acme_tls_handshake(port)
+            return protocol != "acme-tls/1" and ACME_IDENTIFIER not in [
+                ext.oid for ext in served.extensions
+            ]
+
+        assert eventually(not_answered, 10), serve.output()
+        assert "removed 1 stale tls-alpn-01 challenge(s): a.test" in serve.output()
+    finally:
+        serve.stop()
