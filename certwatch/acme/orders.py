@@ -1,5 +1,8 @@
 """One ACME order: a fresh key and CSR, every authorization answered with the configured
-challenge (taken down again whatever happens), then the whole chain the server issued."""
+challenge (taken down again whatever happens), then the whole chain the server issued.
+
+tls-alpn-01 challenges go on a `ChallengeBoard` the caller hands in (`acme.alpn` keeps them in
+the store, so every node's proxy answers them)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import josepy as jose
 import requests
@@ -14,7 +18,13 @@ from acme import challenges, client, crypto_util, messages
 from acme import errors as acme_errors
 
 from certwatch.acme import ari
-from certwatch.acme.challenges import ChallengeError, HttpResponder, run_hook
+from certwatch.acme.challenges import (
+    TLSALPN01,
+    ChallengeError,
+    HttpResponder,
+    run_hook,
+    tls_alpn_cert,
+)
 from certwatch.config import AcmeConfig
 
 ORDER_SECONDS = 120
@@ -30,6 +40,7 @@ ORDER_FAULTS: tuple[type[Exception], ...] = (
 CHALLENGE_TYPES: dict[str, type[challenges.KeyAuthorizationChallenge]] = {
     "http-01": challenges.HTTP01,
     "dns-01": challenges.DNS01,
+    "tls-alpn-01": TLSALPN01,
 }
 
 
@@ -41,13 +52,30 @@ class Issued:
     key_pem: str
 
 
+class ChallengeBoard(Protocol):
+    """Where tls-alpn-01 challenge certificates go while their authorization is pending."""
+
+    def put(self, name: str, chain_pem: str, key_pem: str) -> None:
+        """Serve this challenge certificate for `name` (every serving node, once this returns)."""
+
+    def remove(self, name: str) -> None:
+        """Stop serving the challenge of `name`."""
+
+
 class Solver:
     """Puts up and takes down the configured challenge for one authorization."""
 
-    def __init__(self, config: AcmeConfig, key: jose.JWK, http: HttpResponder | None) -> None:
+    def __init__(
+        self,
+        config: AcmeConfig,
+        key: jose.JWK,
+        http: HttpResponder | None,
+        board: ChallengeBoard,
+    ) -> None:
         self._config = config
         self.key = key
         self._http = http
+        self._board = board
 
     @contextmanager
     def answer(self, challb: messages.ChallengeBody, domain: str) -> Iterator[None]:
@@ -62,6 +90,13 @@ class Solver:
                 yield
             finally:
                 self._http.drop(chall.encode("token"))
+            return
+        if isinstance(chall, TLSALPN01):
+            self._board.put(domain, *tls_alpn_cert(domain, validation))
+            try:
+                yield
+            finally:
+                self._board.remove(domain)
             return
         hook, name = self._config.dns_hook or "", chall.validation_domain_name(domain)
         run_hook(hook, "set", name, validation)

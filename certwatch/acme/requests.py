@@ -55,11 +55,6 @@ def check_names(config: AcmeConfig, names: Sequence[str]) -> list[str]:
         raise errors.InvalidParameter(
             f"DomainNames takes 1 to {MAX_NAMES} names; got {len(unique)}"
         )
-    if config.challenge == "tls-alpn-01":
-        raise errors.UnsupportedChallenge(
-            "tls-alpn-01 is not answered by this version (issue 14, part 4); "
-            "set acme.challenge to http-01 or dns-01"
-        )
     wildcards = [name for name in unique if name.startswith("*.")]
     if wildcards and config.challenge != "dns-01":
         raise errors.UnsupportedChallenge(

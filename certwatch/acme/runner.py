@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from certwatch import clock, errors
 from certwatch.acme import account, alerts, ari, issue, requests
+from certwatch.acme.alpn import StoreChallenges
 from certwatch.acme.challenges import HttpResponder
 from certwatch.acme.keys import new_key_pem
 from certwatch.acme.orders import ORDER_FAULTS, Solver, order
@@ -112,7 +113,7 @@ class OrderRunner:
             old_pem = None if old is None else old.chain_pem
         try:
             acme, key = account.connect(node)
-            solver = Solver(node.config.acme, key, self._http)
+            solver = Solver(node.config.acme, key, self._http, StoreChallenges(node))
             kind = node.config.acme.challenge
             replaces = _replaces(acme, old_pem)
             issued = order(acme, solver, kind, names, new_key_pem(key_type), replaces)

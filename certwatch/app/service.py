@@ -6,7 +6,8 @@ Wiring, in the order it is built:
 - monitoring (metrics, notifier) and leadership, which make the `Node`;
 - the scan hooks the leader runs before each scan — crash recovery of rotations, staging
   intake, rejection of revoked staged certificates, automatic rotation, ACME renewals that
-  are due — and the staged-renewal lookup alerts name;
+  are due, tls-alpn-01 challenges a killed order left behind — and the staged-renewal lookup
+  alerts name;
 - the ACME order runner (started by `certwatch serve` when `[acme]` is configured);
 - the scanner, and the dispatcher that runs API actions by name for the HTTP API, the CLI's
   service and the demo.
@@ -26,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from certwatch.acme.alpn import clear_stale
 from certwatch.acme.renewal import renew_due, renewal_times
 from certwatch.acme.runner import OrderRunner, orders_counter
 from certwatch.api import ACTIONS
@@ -80,7 +82,7 @@ class Service:
             )
         )
         self.before_scan: list[ScanHook] = [
-            recover, intake, reject_revoked, auto_rotate, renew_due,
+            recover, intake, reject_revoked, auto_rotate, renew_due, clear_stale,
         ]
         self.scanner = Scanner(self.node, self.before_scan, StagedRenewals(self.node))
         self.dispatch = Dispatcher(self.node, self.scanner)

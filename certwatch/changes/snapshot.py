@@ -14,6 +14,10 @@ second node's insert of the same epoch does nothing), so all nodes serve the sam
 snapshot carries the current epoch's key (it encrypts) and the previous one (still
 accepted for its last 12 hours); older keys are deleted. `stale()` tells the node's sync
 that a new epoch began, so the keys rotate even when nothing else changes.
+
+The pending ACME tls-alpn-01 challenges (`acme_challenges`, a handful of rows while an order
+runs) are read on every build, each one's key decrypted once, so every worker of every node
+gets them through the same path as the listeners.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from certwatch.inventory.policies import resolve_policy
 from certwatch.pki import x509
 from certwatch.store.db import KeyBox
 from certwatch.store.models import (
+    AcmeChallenge,
     Certificate,
     Listener,
     ListenerCertificate,
@@ -42,7 +47,15 @@ from certwatch.store.models import (
     SessionTicketKey,
     StateRevision,
 )
-from offload.spec import Backend, CertChain, HealthCheck, ListenerSpec, Snapshot, TicketKey
+from offload.spec import (
+    Backend,
+    CertChain,
+    ChallengeCert,
+    HealthCheck,
+    ListenerSpec,
+    Snapshot,
+    TicketKey,
+)
 
 # SQLite allows 999 bound parameters in one statement by default.
 _IN_CHUNK = 500
@@ -136,6 +149,8 @@ class SnapshotBuilder:
         self._epoch: int | None = None
         self._pending: list[str] = []
         self._released: set[str] = set()
+        # (name, sealed key) -> the challenge as served
+        self._challenges: dict[tuple[str, bytes], ChallengeCert] = {}
 
     def stale(self) -> bool:
         """True when a new ticket key period began since the last snapshot was built."""
@@ -170,7 +185,9 @@ class SnapshotBuilder:
         self._pending = moved
         self._forget_unused_chains()
         specs = [spec for lid, (_, given, spec) in sorted(self._specs.items()) if given.servable()]
-        return Snapshot(revision, tuple(specs), self._tickets(session))
+        return Snapshot(
+            revision, tuple(specs), self._tickets(session), self._read_challenges(session)
+        )
 
     def discard_pending(self) -> None:
         """The change the last build saw was rolled back: build its listeners afresh next time."""
@@ -224,6 +241,21 @@ class SnapshotBuilder:
         }
         self._epoch = epoch
         return tuple(self._ticket_keys[e] for e in wanted if e in self._ticket_keys)
+
+    def _read_challenges(self, session: Session) -> tuple[ChallengeCert, ...]:
+        """The pending tls-alpn-01 challenges, by name; a key is decrypted once per row."""
+        rows = session.execute(
+            sa_select(
+                col(AcmeChallenge.domain_name), col(AcmeChallenge.chain_pem),
+                col(AcmeChallenge.key_sealed),
+            ).order_by(col(AcmeChallenge.domain_name))
+        ).all()
+        known, self._challenges = self._challenges, {}
+        for name, chain_pem, sealed in rows:
+            self._challenges[(name, sealed)] = known.get((name, sealed)) or ChallengeCert(
+                name, chain_pem, self._keybox.open(sealed)
+            )
+        return tuple(self._challenges.values())
 
     def _load_chains(self, session: Session, ids: Iterable[str]) -> None:
         """Read and decrypt, once, the certificates not read before."""

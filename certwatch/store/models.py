@@ -403,6 +403,20 @@ class AcmeAccount(SQLModel, table=True):
     created_at: dt.datetime = _time()
 
 
+class AcmeChallenge(SQLModel, table=True):
+    """A pending ACME tls-alpn-01 challenge (RFC 8737) that every node's proxy answers: the
+    name being validated, its self-signed challenge certificate and that certificate's key
+    (sealed by the key box). At most one per name; the row goes once the authorization is
+    settled."""
+
+    __tablename__ = "acme_challenges"
+
+    domain_name: str = Field(primary_key=True)
+    chain_pem: str = _text()
+    key_sealed: bytes = Field(sa_type=LargeBinary)
+    created_at: dt.datetime = _time()
+
+
 class CertificateRequest(SQLModel, table=True):
     """A certificate ordered through ACME (a first issue or a renewal) and how it stands."""
 
