@@ -1,6 +1,6 @@
 """Proxy benchmark: certwatch's offload proxy against HAProxy and nginx, same host, same load.
 
-Run from the repository root:  .venv/bin/python -m bench.proxy_bench [--rounds 3] [--seconds 10]
+Run from the repository root:  .venv/bin/python -m bench.proxy_bench [--rounds 3] [--seconds 4]
 Each scenario runs each side `rounds` times, alternating (certwatch, HAProxy, nginx,
 certwatch, ...), every run on a freshly started proxy; the report gives median [min-max] per
 side, the ratio of medians to each reference, the goals and whether they are met. See
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     """Build tools, make certificates, run the scenarios, print and save the report."""
     p = argparse.ArgumentParser(prog="python -m bench.proxy_bench", description=__doc__)
     p.add_argument("--rounds", type=int, default=3, help="runs per side per scenario (≥3)")
-    p.add_argument("--seconds", type=float, default=10.0, help="length of each measured run")
+    p.add_argument("--seconds", type=float, default=4.0, help="length of each measured run")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round of 2 s")
     p.add_argument("--concurrency", type=int, default=32, help="handshakes in flight")
     p.add_argument("--loadgen-threads", type=int, default=2)
