@@ -3,9 +3,19 @@
  *
  * Modes (each prints one JSON object on stdout; diagnostics go to stderr):
  *   conn     --concurrency N --threads T --seconds S [--max-conns M]
+ *            [--resume 0|1] [--prime-wait 0|1]
  *            N connections in flight, spread over T epoll threads; each does
- *            connect -> full TLS handshake (no tickets, no session cache, no
- *            resumption) -> write 64 B -> read the 64 B echo -> close.
+ *            connect -> TLS handshake -> write 64 B -> read the 64 B echo ->
+ *            close. Default: full handshakes (no tickets, no session cache,
+ *            no resumption). --resume 1: each of the N slots is one client
+ *            that keeps the newest session it was given (TLS 1.3 ticket, TLS
+ *            1.2 ticket or session id) and offers it on its next connection
+ *            (SSL_set_session); a priming pass first makes one full handshake
+ *            per slot, outside the measured run. --prime-wait 1: after the
+ *            priming pass print a {"primed":...} line and start the measured
+ *            run once stdin has a line (or EOF), so the caller can start its
+ *            own clock there. "resumed" counts successful connections whose
+ *            handshake resumed (SSL_session_reused).
  *   bulk     --direction up|down --seconds S [--max-mb M]
  *            one connection; up: send whole MiBs to a "discard" backend and
  *            wait for its per-MiB acks; down: read a "stream" backend.
@@ -70,12 +80,14 @@ static struct {
     double hold_seconds;
     double conn_timeout;
     int legacy_pkey;
+    int resume;
+    int prime_wait;
 } opt = {
     .mode = NULL, .port = 0, .tls = "1.3", .ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256",
     .ciphersuites = "TLS_AES_128_GCM_SHA256", .groups = "X25519", .sni = "bench.example",
     .cafile = NULL, .concurrency = 32, .threads = 2, .seconds = 10.0, .max_conns = 10000000L,
     .direction = "up", .max_mb = 100000L, .count = 20000L, .conns = 1000L,
-    .hold_seconds = 120.0, .conn_timeout = 5.0, .legacy_pkey = 1,
+    .hold_seconds = 120.0, .conn_timeout = 5.0, .legacy_pkey = 1, .resume = 0, .prime_wait = 0,
 };
 
 static SSL_CTX *ctx;
@@ -151,14 +163,23 @@ static int accept_any_chain(X509_STORE_CTX *x, void *arg) {
     return 1;
 }
 
+static int on_new_session(SSL *ssl, SSL_SESSION *sess);
+
 static SSL_CTX *make_ctx(void) {
     SSL_CTX *c = SSL_CTX_new(TLS_client_method());
     if (c == NULL) return NULL;
     int v = strcmp(opt.tls, "1.2") == 0 ? TLS1_2_VERSION : TLS1_3_VERSION;
     SSL_CTX_set_min_proto_version(c, v);
     SSL_CTX_set_max_proto_version(c, v);
-    SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_COMPRESSION);
-    SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+    if (opt.resume) {
+        /* sessions reach on_new_session (it needs client caching on); each slot keeps its own */
+        SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION);
+        SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(c, on_new_session);
+    } else {
+        SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_COMPRESSION);
+        SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+    }
     if (v == TLS1_2_VERSION && SSL_CTX_set_cipher_list(c, opt.ciphers) != 1) return NULL;
     if (SSL_CTX_set_ciphersuites(c, opt.ciphersuites) != 1) return NULL;
     if (SSL_CTX_set1_groups_list(c, opt.groups) != 1) return NULL;
@@ -171,16 +192,6 @@ static SSL_CTX *make_ctx(void) {
         SSL_CTX_set_cert_verify_callback(c, accept_any_chain, NULL);
     }
     return c;
-}
-
-static SSL *new_ssl(int fd) {
-    SSL *s = SSL_new(ctx);
-    if (s == NULL) return NULL;
-    SSL_set_fd(s, fd);
-    SSL_set_tlsext_host_name(s, opt.sni);
-    if (opt.cafile != NULL) SSL_set1_host(s, opt.sni);
-    SSL_set_connect_state(s);
-    return s;
 }
 
 static int tcp_socket(int nonblock) {
@@ -201,7 +212,34 @@ typedef struct {
     SSL *ssl;
     double t0;
     int got;
+    int reused;          /* this connection's handshake resumed a session */
+    SSL_SESSION *sess;   /* --resume: the newest session this slot (client) was given */
 } slot_t;
+
+/* --resume: keep the newest session per slot (the SSL's app data); 1 = we keep the reference */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess) {
+    slot_t *s = SSL_get_app_data(ssl);
+    if (s == NULL) return 0;
+    if (s->sess != NULL) SSL_SESSION_free(s->sess);
+    s->sess = sess;
+    return 1;
+}
+
+/* `slot` is NULL for the single-connection modes (never resumed) */
+static SSL *new_ssl(int fd, slot_t *slot) {
+    SSL *s = SSL_new(ctx);
+    if (s == NULL) return NULL;
+    SSL_set_fd(s, fd);
+    SSL_set_tlsext_host_name(s, opt.sni);
+    if (opt.cafile != NULL) SSL_set1_host(s, opt.sni);
+    SSL_set_app_data(s, slot);
+    if (slot != NULL && slot->sess != NULL && SSL_set_session(s, slot->sess) != 1) {
+        SSL_free(s);
+        return NULL;
+    }
+    SSL_set_connect_state(s);
+    return s;
+}
 
 typedef struct {
     int ep;
@@ -212,7 +250,7 @@ typedef struct {
     long started, limit, ok, in_flight;
     long fail_connect, fail_tls, fail_io, fail_timeout;
     long stalled; /* still in flight at the end and older than 1 s */
-    long resumed; /* handshakes that resumed a session: must stay 0 */
+    long resumed; /* successful connections that resumed a session (0 without --resume) */
     double deadline;
     double *samples;
     long nsamples, cap;
@@ -247,6 +285,7 @@ static void start_conn(worker_t *w, slot_t *s) {
     s->fd = tcp_socket(1);
     s->t0 = now_s();
     s->got = 0;
+    s->reused = 0;
     s->events = 0;
     s->ssl = NULL;
     w->in_flight++;
@@ -301,7 +340,7 @@ static void step(worker_t *w, slot_t *s) {
             fail(w, s, &w->fail_connect);
             return;
         }
-        s->ssl = new_ssl(s->fd);
+        s->ssl = new_ssl(s->fd, s);
         if (s->ssl == NULL) { fail(w, s, &w->fail_tls); return; }
         s->state = S_HANDSHAKE;
     }
@@ -312,7 +351,7 @@ static void step(worker_t *w, slot_t *s) {
             if (want(w, s, r) < 0) fail(w, s, &w->fail_tls);
             return;
         }
-        if (SSL_session_reused(s->ssl)) w->resumed++;
+        s->reused = SSL_session_reused(s->ssl);
         s->state = S_WRITE;
     /* fall through */
     case S_WRITE:
@@ -335,6 +374,7 @@ static void step(worker_t *w, slot_t *s) {
         }
         double dt = now_s() - s->t0;
         w->ok++;
+        w->resumed += s->reused;
         if (w->nsamples < w->cap) w->samples[w->nsamples++] = dt * 1e6;
         if (w->hold) {
             w->in_flight--;
@@ -449,23 +489,66 @@ static void print_conn_stats(const char *mode, worker_t **ws, int nw, double ela
     free(all);
 }
 
+/* Start every worker's thread and wait for all of them. */
+static void run_workers(worker_t **ws, int nt) {
+    for (int i = 0; i < nt; i++) pthread_create(&ws[i]->th, NULL, worker_run, ws[i]);
+    for (int i = 0; i < nt; i++) pthread_join(ws[i]->th, NULL);
+}
+
+/* Clear a worker's counters for the next phase; slots and their sessions stay. */
+static void reset_worker(worker_t *w, long limit, double deadline) {
+    w->started = w->ok = w->in_flight = 0;
+    w->fail_connect = w->fail_tls = w->fail_io = w->fail_timeout = 0;
+    w->stalled = w->resumed = w->nsamples = 0;
+    w->limit = limit;
+    w->deadline = deadline;
+    for (int i = 0; i < w->nslots; i++)
+        if (w->slots[i].state != S_FREE) slot_release(w, &w->slots[i], 0);
+    w->in_flight = 0;
+}
+
+/* --resume: one full handshake per slot, so that every slot holds a session. */
+static void prime_sessions(worker_t **ws, int nt, long *primed, long *failed) {
+    double deadline = now_s() + 2 * opt.conn_timeout;
+    for (int i = 0; i < nt; i++) reset_worker(ws[i], ws[i]->nslots, deadline);
+    run_workers(ws, nt);
+    *primed = *failed = 0;
+    for (int i = 0; i < nt; i++) {
+        for (int j = 0; j < ws[i]->nslots; j++) *primed += ws[i]->slots[j].sess != NULL;
+        *failed += ws[i]->fail_connect + ws[i]->fail_tls + ws[i]->fail_io + ws[i]->fail_timeout;
+    }
+}
+
 static int run_conn(void) {
     int nt = opt.threads < 1 ? 1 : opt.threads;
     if (nt > opt.concurrency) nt = opt.concurrency;
     worker_t **ws = calloc((size_t)nt, sizeof *ws);
+    long lims[nt];
+    for (int i = 0; i < nt; i++) {
+        int slots = opt.concurrency / nt + (i < opt.concurrency % nt ? 1 : 0);
+        lims[i] = opt.max_conns / nt + (i < opt.max_conns % nt ? 1 : 0);
+        ws[i] = make_worker(slots, lims[i], 0.0, 0);
+    }
+    long primed = 0, prime_failed = 0;
+    if (opt.resume) {
+        prime_sessions(ws, nt, &primed, &prime_failed);
+        if (opt.prime_wait) {
+            printf("{\"primed\":%ld,\"prime_failures\":%ld}\n", primed, prime_failed);
+            fflush(stdout);
+            struct pollfd p = {.fd = 0, .events = POLLIN};
+            poll(&p, 1, 60000); /* the caller's go line, EOF, or 60 s */
+        }
+    }
     double cu0, cs0;
     cpu_times(&cu0, &cs0);
     double t0 = now_s(), deadline = t0 + opt.seconds;
-    for (int i = 0; i < nt; i++) {
-        int slots = opt.concurrency / nt + (i < opt.concurrency % nt ? 1 : 0);
-        long lim = opt.max_conns / nt + (i < opt.max_conns % nt ? 1 : 0);
-        ws[i] = make_worker(slots, lim, deadline, 0);
-        pthread_create(&ws[i]->th, NULL, worker_run, ws[i]);
-    }
-    for (int i = 0; i < nt; i++) pthread_join(ws[i]->th, NULL);
+    for (int i = 0; i < nt; i++) reset_worker(ws[i], lims[i], deadline);
+    run_workers(ws, nt);
     double elapsed = now_s() - t0;
     if (elapsed > opt.seconds) elapsed = opt.seconds; /* in-flight at the deadline are dropped */
-    print_conn_stats("conn", ws, nt, elapsed, cu0, cs0, "");
+    char extra[96];
+    snprintf(extra, sizeof extra, ",\"primed\":%ld,\"prime_failures\":%ld", primed, prime_failed);
+    print_conn_stats("conn", ws, nt, elapsed, cu0, cs0, extra);
     return 0;
 }
 
@@ -510,7 +593,7 @@ static SSL *open_one(int *fdp) {
         close(fd);
         return NULL;
     }
-    SSL *s = new_ssl(fd);
+    SSL *s = new_ssl(fd, NULL);
     if (s == NULL || SSL_connect(s) != 1) {
         fprintf(stderr, "loadgen: handshake failed\n");
         ERR_print_errors_fp(stderr);
@@ -645,7 +728,7 @@ static void usage(void) {
             "  [--ciphersuites L] [--groups L] [--sni N] [--cafile F] [--concurrency N]\n"
             "  [--threads T] [--seconds S] [--max-conns M] [--direction up|down] [--max-mb M]\n"
             "  [--count K] [--conns N] [--hold-seconds H] [--conn-timeout S]\n"
-            "  [--legacy-pkey 0|1]\n");
+            "  [--legacy-pkey 0|1] [--resume 0|1] [--prime-wait 0|1]\n");
     exit(2);
 }
 
@@ -674,6 +757,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--hold-seconds")) opt.hold_seconds = atof(v);
         else if (!strcmp(k, "--conn-timeout")) opt.conn_timeout = atof(v);
         else if (!strcmp(k, "--legacy-pkey")) opt.legacy_pkey = atoi(v);
+        else if (!strcmp(k, "--resume")) opt.resume = atoi(v);
+        else if (!strcmp(k, "--prime-wait")) opt.prime_wait = atoi(v);
         else usage();
     }
     if (opt.port <= 0 || opt.port > 65535 || opt.concurrency < 1 || opt.seconds <= 0 ||

@@ -1,8 +1,10 @@
-"""The two proxies under test (certwatch's offload, HAProxy) and the C tools, as processes."""
+"""The proxies under test (certwatch's offload, HAProxy, nginx) and the C tools, as processes."""
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import select
 import shutil
 import signal
@@ -19,6 +21,8 @@ from bench.procfs import cpu_seconds, start_time, tree
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 BUILD_DIR = BENCH_DIR / "build"
+NGINX_BINARY = Path("/usr/sbin/nginx")
+NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 
 
 def build_tools() -> dict[str, Path]:
@@ -46,6 +50,23 @@ def ensure_haproxy() -> Path:
             subprocess.run(["apt-get", "update"], check=True, timeout=600)
             subprocess.run(install, check=True, timeout=600)
         found = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    return Path(found)
+
+
+def ensure_nginx() -> Path:
+    """Path of the nginx binary; raises RuntimeError naming what is missing (binary or the
+    dynamic stream module) and the Debian packages that provide it."""
+    found = shutil.which("nginx") or (str(NGINX_BINARY) if NGINX_BINARY.exists() else None)
+    if found is None:
+        raise RuntimeError(
+            "nginx is not installed (no `nginx` on PATH, no /usr/sbin/nginx): "
+            "apt-get install nginx libnginx-mod-stream"
+        )
+    if not NGINX_STREAM_MODULE.exists():
+        raise RuntimeError(
+            f"nginx's stream module is missing ({NGINX_STREAM_MODULE}): "
+            "apt-get install libnginx-mod-stream"
+        )
     return Path(found)
 
 
@@ -137,6 +158,74 @@ backend echo
         stop_tree(proc)
         raise
     return Running("haproxy", proc, port)
+
+
+def _nginx_user_line() -> str:
+    """`user` directive that keeps the workers as the current user (nginx started as root
+    would switch them to `nobody`); empty otherwise (nginx ignores it when not root)."""
+    if os.geteuid() != 0:
+        return ""
+    return f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};"
+
+
+def start_nginx(
+    binary: Path, chain: ChainFiles, backend_port: int, workdir: Path, workers: int
+) -> Running:
+    """nginx (stream module) in the foreground: N worker processes, one TLS server, one
+    upstream; session tickets under one key file shared by every worker, and a shared
+    session cache for TLS 1.2 session ids. Prefix, pid, lock and logs in a directory of
+    its own under `workdir`."""
+    port = free_port()
+    prefix = workdir / f"nginx-{port}"
+    prefix.mkdir()
+    ticket_key = prefix / "ticket.key"
+    ticket_key.write_bytes(os.urandom(80))  # AES-256 tickets: name 16, AES 32, HMAC 32
+    ticket_key.chmod(0o600)
+    cfg = prefix / "nginx.conf"
+    cfg.write_text(
+        f"""load_module {NGINX_STREAM_MODULE};
+{_nginx_user_line()}
+worker_processes {workers};
+worker_rlimit_nofile 16384;
+pid {prefix}/nginx.pid;
+lock_file {prefix}/nginx.lock;
+error_log {prefix}/error.log warn;
+events {{
+    worker_connections 8000;
+}}
+stream {{
+    upstream backend {{
+        server 127.0.0.1:{backend_port};
+    }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {chain.chain_path};
+        ssl_certificate_key {chain.key_path};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_tickets on;
+        ssl_session_ticket_key {ticket_key};
+        ssl_session_cache shared:SSL:10m;
+        proxy_connect_timeout 5s;
+        proxy_timeout 900s;
+        proxy_pass backend;
+    }}
+}}
+"""
+    )
+    with open(prefix / "stderr.log", "w") as log:
+        proc = subprocess.Popen(
+            [str(binary), "-p", str(prefix), "-c", str(cfg), "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        wait_listening(port, proc, 15.0)
+    except RuntimeError as exc:
+        stop_tree(proc)
+        raise RuntimeError(f"{exc} (see {prefix}/error.log, {prefix}/stderr.log)") from exc
+    return Running("nginx", proc, port)
 
 
 def start_offload(chain: ChainFiles, backend_port: int, workers: int, workdir: Path) -> Running:

@@ -1,4 +1,4 @@
-"""Markdown report of the proxy benchmark: medians, ranges, ratios against goals."""
+"""Markdown report of the proxy benchmark: medians, ranges, ratios against goals per reference."""
 
 from __future__ import annotations
 
@@ -7,16 +7,31 @@ from dataclasses import dataclass
 
 Results = dict[str, dict[str, list[dict]]]
 
+CANDIDATE = "certwatch"
+REFERENCES = ("haproxy", "nginx")
+LABELS = {"certwatch": "certwatch", "haproxy": "HAProxy", "nginx": "nginx"}
+SIDES = (CANDIDATE, *REFERENCES)
+
+# A resumption scenario is valid only when (nearly) every measured handshake resumed on
+# every side; each loadgen client gets its session in a priming pass before the clock.
+RESUMED_MIN = 0.99
+
 
 @dataclass(frozen=True)
 class Goal:
-    """certwatch/HAProxy ratio of the medians of `metric` in `scenario` must be `op` `bound`."""
+    """certwatch/reference ratio of the medians of `metric` in `scenario` must be `op` the
+    reference's bound (`haproxy`, `nginx`; None: the ratio is reported, no goal)."""
 
     scenario: str
     metric: str
     label: str
     op: str | None  # "≥", "≤" or None (reported, no goal)
-    bound: float | None
+    haproxy: float | None = None
+    nginx: float | None = None
+
+    def bound(self, reference: str) -> float | None:
+        """The goal's bound against `reference` ("haproxy" or "nginx")."""
+        return self.haproxy if reference == "haproxy" else self.nginx
 
 
 def _values(results: Results, scenario: str, side: str, metric: str) -> list[float]:
@@ -41,19 +56,45 @@ def cell(values: list[float]) -> str:
     return f"{_fmt(med)} [{_fmt(min(values))}–{_fmt(max(values))}]"
 
 
+def resumption_valid(results: Results, scenario: str) -> bool | None:
+    """None for a full-handshake scenario; else whether every run of every side that ran
+    resumed at least RESUMED_MIN of its handshakes."""
+    fractions = [
+        float(r["resumed_fraction"])
+        for runs in results.get(scenario, {}).values()
+        for r in runs
+        if "resumed_fraction" in r
+    ]
+    if not fractions:
+        return None
+    return min(fractions) >= RESUMED_MIN
+
+
+def _ratio_cells(results: Results, g: Goal, cw: list[float], reference: str) -> list[str]:
+    ref = _values(results, g.scenario, reference, g.metric)
+    if not cw or not ref:
+        return ["–", "–", "–"]
+    med = statistics.median(ref)
+    ratio = statistics.median(cw) / med if med else 0.0
+    bound = g.bound(reference)
+    if g.op is None or bound is None:
+        return [f"{ratio:.3f}×", "–", "–"]
+    ok = ratio >= bound if g.op == "≥" else ratio <= bound
+    met = "yes" if ok else "**no**"
+    if resumption_valid(results, g.scenario) is False:
+        met = "**invalid** (not all resumed)"
+    return [f"{ratio:.3f}×", f"{g.op} {bound:g}×", met]
+
+
 def goal_row(results: Results, g: Goal) -> str | None:
     """One table row, or None when the scenario was not run."""
-    cw = _values(results, g.scenario, "certwatch", g.metric)
-    hp = _values(results, g.scenario, "haproxy", g.metric)
-    if not cw or not hp:
+    cw = _values(results, g.scenario, CANDIDATE, g.metric)
+    if not cw and not any(_values(results, g.scenario, ref, g.metric) for ref in REFERENCES):
         return None
-    ratio = statistics.median(cw) / statistics.median(hp) if statistics.median(hp) else 0.0
-    if g.op is None or g.bound is None:
-        goal, met = "–", "–"
-    else:
-        ok = ratio >= g.bound if g.op == "≥" else ratio <= g.bound
-        goal, met = f"{g.op} {g.bound:g}×", "yes" if ok else "**no**"
-    return f"| {g.label} | {cell(cw)} | {cell(hp)} | {ratio:.3f}× | {goal} | {met} |"
+    cells = [g.label, *(cell(_values(results, g.scenario, s, g.metric)) for s in SIDES)]
+    for ref in REFERENCES:
+        cells += _ratio_cells(results, g, cw, ref)
+    return "| " + " | ".join(cells) + " |"
 
 
 def _side_cell(results: Results, scenario: str, side: str, metric: str, unit: str) -> str:
@@ -62,22 +103,62 @@ def _side_cell(results: Results, scenario: str, side: str, metric: str, unit: st
 
 
 def _failures(results: Results, scenario: str, side: str) -> str:
-    """Failed connections (+ stalled ones) and failed runs of one side, summed over runs."""
+    """Failed connections (+ stalled ones) and failed runs of one side, summed over runs;
+    in a full-handshake scenario also any handshake that resumed (there must be none)."""
     runs = results.get(scenario, {}).get(side, [])
     failed = int(sum(float(r.get("failures", 0)) for r in runs))
     stalled = int(sum(float(r.get("stalled", 0)) for r in runs))
     errors = sum(1 for r in runs if "error" in r)
-    resumed = int(sum(float(r.get("resumed", 0)) for r in runs))
     text = f"{failed}" + (f" (+{stalled} stalled)" if stalled else "")
-    text += f", {resumed} RESUMED (not full handshakes)" if resumed else ""
+    if not any("resumed_fraction" in r for r in runs):
+        resumed = int(sum(float(r.get("resumed", 0)) for r in runs))
+        text += f", {resumed} RESUMED (not full handshakes)" if resumed else ""
     return text + (f", {errors} run(s) failed" if errors else "")
+
+
+def _resumption_rows(results: Results, titles: list[tuple[str, str]]) -> list[str]:
+    rows = []
+    for key, title in titles:
+        valid = resumption_valid(results, key)
+        if valid is None:
+            continue
+        cells = [title]
+        for side in SIDES:
+            v = _values(results, key, side, "resumed_fraction")
+            cells.append(f"{statistics.median(v):.4f} (lowest {min(v):.4f})" if v else "–")
+        cells.append("yes" if valid else f"**no**: a run resumed < {RESUMED_MIN:g}")
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def _cpu_rows(results: Results, titles: list[tuple[str, str]]) -> list[str]:
+    rows = []
+    for key, title in titles:
+        if key not in results:
+            continue
+        ok_runs = [r for side in results[key].values() for r in side if "error" not in r]
+        sample = ok_runs[0] if ok_runs else {}
+        if "loadgen_cpu_us_per_conn" in sample:
+            lg, lg_unit = "loadgen_cpu_us_per_conn", "µs/conn"
+            px, px_unit = "proxy_cpu_cores", "cores"
+        elif "proxy_cpu_us_per_mb" in sample:
+            lg, lg_unit, px, px_unit = "loadgen_cpu_s", "s", "proxy_cpu_us_per_mb", "µs/MB"
+        else:
+            lg, lg_unit, px, px_unit = "loadgen_cpu_s", "s", "", ""
+        cells = [title]
+        cells += [_side_cell(results, key, s, lg, lg_unit) for s in SIDES]
+        cells += [_side_cell(results, key, s, px, px_unit) if px else "–" for s in SIDES]
+        cells.append(" / ".join(_failures(results, key, s) for s in SIDES))
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
 
 
 def render(
     env: dict[str, str], results: Results, goals: tuple[Goal, ...], titles: list[tuple[str, str]]
 ) -> str:
-    """The whole report: environment, goal table, load-generator/proxy CPU table, method notes."""
-    lines = ["# certwatch offload vs HAProxy", ""]
+    """The whole report: environment, goal table, resumption check, CPU tables, method notes."""
+    names = [LABELS[s] for s in SIDES]
+    lines = ["# certwatch offload vs HAProxy and nginx", ""]
     lines += [f"- {k}: {v}" for k, v in env.items()]
     other = [
         float(r["other_cores"])
@@ -95,47 +176,50 @@ def render(
         ]
     lines += [
         "",
-        "Cells: median [min–max] over the runs; ratio = certwatch median / HAProxy median.",
+        "Cells: median [min–max] over the runs; ratio = certwatch median / the reference's median.",
         "",
-        "| metric | certwatch | HAProxy | ratio | goal | met? |",
-        "|---|---|---|---|---|---|",
+        f"| metric | {' | '.join(names)} | ÷ HAProxy | goal | met? | ÷ nginx | goal | met? |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [row for g in goals if (row := goal_row(results, g)) is not None]
+    resumption = _resumption_rows(results, titles)
+    if resumption:
+        lines += [
+            "",
+            "## Resumption check",
+            "",
+            "Fraction of the measured connections whose handshake resumed the client's session "
+            f"(`SSL_session_reused`), median (lowest) over the runs; the scenario is valid "
+            f"when every run of every side resumed at least {RESUMED_MIN:g}.",
+            "",
+            f"| scenario | {' | '.join(names)} | valid? |",
+            "|---|---|---|---|---|",
+            *resumption,
+        ]
     lines += [
         "",
         "## Load generator and proxy CPU per scenario",
         "",
-        "| scenario | loadgen CPU, certwatch run | loadgen CPU, HAProxy run "
-        "| proxy CPU, certwatch | proxy CPU, HAProxy | failed conns cw / HAProxy |",
-        "|---|---|---|---|---|---|",
+        "| scenario | "
+        + " | ".join(f"loadgen CPU, {n} run" for n in names)
+        + " | "
+        + " | ".join(f"proxy CPU, {n}" for n in names)
+        + f" | failed conns {' / '.join(names)} |",
+        "|---|---|---|---|---|---|---|---|",
+        *_cpu_rows(results, titles),
     ]
-    for key, title in titles:
-        if key not in results:
-            continue
-        ok_runs = [r for side in results[key].values() for r in side if "error" not in r]
-        sample = ok_runs[0] if ok_runs else {}
-        if "loadgen_cpu_us_per_conn" in sample:
-            lg, lg_unit = "loadgen_cpu_us_per_conn", "µs/conn"
-            px, px_unit = "proxy_cpu_cores", "cores"
-        elif "proxy_cpu_us_per_mb" in sample:
-            lg, lg_unit, px, px_unit = "loadgen_cpu_s", "s", "proxy_cpu_us_per_mb", "µs/MB"
-        else:
-            lg, lg_unit, px, px_unit = "loadgen_cpu_s", "s", "", ""
-        fails = " / ".join(_failures(results, key, side) for side in ("certwatch", "haproxy"))
-        lines.append(
-            f"| {title} | {_side_cell(results, key, 'certwatch', lg, lg_unit)} "
-            f"| {_side_cell(results, key, 'haproxy', lg, lg_unit)} "
-            f"| {_side_cell(results, key, 'certwatch', px, px_unit) if px else '–'} "
-            f"| {_side_cell(results, key, 'haproxy', px, px_unit) if px else '–'} | {fails} |"
-        )
     host_rows = [
-        f"| {title} | {_side_cell(results, key, 'certwatch', 'host_idle_pct', '%')} "
-        f"| {_side_cell(results, key, 'haproxy', 'host_idle_pct', '%')} "
-        f"| {_side_cell(results, key, 'certwatch', 'other_cores', 'cores')} "
-        f"| {_side_cell(results, key, 'haproxy', 'other_cores', 'cores')} |"
+        "| "
+        + " | ".join(
+            [
+                title,
+                *(_side_cell(results, key, s, "host_idle_pct", "%") for s in SIDES),
+                *(_side_cell(results, key, s, "other_cores", "cores") for s in SIDES),
+            ]
+        )
+        + " |"
         for key, title in titles
-        if _values(results, key, "certwatch", "host_idle_pct")
-        or _values(results, key, "haproxy", "host_idle_pct")
+        if any(_values(results, key, s, "host_idle_pct") for s in SIDES)
     ]
     if host_rows:
         lines += [
@@ -146,17 +230,20 @@ def render(
             "in processes other than proxy, load generator and backend (other jobs on a shared "
             "machine; interrupt time is not counted).",
             "",
-            "| scenario | host idle, certwatch run | host idle, HAProxy run "
-            "| other work, certwatch run | other work, HAProxy run |",
-            "|---|---|---|---|---|",
+            "| scenario | "
+            + " | ".join(f"host idle, {n} run" for n in names)
+            + " | "
+            + " | ".join(f"other work, {n} run" for n in names)
+            + " |",
+            "|---|---|---|---|---|---|---|",
             *host_rows,
         ]
     lines += [
         "",
         "Proxy CPU = utime+stime of the proxy's whole process tree (/proc/<pid>/stat) during the "
         "measured run. All processes (load generator, proxy, backend) share the same CPUs, so "
-        "connections/s at saturation include the load generator's own cost; CPU per connection "
-        "does not.",
+        "connections/s at saturation include the load generator's own cost; handshakes per "
+        "proxy CPU second do not.",
         "",
     ]
     errors = [
