@@ -132,7 +132,10 @@ cdef extern from *:
                 if (!cw_mac_key(hctx, key + 48)
                     || !EVP_DecryptInit_ex(ctx, EVP_aes_256_cbc(), NULL, key + 16, iv))
                     return -1;
-                return i == 0 ? 1 : 2;  /* 2: renew a ticket under an older key */
+                /* 2: renew the ticket: under an older key, and always in TLS 1.3, where a
+                   ticket is for one resumption and OpenSSL sends a new one only on 2 (as
+                   nginx does; without it a client resumed every second connection). */
+                return (i == 0 && SSL_version(s) != TLS1_3_VERSION) ? 1 : 2;
             }
         }
         return 0;

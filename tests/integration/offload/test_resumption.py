@@ -72,6 +72,28 @@ def test_tickets_resume_on_every_worker(
 
 
 @pytest.mark.parametrize("version", VERSIONS)
+def test_a_client_resuming_with_its_newest_session_resumes_every_time(
+    control: ProxyControl, pki: Pki, backends: tuple[Backend, ...], version: ssl.TLSVersion
+) -> None:
+    """A client that keeps the session of its last connection (as browsers do) resumes on
+    every reconnection, and each resumed connection hands it a fresh ticket (TLS 1.3
+    tickets are meant for one use: RFC 8446 C.4)."""
+    spec = listener(pki.leaf("chain.example.com"), backends)
+    control.apply(snapshot(spec))
+    ctx = _client(version)
+    session, _, _ = _connect(spec.port, ctx)
+    resumed, fresh = 0, 0
+    for _ in range(TRIES):
+        newest, reused, _ = _connect(spec.port, ctx, session)
+        resumed += reused
+        fresh += newest.id != session.id
+        session = newest
+    assert resumed == TRIES
+    if version == ssl.TLSVersion.TLSv1_3:
+        assert fresh == TRIES
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 def test_tickets_from_before_a_certificate_swap_still_resume(
     control: ProxyControl, pki: Pki, backends: tuple[Backend, ...], version: ssl.TLSVersion
 ) -> None:
