@@ -9,6 +9,7 @@ configuration error; 3 the service is unreachable.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import signal
@@ -27,6 +28,8 @@ Params = dict[str, Any]
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 MAX_PAGES = 100_000
 DEFAULT_API = "http://127.0.0.1:9180"
+PKCS12_SUFFIXES = (".pfx", ".p12")
+DER_SUFFIXES = (".der", ".cer")
 LIST_FIELDS = {
     "Certificates": [
         "CertificateId",
@@ -442,15 +445,7 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     p = command(
         "certs upload",
         "Upload a certificate (with its chain) and, for a Server certificate, its key.",
-        Command(
-            "UploadCertificate",
-            lambda a: {
-                "CertificateName": a.name,
-                "CertificateType": a.type,
-                "Certificate": _read(a.cert),
-                "PrivateKey": _read(a.key) if a.key else None,
-            },
-        ),
+        Command("UploadCertificate", _upload),
         certs,
     )
     p.add_argument("name", help="The certificate's name in the inventory.")
@@ -461,10 +456,31 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         help="What the certificate is for (default: Server).",
     )
     p.add_argument(
-        "--cert", required=True, metavar="FILE", help="PEM file: the certificate, then its chain."
+        "--cert",
+        required=True,
+        metavar="FILE",
+        help="The certificate file, read by its extension: .pfx or .p12 is PKCS#12 (the "
+        "certificate, its chain and its key), .der or .cer is one DER certificate (a .cer "
+        "holding PEM text is read as PEM), anything else is PEM (the certificate, then its "
+        "chain).",
     )
     p.add_argument(
-        "--key", metavar="FILE", help="PEM file of the private key (required for Server)."
+        "--key",
+        metavar="FILE",
+        help="The private key file, PEM (or DER with a .der certificate); required for Server "
+        "unless --cert is PKCS#12, which carries the key.",
+    )
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--password",
+        metavar="PASSWORD",
+        help="The PKCS#12 file's password (default: none). Other users can see a command "
+        "line: prefer --password-file.",
+    )
+    secret.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="A file whose first line is the PKCS#12 file's password (default: none).",
     )
     p = command(
         "certs list",
@@ -766,6 +782,58 @@ def _demo_renewal(a: argparse.Namespace) -> Params:
     except ConfigError as exc:
         raise UsageError(str(exc)) from exc
     return {"Certificate": renewed.chain_pem, "PrivateKey": renewed.key_pem}
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _file_format(path: str) -> str:
+    """The CertificateFormat of a certificate file, by its extension (a PEM `.cer` is PEM)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in PKCS12_SUFFIXES:
+        return "PKCS12"
+    if suffix in DER_SUFFIXES and not _read_bytes(path).lstrip().startswith(b"-----BEGIN"):
+        return "DER"
+    return "PEM"
+
+
+def _password(a: argparse.Namespace) -> str | None:
+    """The PKCS#12 password of --password or --password-file's first line (never printed)."""
+    if a.password_file is None:
+        return str(a.password) if a.password is not None else None
+    lines = _read(a.password_file).splitlines()
+    return lines[0] if lines else ""
+
+
+def _upload(a: argparse.Namespace) -> Params:
+    """UploadCertificate's parameters from the files, in the format their extensions name."""
+    fmt = _file_format(a.cert)
+    password = _password(a)
+    if password is not None and fmt != "PKCS12":
+        raise UsageError(f"--password and --password-file are for .pfx/.p12 files, not {a.cert}")
+    if fmt == "PKCS12" and a.key:
+        raise UsageError(f"--key is not used with {a.cert}: a PKCS#12 file carries its key")
+    if fmt == "PEM":
+        certificate = _read(a.cert)
+    else:
+        certificate = base64.b64encode(_read_bytes(a.cert)).decode()
+    key = None
+    if a.key:
+        raw_key = _read_bytes(a.key)
+        is_pem = raw_key.lstrip().startswith(b"-----BEGIN")
+        key = _read(a.key) if is_pem or fmt == "PEM" else base64.b64encode(raw_key).decode()
+    return {
+        "CertificateName": a.name,
+        "CertificateType": a.type,
+        "Certificate": certificate,
+        "PrivateKey": key,
+        "CertificateFormat": fmt,
+        "Password": password,
+    }
 
 
 def _stage(a: argparse.Namespace) -> Params:
