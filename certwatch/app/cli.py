@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from certwatch.app.client import ApiFailure, Client, Unreachable
+from certwatch.config import KeyType
 from certwatch.pki.pem import split_pem
 
 Params = dict[str, Any]
@@ -78,6 +79,17 @@ LIST_FIELDS = {
         "LastError",
     ],
     "Results": ["Url", "Delivered", "Error"],
+    "CertificateRequests": [
+        "CertificateRequestId",
+        "DomainNames",
+        "Status",
+        "Renewal",
+        "CertificateId",
+        "ListenerId",
+        "CreatedAt",
+        "Reason",
+        "NextAttemptAt",
+    ],
     "LoadBalancers": ["LoadBalancerId", "LoadBalancerName", "CreatedAt", "ListenerIds"],
     "ServerGroups": [
         "ServerGroupId", "ServerGroupName", "Servers", "HealthCheckConfig", "ListenerIds",
@@ -770,7 +782,77 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         choices=["Pending", "Applied", "Rejected", "Superseded"],
         help="Only this status (default: all).",
     )
+    _add_acme_commands(sub, command)
     return parser, commands
+
+
+def _add_acme_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    """`request`, `renew` and `requests [list|show]` (SPEC §12)."""
+    p = command(
+        "request",
+        "Order a certificate for these names from the ACME server (acme.directory_url); the "
+        "order runs in the background: follow it with `certwatch requests`.",
+        Command(
+            "RequestCertificate",
+            lambda a: {
+                "DomainNames": a.names,
+                "ListenerId": a.listener,
+                "Role": a.role,
+                "KeyType": a.key_type,
+                "CertificateName": a.name,
+            },
+        ),
+    )
+    p.add_argument("names", nargs="+", metavar="NAME", help="A DNS name, e.g. www.example.com.")
+    p.add_argument(
+        "--listener",
+        metavar="LISTENER",
+        help="Put the certificate on this listener (lsn-…) once issued (default: none, the "
+        "inventory only).",
+    )
+    p.add_argument(
+        "--role",
+        choices=["default", "additional"],
+        help="With --listener: replace its default certificate, or add an SNI certificate "
+        "(default: default).",
+    )
+    p.add_argument(
+        "--key-type",
+        choices=list(get_args(KeyType)),
+        help="The new certificate's key (default: the service's acme.key_type, else ec-p256).",
+    )
+    p.add_argument(
+        "--name", help="The certificate's name in the inventory (default: its first name)."
+    )
+    command(
+        "renew",
+        "Renew a managed certificate now, through the same path as an automatic renewal.",
+        Command("RenewCertificate", lambda a: {"CertificateId": a.id}),
+    ).add_argument("id", metavar="CERTIFICATE_ID", help="The certificate id (cert-…).")
+    text = (
+        "List ACME certificate requests, newest first (`certwatch requests` alone), or show one."
+    )
+    common = _Parser(add_help=False)
+    _client_options(common, top=False)
+    requests = sub.add_parser("requests", help=text, description=text, parents=[common])
+    requests.set_defaults(command_key="requests list")
+    status_help = "Only this status (default: all)."
+    statuses = ["Pending", "Issued", "Failed"]
+    requests.add_argument("--status", choices=statuses, help=status_help)
+    under = requests.add_subparsers(dest="sub", metavar="COMMAND")
+    command(
+        "requests list",
+        "List certificate requests (every page), newest first.",
+        Command("ListCertificateRequests", lambda a: {"Status": a.status}),
+        under,
+    ).add_argument("--status", choices=statuses, default=argparse.SUPPRESS, help=status_help)
+    command(
+        "requests show",
+        "Show one certificate request: its status, and the certificate once Issued or the "
+        "reason and next attempt once Failed.",
+        Command("GetCertificateRequest", lambda a: {"CertificateRequestId": a.id}),
+        under,
+    ).add_argument("id", metavar="CRQ", help="The certificate request id (crq-…).")
 
 
 def _demo_renewal(a: argparse.Namespace) -> Params:
@@ -901,7 +983,7 @@ def print_human(answer: Params) -> None:
             for k, v in extra.items():
                 print(f"{k}: {_render(v)}")
             return
-    nested = answer.get("Certificate")
+    nested = answer.get("Certificate") or answer.get("CertificateRequest")
     body: Params = nested if isinstance(nested, dict) else answer
     for k, v in body.items():
         if k != "RequestId":
