@@ -45,8 +45,8 @@ KEY_REMOVED = {
     "processed": "private key removed from this copy (stored encrypted when staged)",
     "rejected": "private key removed from this copy (not kept)",
 }
-PFX_KEPT = "the PKCS#12 file is replaced here by its certificates as PEM: it held the key"
-PFX_EMPTIED = "the PKCS#12 file is emptied here: it holds a private key"
+PFX_KEPT = "the PKCS#12 file is replaced here by its certificates as PEM, without any key"
+PFX_EMPTIED = "the PKCS#12 file is emptied here: it could not be opened and may hold a key"
 _ONE_INTAKE_AT_A_TIME = threading.Lock()
 
 

@@ -57,6 +57,15 @@ class StagingWatcher:
         return self
 
     def _run(self) -> None:
+        try:
+            self._watch()
+        except OSError as exc:
+            log.error(
+                "watching %s stopped (%s); scans still read the folder",
+                self._directory, exc.strerror or exc,
+            )
+
+    def _watch(self) -> None:
         for _changes in watch(
             self._directory,
             watch_filter=self._counts,
