@@ -13,11 +13,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from certwatch.app.cli import main
+from certwatch.app.service import Service
 from offload.echo import EchoServer
 from tests.certfactory import Issued, make_pki
-from tests.conftest import Api
+from tests.conftest import Api, make_config
 from tests.integration.rotation_helpers import served_fingerprint
-from tests.integration.servers import ServeProcess, echo_when_served
+from tests.integration.servers import ServeProcess, api_server, echo_when_served
 from tests.support import free_port
 
 PASSWORD = "correct horse"
@@ -186,3 +187,32 @@ def test_cli_uploads_a_pfx_that_a_listener_serves(
     finally:
         assert serve.stop() == 0
     assert PASSWORD not in serve.output()
+
+
+def test_cli_reads_der_by_extension_and_refuses_a_password_for_pem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`certs upload --cert site.der --key site.key` stores the DER leaf; a `.cer` holding PEM
+    is read as PEM; --password with a PEM file is a usage error (exit 2) naming no password."""
+    pki = make_pki()
+    leaf, other = pki.leaf("der.example.com"), pki.leaf("cer.example.com")
+    (tmp_path / "site.der").write_bytes(leaf.cert.public_bytes(serialization.Encoding.DER))
+    (tmp_path / "site.key").write_text(leaf.key_pem)
+    (tmp_path / "other.cer").write_text(other.chain_pem)
+    (tmp_path / "other.key").write_text(other.key_pem)
+    service = Service(make_config(tmp_path / "svc"))
+    try:
+        with api_server(service) as url:
+            for name in ("site.der", "other.cer"):
+                key = str(tmp_path / name).rsplit(".", 1)[0] + ".key"
+                argv = ["--api", url, "--json", "certs", "upload", name, "--cert"]
+                assert main([*argv, str(tmp_path / name), "--key", key]) == 0
+                cert_id = json.loads(capsys.readouterr().out)["CertificateId"]
+                shown = service.call("GetCertificate", {"CertificateId": cert_id})["Certificate"]
+                issued = leaf if name == "site.der" else other
+                assert shown["Fingerprint"] == issued.fingerprint
+            bad = ["--api", url, "certs", "upload", "x", "--cert", str(tmp_path / "other.cer")]
+            assert main([*bad, "--password", "hunter2"]) == 2
+            assert "hunter2" not in capsys.readouterr().err
+    finally:
+        service.close()
