@@ -6,6 +6,7 @@ values are errors that name the key.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -107,11 +108,59 @@ class StoreConfig(_Section):
     url: str | None = None
 
 
+def _target_table(value: object) -> object:
+    """`"host:port"` / `"host:port/name"` / `"host:port/"` as the table they stand for."""
+    if isinstance(value, str):
+        address, slash, name = value.partition("/")
+        return {"address": address, "server_name": name if slash else None}
+    return value
+
+
+class ScanTarget(_Section):
+    """An external endpoint the scan probes: `address` (HOST:PORT), the server name it sends
+    (None: the host when it is a DNS name; "": no SNI), and its own alert thresholds (None:
+    `alerts.thresholds_days`)."""
+
+    address: str
+    server_name: str | None = None
+    thresholds_days: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_address(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        """The host (or address) to connect to, without IPv6 brackets."""
+        return split_address(self.address)[0]
+
+    @property
+    def port(self) -> int:
+        """The TCP port to connect to."""
+        return split_address(self.address)[1]
+
+    @property
+    def sent_name(self) -> str:
+        """The server name the probe sends ("" for none): `server_name`, else the host when
+        it is a DNS name (an IP address sends none)."""
+        if self.server_name is not None:
+            return self.server_name
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return self.host
+        return ""
+
+
 class ScanConfig(_Section):
     """Scans: how often, what else to probe, which extra roots to trust."""
 
     interval: Duration = Field(default=3600.0, gt=0)
-    targets: list[str] = Field(default_factory=list)
+    targets: list[Annotated[ScanTarget, BeforeValidator(_target_table)]] = Field(
+        default_factory=list
+    )
     trusted_ca_file: str | None = None
     probe_timeout: Duration = Field(default=5.0, gt=0)
     probe_concurrency: int = Field(default=64, ge=1, le=1024)

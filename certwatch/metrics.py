@@ -2,20 +2,23 @@
 
 Reading the store (not process memory) means every node of a shared store exports the same
 series, a restart loses nothing, and a certificate in use never vanishes, expired or not.
-Alert counters are derived from the `alerts` table: sent = delivered alerts, failures = failed
+Alert counters are derived from the `alerts` table (ACME failure-streak alerts too, as
+thresholds `renewal-failing` / `renewal-recovered`): sent = delivered alerts, failures = failed
 attempts, each retry within a delivery counted (an alert dropped while pending takes its
 failures with it: a counter reset).
 Only `certwatch_rotations_total` is a process counter, incremented by the rotation code
-through `Monitoring.rotations`.
+through `Monitoring.rotations`. When a managed certificate is renewed is ACME's to say: the
+collector is handed that (`RenewalTimes`, implemented by `acme/renewal.py`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.metadata
 import platform
 import ssl
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,7 +40,8 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from certwatch.alerts.notify import Notifier
-from certwatch.alerts.rules import EXPIRED, REVOKED
+from certwatch.alerts.rules import EXPIRED, REVOKED, target_certificate_id
+from certwatch.config import ScanTarget
 from certwatch.store.models import (
     Alert,
     Certificate,
@@ -51,6 +55,8 @@ from certwatch.store.models import (
 )
 
 SCAN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+RenewalTimes = Callable[[Session], Iterable[tuple[str, dt.datetime]]]
+"""(certificate id, when its renewal is due) of every managed certificate in use."""
 
 
 def _gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
@@ -60,9 +66,17 @@ def _gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
 class StoreCollector(Collector):
     """Certificate, chain, listener, probe, scan and alert series from the store."""
 
-    def __init__(self, engine: Engine, thresholds: Sequence[int]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        thresholds: Sequence[int],
+        targets: Sequence[ScanTarget] = (),
+        renewal_times: RenewalTimes | None = None,
+    ) -> None:
         self._engine = engine
+        self._renewal_times = renewal_times
         self._default_days = tuple(thresholds)
+        self._targets = tuple(targets)
         self._thresholds = [str(d) for d in thresholds] + [EXPIRED, REVOKED]
 
     def describe(self) -> Iterator[Metric]:
@@ -79,6 +93,7 @@ class StoreCollector(Collector):
             yield from self._probes(session)
             yield from self._scans(session)
             yield from self._alerts(session)
+            yield from self._renewals(session)
 
     def _certificates(self, session: Session) -> Iterator[Metric]:
         after = _gauge(
@@ -148,22 +163,53 @@ class StoreCollector(Collector):
         yield gauge
 
     def _alert_thresholds(self, session: Session) -> Iterator[Metric]:
-        gauge = _gauge(
-            "certwatch_certificate_alert_threshold_seconds",
+        """Per certificate in use, each threshold; a scan target's thresholds go on the
+        certificate it served at the last probe (the inventory's, else `srv-<16 hex>`), with
+        `target` and `server_name` so the target rules can join them."""
+        name = "certwatch_certificate_alert_threshold_seconds"
+        gauge = Metric(
+            name,
             "Each alert threshold that applies to a certificate in use, in seconds before "
-            "NotAfter (a listener's AlertThresholdsDays, else alerts.thresholds_days)",
-            ("certificate_id", "threshold"),
+            "NotAfter (a listener's AlertThresholdsDays or a scan target's thresholds_days, "
+            "else alerts.thresholds_days)",
+            "gauge",
         )
-        days: dict[str, set[int]] = defaultdict(set)
+        days: dict[tuple[str, str, str], set[int]] = defaultdict(set)  # (id, target, name)
         for cert_id, own in session.execute(
             sa_select(col(ListenerCertificate.certificate_id), col(Listener.alert_thresholds_days))
             .join(Listener, col(Listener.id) == col(ListenerCertificate.listener_id))
         ):
-            days[cert_id].update(own if own is not None else self._default_days)
-        for cert_id in sorted(days):
-            for threshold in sorted(days[cert_id], reverse=True):
-                gauge.add_metric([cert_id, str(threshold)], threshold * 86400.0)
+            days[(cert_id, "", "")].update(own if own is not None else self._default_days)
+        for (address, sent), cert_id in self._target_certificates(session).items():
+            target = next(t for t in self._targets if (t.address, t.sent_name) == (address, sent))
+            days[(cert_id, address, sent)].update(target.thresholds_days or self._default_days)
+        for cert_id, address, sent in sorted(days):
+            where = {"target": address, "server_name": sent} if address else {}
+            for threshold in sorted(days[(cert_id, address, sent)], reverse=True):
+                labels = {"certificate_id": cert_id, "threshold": str(threshold), **where}
+                gauge.add_sample(name, labels, threshold * 86400.0)
         yield gauge
+
+    def _target_certificates(self, session: Session) -> dict[tuple[str, str], str]:
+        """(target, server name) → the id of the certificate it served at the last probe."""
+        wanted = {(t.address, t.sent_name) for t in self._targets}
+        if not wanted:
+            return {}
+        served = {
+            (row.target, row.server_name): row.served_fingerprint
+            for row in session.exec(
+                select(ProbeResult).where(col(ProbeResult.target).in_({t for t, _ in wanted}))
+            )
+            if (row.target, row.server_name) in wanted and row.served_fingerprint
+        }
+        known = dict(
+            session.execute(
+                sa_select(col(Certificate.fingerprint), col(Certificate.id)).where(
+                    col(Certificate.fingerprint).in_(set(served.values()))
+                )
+            ).all()
+        )
+        return {key: known.get(fp, target_certificate_id(fp)) for key, fp in served.items()}
 
     def _listeners(self, session: Session) -> Iterator[Metric]:
         gauge = _gauge(
@@ -244,18 +290,31 @@ class StoreCollector(Collector):
             sent[threshold] += float(delivered)
             failed[threshold] += float(attempts - int(delivered))
         sent_family = CounterMetricFamily(
-            "certwatch_alerts_sent", "Expiry and revocation alerts delivered", labels=["threshold"]
+            "certwatch_alerts_sent",
+            "Alerts delivered (expiry, revocation, ACME failure streaks)",
+            labels=["threshold"],
         )
         failed_family = CounterMetricFamily(
             "certwatch_alert_delivery_failures",
-            "Expiry and revocation alert sends that failed (each attempt, retries within a "
-            "delivery included)",
+            "Alert sends that failed (each attempt, retries within a delivery included)",
             labels=["threshold"],
         )
         for threshold in sorted(sent):
             sent_family.add_metric([threshold], sent[threshold])
             failed_family.add_metric([threshold], failed[threshold])
         yield from (sent_family, failed_family)
+
+
+    def _renewals(self, session: Session) -> Iterator[Metric]:
+        gauge = _gauge(
+            "certwatch_certificate_renewal_timestamp_seconds",
+            "When certwatch renews each managed certificate in use (the start of the ACME "
+            "server's suggested renewal window when it offers one); in the past while due",
+            ("certificate_id",),
+        )
+        for cert_id, when in self._renewal_times(session) if self._renewal_times else ():
+            gauge.add_metric([cert_id], when.timestamp())
+        yield gauge
 
 
 class NodeCollector(Collector):
@@ -303,9 +362,11 @@ class Monitoring:
         registry: CollectorRegistry,
         urls: Sequence[str],
         thresholds: Sequence[int],
+        targets: Sequence[ScanTarget] = (),
+        renewal_times: RenewalTimes | None = None,
     ) -> None:
         self.notifier = Notifier(urls)
-        registry.register(StoreCollector(engine, thresholds))
+        registry.register(StoreCollector(engine, thresholds, targets, renewal_times))
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)

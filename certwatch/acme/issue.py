@@ -8,7 +8,7 @@ import logging
 
 from sqlmodel import col, select
 
-from certwatch.acme import requests
+from certwatch.acme import alerts, requests
 from certwatch.acme.orders import Issued
 from certwatch.inventory.certificates import store_certificate
 from certwatch.inventory.change import Change
@@ -25,7 +25,9 @@ ACTOR = "acme"
 
 
 def _enter(node: Node, change: Change, row: CertificateRequest, issued: Issued) -> str | None:
-    """Record the certificate of `row`; the staged id when it is a renewal."""
+    """Record the certificate of `row` (and the end of its failure streak, if it had one); the
+    staged id when it is a renewal."""
+    alerts.record_recovery(change.session, row, change.now)
     if row.renews_certificate_id is None:
         roots = node.trusted_roots(change.session)
         name = row.certificate_name or row.domain_names[0]
@@ -73,5 +75,9 @@ def deliver(node: Node, request_id: str, issued: Issued) -> None:
     for listener_id in sorted(set(users)):
         outcome = rotate.rotate(node, listener_id, staged_id, actor=ACTOR, replaced=old)
         log.info(
-            "renewal %s on %s: %s %s", staged_id, listener_id, outcome.result, outcome.reason or ""
+            "renewal %s on %s: %s %s", staged_id, listener_id, outcome.result, outcome.reason or "",
+            extra={
+                "staged_certificate_id": staged_id, "listener_id": listener_id,
+                "certificate_id": old, "certificate_request_id": request_id,
+            },
         )

@@ -13,6 +13,7 @@ import requests
 from acme import challenges, client, crypto_util, messages
 from acme import errors as acme_errors
 
+from certwatch.acme import ari
 from certwatch.acme.challenges import ChallengeError, HttpResponder, run_hook
 from certwatch.config import AcmeConfig
 
@@ -81,10 +82,17 @@ def _pick(authz: messages.AuthorizationResource, kind: str) -> messages.Challeng
 
 
 def order(
-    acme: client.ClientV2, solver: Solver, kind: str, names: Sequence[str], key_pem: bytes
+    acme: client.ClientV2,
+    solver: Solver,
+    kind: str,
+    names: Sequence[str],
+    key_pem: bytes,
+    replaces: str | None = None,
 ) -> Issued:
-    """Order a certificate for `names`, answering every authorization with `kind`."""
-    orderr = acme.new_order(crypto_util.make_csr(key_pem, list(names)))
+    """Order a certificate for `names`, answering every authorization with `kind`; with
+    `replaces` (an ARI certificate id) the order names the certificate it renews."""
+    csr = crypto_util.make_csr(key_pem, list(names))
+    orderr = acme.new_order(csr) if replaces is None else ari.new_order(acme, csr, replaces)
     with ExitStack() as up:
         for authz in orderr.authorizations:
             if authz.body.status == messages.STATUS_VALID:

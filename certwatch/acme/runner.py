@@ -1,5 +1,8 @@
 """The background order runner: on the leader, every due certificate request is ordered, one
-at a time; an attempt ends `Issued` or `Failed` (retried later, see `requests`).
+at a time; an attempt ends `Issued` or `Failed` (retried later, see `requests`). A renewal
+names the certificate it replaces when the server offers renewal information (`ari`). The
+first failure of a streak, and the issue that ends it, record one alert each (`alerts`), which
+every pass sends until each alert URL took it.
 
 `app/service.py` builds it; `certwatch serve` starts and stops it. `run_due` is one pass,
 which tests call directly.
@@ -10,16 +13,18 @@ from __future__ import annotations
 import logging
 import threading
 
+from acme.client import ClientV2
+from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter
 
 from certwatch import clock, errors
-from certwatch.acme import account, issue, requests
+from certwatch.acme import account, alerts, ari, issue, requests
 from certwatch.acme.challenges import HttpResponder
 from certwatch.acme.keys import new_key_pem
 from certwatch.acme.orders import ORDER_FAULTS, Solver, order
 from certwatch.node import Node
 from certwatch.store.db import transaction
-from certwatch.store.models import CertificateRequest
+from certwatch.store.models import Certificate, CertificateRequest
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
@@ -35,6 +40,17 @@ def orders_counter(registry: CollectorRegistry) -> Counter:
     for result in ("issued", "failed"):
         counter.labels(result=result)
     return counter
+
+
+def _replaces(acme: ClientV2, old_pem: str | None) -> str | None:
+    """The ARI id of the certificate a renewal replaces, when the server takes `replaces`."""
+    if old_pem is None or not ari.supported(acme):
+        return None
+    try:
+        return ari.cert_id(x509.load_pem_x509_certificate(old_pem.encode()))
+    except ValueError as exc:
+        log.warning("renewal without replaces: %s", exc)
+        return None
 
 
 class OrderRunner:
@@ -73,13 +89,15 @@ class OrderRunner:
                 log.exception("ACME order pass failed")
 
     def run_due(self) -> int:
-        """Attempt every request that is due now; how many were attempted."""
+        """Attempt every request that is due now, then send the failure-streak alerts some
+        alert URL still lacks; how many requests were attempted."""
         with transaction(self._node.engine) as session:
             ids = [row.id for row in requests.due(session, clock.now())]
         for request_id in ids:
             if self._stop.is_set():
                 break
             self.attempt(request_id)
+        alerts.deliver_pending(self._node.engine, self._node.monitoring.notifier)
         return len(ids)
 
     def attempt(self, request_id: str) -> None:
@@ -90,17 +108,23 @@ class OrderRunner:
             if row is None:
                 return
             names, key_type = list(row.domain_names), row.key_type
+            old = session.get(Certificate, row.renews_certificate_id or "")
+            old_pem = None if old is None else old.chain_pem
         try:
             acme, key = account.connect(node)
             solver = Solver(node.config.acme, key, self._http)
             kind = node.config.acme.challenge
-            issued = order(acme, solver, kind, names, new_key_pem(key_type))
+            replaces = _replaces(acme, old_pem)
+            issued = order(acme, solver, kind, names, new_key_pem(key_type), replaces)
             issue.deliver(node, request_id, issued)
         except FAULTS as exc:
             self._failed(request_id, f"{type(exc).__name__}: {exc}")
             return
         self._orders.labels(result="issued").inc()
-        log.info("certificate request %s issued for %s", request_id, ", ".join(names))
+        log.info(
+            "certificate request %s issued for %s", request_id, ", ".join(names),
+            extra={"certificate_request_id": request_id},
+        )
 
     def _failed(self, request_id: str, reason: str) -> None:
         self._orders.labels(result="failed").inc()
@@ -109,5 +133,9 @@ class OrderRunner:
             row = session.get(CertificateRequest, request_id)
             if row is not None:
                 requests.failed(session, row, reason, now)
-        log.warning("certificate request %s failed: %s", request_id, reason)
+                alerts.record_failure(session, row, now)
+        log.warning(
+            "certificate request %s failed: %s", request_id, reason,
+            extra={"certificate_request_id": request_id},
+        )
 

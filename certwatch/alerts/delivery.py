@@ -122,7 +122,7 @@ def prepare(
                 col(Alert.threshold),
                 col(Alert.delivered),
                 col(Alert.delivered_to),
-            )
+            ).where(col(Alert.threshold).not_in(alerting.ACME_KINDS))
         ).all()
         existing = [alerting.AlertRecord(*row[:4]) for row in rows]
         reached = {row[0]: frozenset(row[4]) for row in rows}

@@ -33,12 +33,20 @@ from certwatch.pki.x509 import days_remaining
 
 EXPIRED = "expired"
 REVOKED = "revoked"
+TARGET = "target"
+"""The role of a use by an external scan target (`Usage.listener_id` is then its address)."""
+RENEWAL_FAILING = "renewal-failing"
+RENEWAL_RECOVERED = "renewal-recovered"
+ACME_KINDS = (RENEWAL_FAILING, RENEWAL_RECOVERED)
+"""The `threshold`s of ACME failure-streak alerts (`acme/alerts.py`), keyed by request id: the
+expiry plan here neither sends nor drops them."""
 _DAY = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
 class Usage:
-    """One listener using a certificate in one role, with that listener's thresholds."""
+    """One listener using a certificate in one role, with that listener's thresholds; or an
+    external scan target serving it (role `target`, `listener_id` its HOST:PORT)."""
 
     listener_id: str
     listener_port: int
@@ -122,6 +130,12 @@ class Plan:
 
     send: tuple[Due, ...]
     drop: tuple[str, ...]
+
+
+def target_certificate_id(fingerprint: str) -> str:
+    """The id of a certificate only an external scan target serves: `srv-<16 hex>` of its
+    SHA-256 fingerprint (alerts and metrics name it so)."""
+    return f"srv-{fingerprint[:16]}"
 
 
 def urgency(threshold: str) -> int:
@@ -247,6 +261,9 @@ def body(cert: CertInUse, threshold: str, now: dt.datetime, renewals: Mapping[st
     lines.append(f"Days left: {left}" + (" (expired)" if threshold == EXPIRED else ""))
     lines.append("Used by:")
     for use in cert.usages:
+        if use.role == TARGET:
+            lines.append(f"  scan target {use.listener_id} (served there)")
+            continue
         renewal = renewals.get(use.listener_id, "no staged renewal")
         lines.append(
             f"  listener {use.listener_id} port {use.listener_port}, "

@@ -27,7 +27,6 @@ from sqlmodel import create_engine
 
 from certwatch.config import Config, ConfigError
 from certwatch.private_files import refuse_shared
-from certwatch.scan.probes import parse_target
 
 Mode = Literal["serve", "proxy"]
 STORE_ATTEMPTS = 3
@@ -47,11 +46,6 @@ def check(config: Config, mode: Mode, demo_port: int | None = None) -> None:
         _ca_file(Path(config.scan.trusted_ca_file))
     if config.rotation.pkcs12_password_file is not None:
         _password_file(Path(config.rotation.pkcs12_password_file))
-    for index, target in enumerate(config.scan.targets):
-        try:
-            parse_target(target)
-        except ValueError as exc:
-            raise ConfigError(f"scan.targets[{index}]: {exc}") from exc
     for index, url in enumerate(config.alerts.urls):
         _alert_url(index, url)
     if mode == "serve":

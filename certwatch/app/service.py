@@ -21,13 +21,14 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from certwatch.acme.renewal import renew_due
+from certwatch.acme.renewal import renew_due, renewal_times
 from certwatch.acme.runner import OrderRunner, orders_counter
 from certwatch.api import ACTIONS
 from certwatch.api.dispatch import Dispatcher
@@ -67,7 +68,12 @@ class Service:
             keybox=keybox,
             changes=Pipeline(engine, snapshots, data_plane, node_id),
             monitoring=Monitoring(
-                engine, self.registry, config.alerts.urls, config.alerts.thresholds_days
+                engine,
+                self.registry,
+                config.alerts.urls,
+                config.alerts.thresholds_days,
+                targets=config.scan.targets,
+                renewal_times=partial(renewal_times, config.rotation.before_days),
             ),
             leadership=Leadership(engine),
         )

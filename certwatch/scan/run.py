@@ -27,7 +27,7 @@ from certwatch.ids import new_id
 from certwatch.node import Node
 from certwatch.pki import x509
 from certwatch.scan.inventory import read_inventory
-from certwatch.scan.probes import probe_everything
+from certwatch.scan.probes import probe_everything, with_targets
 from certwatch.scan.revocation import check_in_use
 from certwatch.store.db import transaction
 from certwatch.store.models import (
@@ -118,7 +118,8 @@ class Scanner:
         with transaction(node.engine) as session:
             inventory = read_inventory(session, node.config.alerts.thresholds_days)
         leads = node.is_leader()
-        probes = probe_everything(node, inventory, started, store=leads)
+        probed = probe_everything(node, inventory, started, store=leads)
+        probes = probed.results
         revocations = check_in_use(node, list(inventory.certificates), started, store=leads)
         revoked = revocations.revoked
         statuses = Counter(
@@ -129,7 +130,7 @@ class Scanner:
         )
         in_use = [
             replace(cert, revocation=revocations.revocation(cert.certificate_id))
-            for cert in inventory.in_use
+            for cert in with_targets(inventory.in_use, inventory.certificates, probed.served)
         ]
         sent = failed = 0
         if leads:

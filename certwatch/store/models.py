@@ -422,3 +422,17 @@ class CertificateRequest(SQLModel, table=True):
     next_attempt_at: dt.datetime = _time(index=True)
     created_at: dt.datetime = _time()
     updated_at: dt.datetime = _time()
+
+
+class AcmeRenewalInfo(SQLModel, table=True):
+    """What the ACME server's renewal information (RFC 9773) said of one managed certificate:
+    its suggested window, the time picked in it, and when to ask again (Retry-After)."""
+
+    __tablename__ = "acme_renewal_info"
+
+    certificate_id: str = Field(primary_key=True)
+    window_start: dt.datetime = _time()
+    window_end: dt.datetime = _time()
+    renew_at: dt.datetime = _time()
+    next_check_at: dt.datetime = _time()
+    updated_at: dt.datetime = _time()

@@ -136,6 +136,7 @@ def smtp_sink() -> Iterator[tuple[str, list[Message]]]:
 @contextmanager
 def tls_server(issued: Issued, tmp_dir: Path, port: int = 0) -> Iterator[int]:
     """A bare TLS server on loopback serving `issued` (leaf + chain); yields its port."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
     cert_file, key_file = tmp_dir / "srv.pem", tmp_dir / "srv.key"
     cert_file.write_text(issued.chain_pem)
     key_file.write_text(issued.key_pem)

@@ -4,6 +4,7 @@ hook that drives pebble-challtestsrv), and serves what it got to a real TLS clie
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -271,5 +272,31 @@ def test_request_without_acme_configured_is_refused(tmp_path: Path) -> None:
         with pytest.raises(errors.AcmeNotConfigured):
             service.call("RequestCertificate", {"DomainNames": ["a.example.test"]})
         assert service.call("ListCertificateRequests")["CertificateRequests"] == []
+    finally:
+        service.close()
+
+
+def test_a_failed_order_logs_its_request_id_as_a_field(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An order against an ACME server that is not there fails; its log line carries
+    `certificate_request_id` as a structured field (JSON logs show it as a key)."""
+    port = free_port()
+    config = Config.model_validate({
+        "data_dir": str(tmp_path / "data"),
+        "acme": {"directory_url": f"https://127.0.0.1:{port}/dir", "challenge": "http-01",
+                 "http_listen": f"127.0.0.1:{free_port()}"},
+    })
+    service = Service(config)
+    try:
+        request_id = service.call("RequestCertificate", {"DomainNames": ["a.example.test"]})[
+            "CertificateRequestId"
+        ]
+        with caplog.at_level(logging.WARNING, logger="certwatch.acme.runner"):
+            service.acme.attempt(request_id)
+        (line,) = [r for r in caplog.records if "failed" in r.getMessage()]
+        assert getattr(line, "certificate_request_id", None) == request_id
+        view = service.call("GetCertificateRequest", {"CertificateRequestId": request_id})
+        assert view["CertificateRequest"]["Status"] == "Failed"
     finally:
         service.close()

@@ -15,8 +15,9 @@ from sqlmodel import Session, select
 from certwatch.api.http import create_app
 from certwatch.app.scheduler import ScanScheduler, scheduled_scan
 from certwatch.app.service import Service
-from certwatch.scan.probes import parse_target
-from certwatch.store.models import Certificate, ProbeResult, ScanRun
+from certwatch.config import ScanConfig
+from certwatch.scan.probes import probe_target
+from certwatch.store.models import Alert, Certificate, ProbeResult, ScanRun
 from offload.echo import EchoServer
 from offload.export import OffloadCollector
 from offload.workers import ProxyControl
@@ -158,7 +159,7 @@ def test_external_target_with_sni(tmp_path: Path, pki: Pki) -> None:
     with tls_server(served, tmp_path) as port:
         target = f"127.0.0.1:{port}"
         svc = make_service(
-            tmp_path / "s", scan={"targets": [f"{target}/ext.example.test", "nonsense"]}
+            tmp_path / "s", scan={"targets": [f"{target}/ext.example.test"]}
         )
         upload(svc, pki.root, cert_type="Ca")
         report = svc.scanner.run()
@@ -167,12 +168,44 @@ def test_external_target_with_sni(tmp_path: Path, pki: Pki) -> None:
         svc.close()
     result = seen[(target, "ext.example.test")]
     assert result.success and result.chain_complete and result.served_not_after is not None
-    assert seen[("nonsense", "")].success is False
-    assert (report.probes_run, report.probes_failed) == (2, 1)
+    assert (report.probes_run, report.probes_failed) == (1, 0)
     assert (
         f'certwatch_probe_certificate_not_after_timestamp_seconds{{server_name="ext.example.test",target="{target}"}}'
         in text
     )
+
+
+def test_scan_targets_alert_at_their_own_thresholds(tmp_path: Path, pki: Pki) -> None:
+    """A target's certificate alerts once at its own thresholds, as `srv-…`; a target with
+    thresholds below its days left stays silent, and `/metrics` exports both thresholds."""
+    ten_days, calm = pki.leaf("ten.example.test", days=10), pki.leaf("calm.test", days=10)
+    with tls_server(ten_days, tmp_path / "a") as port_a, tls_server(calm, tmp_path / "b") as port_b:
+        targets = [
+            f"127.0.0.1:{port_a}/ten.example.test",
+            {"address": f"127.0.0.1:{port_b}", "server_name": "calm.test", "thresholds_days": [5]},
+        ]
+        svc = make_service(tmp_path / "s", scan={"targets": targets})
+        first = svc.scanner.run()
+        second = svc.scanner.run()
+        text = scrape(svc)
+        with Session(svc.engine) as session:
+            alerts = list(session.exec(select(Alert)))
+        svc.close()
+    assert (first.alerts_sent, second.alerts_sent) == (1, 0)
+    (alert,) = alerts
+    assert alert.certificate_id == f"srv-{ten_days.fingerprint[:16]}"
+    assert alert.title == "ten.example.test expires within 30 days"
+    assert alert.listener_ids == [f"127.0.0.1:{port_a}"] and alert.delivered
+    assert f"scan target 127.0.0.1:{port_a}" in alert.body
+    calm_id, ten_id = f"srv-{calm.fingerprint[:16]}", alert.certificate_id
+    assert (
+        f'certwatch_certificate_alert_threshold_seconds{{certificate_id="{calm_id}",'
+        f'server_name="calm.test",target="127.0.0.1:{port_b}",threshold="5"}} 432000.0'
+    ) in text
+    assert (
+        f'certwatch_certificate_alert_threshold_seconds{{certificate_id="{ten_id}",'
+        f'server_name="ten.example.test",target="127.0.0.1:{port_a}",threshold="30"}} 2.592e+06'
+    ) in text
 
 
 def test_unreachable_listener_is_a_failed_probe(tmp_path: Path, pki: Pki) -> None:
@@ -268,7 +301,7 @@ def test_scheduled_scan_only_on_the_leader(
 )
 def test_scan_target_syntax(text: str, host: str, port: int, name: str | None) -> None:
     """`host:port[/sni]`: a DNS host is its own SNI, an IP sends none, `/name` overrides."""
-    target = parse_target(text)
+    target = probe_target(ScanConfig(targets=[text]).targets[0])
     assert (target.host, target.port, target.server_name) == (host, port, name)
     assert target.target == text.partition("/")[0]
 

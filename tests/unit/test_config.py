@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from certwatch.config import ConfigError, load_config, parse_duration
+from certwatch.config import ConfigError, ScanConfig, load_config, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -63,7 +64,7 @@ def test_file_then_environment(tmp_path: Path) -> None:
             "CERTWATCH_DATA_DIR": "/var/lib/cw",
         },
     )
-    assert config.scan.interval == 90 and config.scan.targets == ["a:443"]
+    assert config.scan.interval == 90 and [t.address for t in config.scan.targets] == ["a:443"]
     assert config.alerts.thresholds_days == [14, 3] and config.alerts.urls == ["json://x"]
     assert config.rotation.auto is False
     assert config.data_dir == "/var/lib/cw"
@@ -98,3 +99,41 @@ def test_cli_and_test_variables_are_not_config() -> None:
     """The CLI's CERTWATCH_API_URL and CERTWATCH_TEST_* variables do not trouble the service."""
     config = load_config(env={"CERTWATCH_API_URL": "http://x:1", "CERTWATCH_TEST_PG_URL": "pg://"})
     assert config.api.listen == "127.0.0.1:9180"
+
+
+def test_scan_targets_as_strings_and_tables() -> None:
+    """`scan.targets` takes `host:port[/name]` strings and tables with their own thresholds."""
+    config = ScanConfig(
+        targets=[
+            "a.test:443",
+            "b.test:443/",
+            "[::1]:8443/v6.test",
+            {"address": "c.test:8443", "server_name": "api.c.test", "thresholds_days": [60, 14]},
+        ]
+    )
+    seen = [(t.address, t.server_name, t.thresholds_days) for t in config.targets]
+    assert seen == [
+        ("a.test:443", None, None),
+        ("b.test:443", "", None),
+        ("[::1]:8443", "v6.test", None),
+        ("c.test:8443", "api.c.test", [60, 14]),
+    ]
+    assert (config.targets[2].host, config.targets[2].port) == ("::1", 8443)
+
+
+@pytest.mark.parametrize(
+    ("target", "named"),
+    [
+        ("example.com", "has no port"),
+        ("example.com:99999", "outside 1-65535"),
+        ({"address": "a.test:443", "thresholds_days": []}, "at least 1 item"),
+        ({"address": "a.test:443", "thresholds_days": [-1]}, "greater than or equal to 0"),
+        ({"address": "a.test:443", "sni": "x"}, "Extra inputs are not permitted"),
+        ({"server_name": "x"}, "Field required"),
+    ],
+)
+def test_bad_scan_targets_are_refused_naming_the_entry(target: object, named: str) -> None:
+    """A bad target, string or table, is one error naming `scan.targets.N` and why."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env={"CERTWATCH_SCAN_TARGETS": json.dumps([target])})
+    assert "scan.targets.0" in str(caught.value) and named in str(caught.value)
