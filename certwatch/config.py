@@ -15,7 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -168,11 +176,23 @@ class AlertsConfig(_Section):
 
 
 class RotationConfig(_Section):
-    """Rotation from the staging store."""
+    """Rotation from the staging store: `watch` stages a dropped file within seconds (else at
+    the next scan); the PKCS#12 password opens `.pfx`/`.p12` drops."""
 
     auto: bool = True
     before_days: int = Field(default=30, ge=0)
     staging_dir: str | None = None
+    watch: bool = True
+    pkcs12_password: str | None = None
+    pkcs12_password_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> RotationConfig:
+        if self.pkcs12_password is not None and self.pkcs12_password_file is not None:
+            raise ValueError(
+                "pkcs12_password and pkcs12_password_file: set one of them, not both"
+            )
+        return self
 
 
 class ProxyConfig(_Section):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import re
 from typing import Any, Literal
 
 from pydantic import Field
+from sqlalchemy import and_, func, or_
 from sqlmodel import col, select
 
 from certwatch import errors
@@ -112,17 +116,57 @@ class ListCertificateRequestsRequest(Request):
     """ListCertificateRequests parameters."""
 
     Status: Literal["Pending", "Issued", "Failed"] | None = None
+    MaxResults: int = Field(default=50, ge=1, le=100)
+    NextToken: str | None = None
+
+
+def _encode_token(row: CertificateRequest) -> str:
+    """The token for the page after `row` (its time and id: the order is newest first)."""
+    marker = f"after:{row.created_at.isoformat()}|{row.id}"
+    return base64.urlsafe_b64encode(marker.encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[dt.datetime, str]:
+    try:
+        decoded = base64.urlsafe_b64decode(token.encode()).decode()
+    except ValueError:
+        decoded = ""
+    match = re.fullmatch(r"after:([0-9T:.+-]+)\|(crq-[0-9a-f]{16})", decoded)
+    try:
+        if match is not None:
+            return dt.datetime.fromisoformat(match.group(1)), match.group(2)
+    except ValueError:
+        pass
+    raise errors.InvalidParameter(f"NextToken {token!r} is not a token this API issued")
 
 
 @action("ListCertificateRequests", ListCertificateRequestsRequest, changing=False)
 def list_certificate_requests(
     ctx: ActionContext, req: ListCertificateRequestsRequest
 ) -> dict[str, Any]:
-    """List certificate requests, newest first."""
+    """List certificate requests, newest first, paged."""
     query = select(CertificateRequest)
     if req.Status:
         query = query.where(CertificateRequest.status == req.Status)
+    total = ctx.session.exec(select(func.count()).select_from(query.subquery())).one()
+    if req.NextToken:
+        created, last_id = _decode_token(req.NextToken)
+        query = query.where(
+            or_(
+                col(CertificateRequest.created_at) < created,
+                and_(
+                    col(CertificateRequest.created_at) == created,
+                    col(CertificateRequest.id) > last_id,
+                ),
+            )
+        )
     rows = ctx.session.exec(
         query.order_by(col(CertificateRequest.created_at).desc(), col(CertificateRequest.id))
+        .limit(req.MaxResults + 1)
     ).all()
-    return {"CertificateRequests": [request_view(row) for row in rows]}
+    page = rows[: req.MaxResults]
+    return {
+        "CertificateRequests": [request_view(row) for row in page],
+        "NextToken": _encode_token(page[-1]) if len(rows) > req.MaxResults else None,
+        "TotalCount": total,
+    }

@@ -16,8 +16,9 @@ from certwatch import errors
 from certwatch.api.registry import CERTIFICATE_CHECKS, ActionContext, ChangeRequest, Request, action
 from certwatch.clock import rfc3339
 from certwatch.inventory import rows
-from certwatch.inventory.certificates import store_certificate
+from certwatch.inventory.certificates import store_upload
 from certwatch.pki import x509
+from certwatch.pki.formats import CertificateFormat as FormatName
 from certwatch.scan.revocation import unavailable
 from certwatch.store.models import (
     Certificate,
@@ -92,16 +93,34 @@ class UploadCertificateRequest(ChangeRequest):
 
     CertificateName: str = Field(min_length=1, max_length=128)
     CertificateType: CertType
-    Certificate: str = Field(min_length=1)
-    PrivateKey: str | None = None
+    Certificate: str = Field(
+        min_length=1,
+        description="PEM (leaf first, chain may follow); base64 of the PFX for PKCS12, of the "
+        "leaf for DER.",
+    )
+    PrivateKey: str | None = Field(
+        default=None,
+        description="PEM (or base64 DER with CertificateFormat DER); none with PKCS12, whose "
+        "PFX carries the key.",
+    )
+    CertificateFormat: FormatName = Field(
+        default="PEM", description="How Certificate is encoded: PEM (default), PKCS12 or DER."
+    )
+    Password: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="The PKCS12 password (none for an unencrypted PFX); never stored or shown.",
+    )
 
 
 @action("UploadCertificate", UploadCertificateRequest, changing=True, codes=CERTIFICATE_CHECKS)
 def upload_certificate(ctx: ActionContext, req: UploadCertificateRequest) -> dict[str, Any]:
-    """Add a certificate (with its chain, and its key for Server) to the inventory."""
-    row = store_certificate(
+    """Add a certificate (with its chain, and its key for Server) to the inventory; PKCS#12
+    and DER are read into PEM first, then meet the same checks."""
+    row = store_upload(
         ctx, ctx.node.keybox, ctx.node.trusted_roots(ctx.session), req.CertificateName,
-        req.CertificateType, req.Certificate, req.PrivateKey,
+        req.CertificateType, req.Certificate, req.PrivateKey, req.CertificateFormat,
+        req.Password,
     )
     return {"CertificateId": row.id}
 

@@ -401,6 +401,8 @@ class ListCertificateRequestsResponse(Response):
     """ListCertificateRequests' answer."""
 
     CertificateRequests: list[CertificateRequestObject]
+    NextToken: str | None = Field(description="Pass it back for the next page; null at the end.")
+    TotalCount: int = Field(description="How many requests match, over all pages.")
 
 
 RESPONSES: dict[str, type[Response]] = {

@@ -9,6 +9,7 @@ configuration error; 3 the service is unreachable.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import signal
@@ -18,15 +19,18 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from certwatch.app.client import ApiFailure, Client, Unreachable
+from certwatch.config import KeyType
 from certwatch.pki.pem import split_pem
 
 Params = dict[str, Any]
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 MAX_PAGES = 100_000
 DEFAULT_API = "http://127.0.0.1:9180"
+PKCS12_SUFFIXES = (".pfx", ".p12")
+DER_SUFFIXES = (".der", ".cer")
 LIST_FIELDS = {
     "Certificates": [
         "CertificateId",
@@ -75,6 +79,17 @@ LIST_FIELDS = {
         "LastError",
     ],
     "Results": ["Url", "Delivered", "Error"],
+    "CertificateRequests": [
+        "CertificateRequestId",
+        "DomainNames",
+        "Status",
+        "Renewal",
+        "CertificateId",
+        "ListenerId",
+        "CreatedAt",
+        "Reason",
+        "NextAttemptAt",
+    ],
     "LoadBalancers": ["LoadBalancerId", "LoadBalancerName", "CreatedAt", "ListenerIds"],
     "ServerGroups": [
         "ServerGroupId", "ServerGroupName", "Servers", "HealthCheckConfig", "ListenerIds",
@@ -442,15 +457,7 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     p = command(
         "certs upload",
         "Upload a certificate (with its chain) and, for a Server certificate, its key.",
-        Command(
-            "UploadCertificate",
-            lambda a: {
-                "CertificateName": a.name,
-                "CertificateType": a.type,
-                "Certificate": _read(a.cert),
-                "PrivateKey": _read(a.key) if a.key else None,
-            },
-        ),
+        Command("UploadCertificate", _upload),
         certs,
     )
     p.add_argument("name", help="The certificate's name in the inventory.")
@@ -461,10 +468,31 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         help="What the certificate is for (default: Server).",
     )
     p.add_argument(
-        "--cert", required=True, metavar="FILE", help="PEM file: the certificate, then its chain."
+        "--cert",
+        required=True,
+        metavar="FILE",
+        help="The certificate file, read by its extension: .pfx or .p12 is PKCS#12 (the "
+        "certificate, its chain and its key), .der or .cer is one DER certificate (a .cer "
+        "holding PEM text is read as PEM), anything else is PEM (the certificate, then its "
+        "chain).",
     )
     p.add_argument(
-        "--key", metavar="FILE", help="PEM file of the private key (required for Server)."
+        "--key",
+        metavar="FILE",
+        help="The private key file, PEM (or DER with a .der certificate); required for Server "
+        "unless --cert is PKCS#12, which carries the key.",
+    )
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--password",
+        metavar="PASSWORD",
+        help="The PKCS#12 file's password (default: none). Other users can see a command "
+        "line: prefer --password-file.",
+    )
+    secret.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="A file whose first line is the PKCS#12 file's password (default: none).",
     )
     p = command(
         "certs list",
@@ -754,7 +782,77 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         choices=["Pending", "Applied", "Rejected", "Superseded"],
         help="Only this status (default: all).",
     )
+    _add_acme_commands(sub, command)
     return parser, commands
+
+
+def _add_acme_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    """`request`, `renew` and `requests [list|show]` (SPEC §12)."""
+    p = command(
+        "request",
+        "Order a certificate for these names from the ACME server (acme.directory_url); the "
+        "order runs in the background: follow it with `certwatch requests`.",
+        Command(
+            "RequestCertificate",
+            lambda a: {
+                "DomainNames": a.names,
+                "ListenerId": a.listener,
+                "Role": a.role,
+                "KeyType": a.key_type,
+                "CertificateName": a.name,
+            },
+        ),
+    )
+    p.add_argument("names", nargs="+", metavar="NAME", help="A DNS name, e.g. www.example.com.")
+    p.add_argument(
+        "--listener",
+        metavar="LISTENER",
+        help="Put the certificate on this listener (lsn-…) once issued (default: none, the "
+        "inventory only).",
+    )
+    p.add_argument(
+        "--role",
+        choices=["default", "additional"],
+        help="With --listener: replace its default certificate, or add an SNI certificate "
+        "(default: default).",
+    )
+    p.add_argument(
+        "--key-type",
+        choices=list(get_args(KeyType)),
+        help="The new certificate's key (default: the service's acme.key_type, else ec-p256).",
+    )
+    p.add_argument(
+        "--name", help="The certificate's name in the inventory (default: its first name)."
+    )
+    command(
+        "renew",
+        "Renew a managed certificate now, through the same path as an automatic renewal.",
+        Command("RenewCertificate", lambda a: {"CertificateId": a.id}),
+    ).add_argument("id", metavar="CERTIFICATE_ID", help="The certificate id (cert-…).")
+    text = (
+        "List ACME certificate requests, newest first (`certwatch requests` alone), or show one."
+    )
+    common = _Parser(add_help=False)
+    _client_options(common, top=False)
+    requests = sub.add_parser("requests", help=text, description=text, parents=[common])
+    requests.set_defaults(command_key="requests list")
+    status_help = "Only this status (default: all)."
+    statuses = ["Pending", "Issued", "Failed"]
+    requests.add_argument("--status", choices=statuses, help=status_help)
+    under = requests.add_subparsers(dest="sub", metavar="COMMAND")
+    command(
+        "requests list",
+        "List certificate requests (every page), newest first.",
+        Command("ListCertificateRequests", lambda a: {"Status": a.status}),
+        under,
+    ).add_argument("--status", choices=statuses, default=argparse.SUPPRESS, help=status_help)
+    command(
+        "requests show",
+        "Show one certificate request: its status, and the certificate once Issued or the "
+        "reason and next attempt once Failed.",
+        Command("GetCertificateRequest", lambda a: {"CertificateRequestId": a.id}),
+        under,
+    ).add_argument("id", metavar="CRQ", help="The certificate request id (crq-…).")
 
 
 def _demo_renewal(a: argparse.Namespace) -> Params:
@@ -766,6 +864,58 @@ def _demo_renewal(a: argparse.Namespace) -> Params:
     except ConfigError as exc:
         raise UsageError(str(exc)) from exc
     return {"Certificate": renewed.chain_pem, "PrivateKey": renewed.key_pem}
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _file_format(path: str) -> str:
+    """The CertificateFormat of a certificate file, by its extension (a PEM `.cer` is PEM)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in PKCS12_SUFFIXES:
+        return "PKCS12"
+    if suffix in DER_SUFFIXES and not _read_bytes(path).lstrip().startswith(b"-----BEGIN"):
+        return "DER"
+    return "PEM"
+
+
+def _password(a: argparse.Namespace) -> str | None:
+    """The PKCS#12 password of --password or --password-file's first line (never printed)."""
+    if a.password_file is None:
+        return str(a.password) if a.password is not None else None
+    lines = _read(a.password_file).splitlines()
+    return lines[0] if lines else ""
+
+
+def _upload(a: argparse.Namespace) -> Params:
+    """UploadCertificate's parameters from the files, in the format their extensions name."""
+    fmt = _file_format(a.cert)
+    password = _password(a)
+    if password is not None and fmt != "PKCS12":
+        raise UsageError(f"--password and --password-file are for .pfx/.p12 files, not {a.cert}")
+    if fmt == "PKCS12" and a.key:
+        raise UsageError(f"--key is not used with {a.cert}: a PKCS#12 file carries its key")
+    if fmt == "PEM":
+        certificate = _read(a.cert)
+    else:
+        certificate = base64.b64encode(_read_bytes(a.cert)).decode()
+    key = None
+    if a.key:
+        raw_key = _read_bytes(a.key)
+        is_pem = raw_key.lstrip().startswith(b"-----BEGIN")
+        key = _read(a.key) if is_pem or fmt == "PEM" else base64.b64encode(raw_key).decode()
+    return {
+        "CertificateName": a.name,
+        "CertificateType": a.type,
+        "Certificate": certificate,
+        "PrivateKey": key,
+        "CertificateFormat": fmt,
+        "Password": password,
+    }
 
 
 def _stage(a: argparse.Namespace) -> Params:
@@ -833,7 +983,7 @@ def print_human(answer: Params) -> None:
             for k, v in extra.items():
                 print(f"{k}: {_render(v)}")
             return
-    nested = answer.get("Certificate")
+    nested = answer.get("Certificate") or answer.get("CertificateRequest")
     body: Params = nested if isinstance(nested, dict) else answer
     for k, v in body.items():
         if k != "RequestId":

@@ -44,6 +44,8 @@ def check(config: Config, mode: Mode, demo_port: int | None = None) -> None:
     _store(config.store_url, "store.url" if config.store.url else "data_dir")
     if config.scan.trusted_ca_file is not None:
         _ca_file(Path(config.scan.trusted_ca_file))
+    if config.rotation.pkcs12_password_file is not None:
+        _password_file(Path(config.rotation.pkcs12_password_file))
     for index, url in enumerate(config.alerts.urls):
         _alert_url(index, url)
     if mode == "serve":
@@ -155,6 +157,18 @@ def _ca_file(path: Path) -> None:
         raise ConfigError(
             f"scan.trusted_ca_file {path}: holds no readable PEM certificate"
         ) from exc
+
+
+def _password_file(path: Path) -> None:
+    """`rotation.pkcs12_password_file` is a readable file only this user may read."""
+    key = f"rotation.pkcs12_password_file {path}"
+    if not path.is_file():
+        raise ConfigError(f"{key}: {'is not a file' if path.exists() else 'not found'}")
+    try:
+        with path.open("rb") as handle:
+            refuse_shared(handle.fileno(), key)
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot be read: {exc.strerror}") from exc
 
 
 def _alert_url(index: int, url: str) -> None:

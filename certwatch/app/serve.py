@@ -168,8 +168,11 @@ def run(
             service.leadership.on_lead.append(scheduler.run_now)
             if config.acme.enabled:
                 service.acme.start()
+            if config.rotation.watch:
+                service.watcher.start()
             if api_socket is not None and not stop.is_set():
                 server.run(sockets=[api_socket])
+            service.watcher.stop()
             if config.acme.enabled:
                 service.acme.stop()
             scheduler.stop()

@@ -9,6 +9,8 @@ Wiring, in the order it is built:
   are due, tls-alpn-01 challenges a killed order left behind — and the staged-renewal lookup
   alerts name;
 - the ACME order runner (started by `certwatch serve` when `[acme]` is configured);
+- the staging-folder watcher, which runs the intake hook when a file lands (started by
+  `certwatch serve` with `rotation.watch`);
 - the scanner, and the dispatcher that runs API actions by name for the HTTP API, the CLI's
   service and the demo.
 """
@@ -42,6 +44,7 @@ from certwatch.rotation.auto import StagedRenewals, auto_rotate
 from certwatch.rotation.intake import intake
 from certwatch.rotation.revoked import reject_revoked
 from certwatch.rotation.rotate import recover
+from certwatch.rotation.watch import StagingWatcher
 from certwatch.scan.run import Scanner
 from certwatch.store.cluster import Leadership
 from certwatch.store.db import KeyBox, make_engine, migrate, ping
@@ -87,6 +90,7 @@ class Service:
         self.scanner = Scanner(self.node, self.before_scan, StagedRenewals(self.node))
         self.dispatch = Dispatcher(self.node, self.scanner)
         self.acme = OrderRunner(self.node, orders_counter(self.registry))
+        self.watcher = StagingWatcher(self.node, intake)
 
     @property
     def config(self) -> Config:

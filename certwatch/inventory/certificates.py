@@ -1,5 +1,5 @@
-"""The certificate rules every path obeys: the upload checks, storing a chain and its key,
-and the trusted roots."""
+"""The certificate rules every path obeys: the upload checks, storing a chain and its key
+(from PEM, PKCS#12 or DER), and the trusted roots."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from certwatch import errors
 from certwatch.ids import new_id
 from certwatch.inventory.change import Change
-from certwatch.pki import x509
+from certwatch.pki import formats, x509
 from certwatch.store.db import KeyBox
 from certwatch.store.models import Certificate, ChainEntry
 
@@ -24,6 +24,26 @@ def trusted_roots(session: Session, trusted_ca_file: str | None) -> list[cx509.C
     if trusted_ca_file:
         roots.extend(x509.load_bundle(trusted_ca_file))
     return roots
+
+
+def store_upload(
+    change: Change,
+    keybox: KeyBox,
+    roots: Sequence[cx509.Certificate],
+    name: str,
+    cert_type: str,
+    certificate: str,
+    key: str | None,
+    fmt: formats.CertificateFormat = "PEM",
+    password: str | None = None,
+) -> Certificate:
+    """An upload in any `CertificateFormat`, turned into PEM, then checked and stored by the
+    same rules as PEM (`store_certificate`)."""
+    try:
+        pem = formats.to_pem(fmt, certificate, key, password)
+    except formats.FormatError as exc:
+        raise errors.BadRequest(exc.message, code=exc.code) from exc
+    return store_certificate(change, keybox, roots, name, cert_type, pem.chain_pem, pem.key_pem)
 
 
 def store_certificate(

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
+from certwatch.pki.formats import looks_like_pfx
 from certwatch.pki.truststore import load_bundle, system_roots
 from certwatch.pki.verify import verify_chain
 
@@ -90,11 +91,10 @@ def _describe_non_pem(text: str) -> str:
                 raw = base64.b64decode(compact, validate=True)
             except (binascii.Error, ValueError):
                 raw = None
+    if raw is not None and looks_like_pfx(raw):
+        return "input is a PKCS#12 (PFX) blob; send it base64 with CertificateFormat PKCS12"
     if raw is not None and raw[:1] == b"\x30":
-        # PFX ::= SEQUENCE { version INTEGER (3), authSafe ContentInfo (id-data) ... }
-        if b"\x02\x01\x03" in raw[2:8] and bytes.fromhex("2a864886f70d010701") in raw[:40]:
-            return "input is a PKCS#12 (PFX) blob; send the certificate chain as PEM"
-        return "input looks like DER (binary) data; send PEM"
+        return "input looks like DER (binary) data; send it base64 with CertificateFormat DER"
     if raw is not None:
         return "input is binary (non-ASCII) data, not PEM"
     if "PRIVATE KEY-----" in text:
