@@ -4,7 +4,7 @@
     ├── InvalidParameter, InvalidJson, RequestTooLarge, IdempotentParameterMismatch (400/413)
     ├── certificate checks (400): InvalidCertificate, InvalidPrivateKey, KeyCertificateMismatch,
     │   MissingPrivateKey, NotACaCertificate, InvalidChain, CertificateExpired,
-    │   CertificateNotYetValid
+    │   CertificateNotYetValid; PKCS#12/DER uploads: InvalidPassword, MultipleLeafCertificates
     ├── limits and rules (400): QuotaExceeded, TooManyCertificates, IncorrectCertificateType,
     │   MissingCaCertificate, PortInUse, ResourceInUse
     ├── ACME (400): AcmeNotConfigured, UnsupportedChallenge

@@ -113,7 +113,12 @@ class UploadCertificateRequest(ChangeRequest):
     )
 
 
-@action("UploadCertificate", UploadCertificateRequest, changing=True, codes=CERTIFICATE_CHECKS)
+@action(
+    "UploadCertificate",
+    UploadCertificateRequest,
+    changing=True,
+    codes=(*CERTIFICATE_CHECKS, "InvalidPassword", "MultipleLeafCertificates"),
+)
 def upload_certificate(ctx: ActionContext, req: UploadCertificateRequest) -> dict[str, Any]:
     """Add a certificate (with its chain, and its key for Server) to the inventory; PKCS#12
     and DER are read into PEM first, then meet the same checks."""

@@ -229,7 +229,9 @@ def _stage_one(node: Node, drop: Drop, password: str | None) -> None:
         entry = node.changes.run(work, actor=FILE_ACTOR)
     except errors.ApiError as exc:
         _move(drop, "rejected", f"{exc.code}: {exc.message}", chain)
-        log.warning("staging %s rejected: %s", drop.names, exc.message)
+        log.warning(
+            "staging %s rejected: %s", drop.names, exc.message, extra={"code": exc.code}
+        )
         return
     if entry.status == StagedStatus.REJECTED:
         _move(drop, "rejected", f"Rejected ({entry.id}): {entry.reason}", chain)
