@@ -104,7 +104,7 @@ def _ask_server(node: Node, certs: Sequence[Certificate], now: dt.datetime) -> N
         _store_window(node, cert.id, window, now)
 
 
-def _due_times(
+def due_times(
     session: Session, certs: Sequence[Certificate], before_days: int
 ) -> dict[str, dt.datetime]:
     """Per certificate, when it is renewed: the time picked in its ARI window, else renew_at."""
@@ -133,7 +133,7 @@ def renew_due(node: Node) -> None:
         return
     _ask_server(node, managed, now)
     with transaction(node.engine) as session:
-        due = _due_times(session, managed, node.config.rotation.before_days)
+        due = due_times(session, managed, node.config.rotation.before_days)
     for cert in managed:
         if due[cert.id] > now:
             continue

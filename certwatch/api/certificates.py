@@ -13,6 +13,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from certwatch import errors
+from certwatch.acme.renewal import due_times
 from certwatch.api.registry import CERTIFICATE_CHECKS, ActionContext, ChangeRequest, Request, action
 from certwatch.clock import rfc3339
 from certwatch.inventory import rows
@@ -50,10 +51,11 @@ def certificate_view(
     now: dt.datetime,
     expiring_days: int,
     revocations: Sequence[RevocationState] = (),
+    renewal_at: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """The SPEC's Certificate object (never the key). `Status` is `Revoked` when the last
     check found the certificate or one of its chain revoked; a source that could not tell is a
-    `RevocationUnavailable` warning."""
+    `RevocationUnavailable` warning. `RenewalAt`: when certwatch renews it (managed)."""
     revoked = any(state.status == RevocationStatus.REVOKED for state in revocations)
     status = (
         "Revoked" if revoked else x509.status(row.not_before, row.not_after, now, expiring_days)
@@ -84,8 +86,17 @@ def certificate_view(
         "ChainLength": row.chain_length,
         "Status": status,
         "Managed": row.managed,
+        "RenewalAt": rfc3339(renewal_at) if renewal_at else None,
         "Warnings": warnings,
     }
+
+
+def _renewals(ctx: ActionContext, certs: Sequence[Certificate]) -> dict[str, dt.datetime]:
+    """When each managed certificate among `certs` is renewed (ARI's pick, else renew_at)."""
+    managed = [c for c in certs if c.managed]
+    if not managed:
+        return {}
+    return due_times(ctx.session, managed, ctx.node.config.rotation.before_days)
 
 
 class UploadCertificateRequest(ChangeRequest):
@@ -141,7 +152,10 @@ def describe_certificate(ctx: ActionContext, req: CertificateIdRequest) -> dict[
     """Describe one certificate."""
     row = rows.get_certificate(ctx.session, req.CertificateId)
     states = revocation_states(ctx.session, [row.id]).get(row.id, [])
-    return {"Certificate": certificate_view(row, ctx.now, ctx.node.expiring_days, states)}
+    renewal = _renewals(ctx, [row]).get(row.id)
+    return {
+        "Certificate": certificate_view(row, ctx.now, ctx.node.expiring_days, states, renewal)
+    }
 
 
 class ListCertificatesRequest(Request):
@@ -184,9 +198,12 @@ def list_certificates(ctx: ActionContext, req: ListCertificatesRequest) -> dict[
     page = rows[: req.MaxResults]
     next_token = _encode_token(page[-1].id) if len(rows) > req.MaxResults else None
     states = revocation_states(ctx.session, [r.id for r in page])
+    renewals = _renewals(ctx, page)
     return {
         "Certificates": [
-            certificate_view(r, ctx.now, ctx.node.expiring_days, states.get(r.id, []))
+            certificate_view(
+                r, ctx.now, ctx.node.expiring_days, states.get(r.id, []), renewals.get(r.id)
+            )
             for r in page
         ],
         "NextToken": next_token,

@@ -75,6 +75,11 @@ class CertificateObject(BaseModel):
     ChainLength: int = Field(description="Certificates in the uploaded chain, leaf included.")
     Status: Literal["Valid", "Expiring", "Expired", "NotYetValid", "Revoked"]
     Managed: bool = Field(description="Whether certwatch issues and renews it through ACME.")
+    RenewalAt: Time | None = Field(
+        description="When certwatch renews it (managed: the time picked in the ACME server's "
+        "renewal window, else with a third of its lifetime left or rotation.before_days "
+        "before NotAfter, whichever is sooner); null for certificates it does not renew."
+    )
     Warnings: list[str] = Field(description="e.g. WeakKey, Sha1Signature, IncompleteChain.")
 
 

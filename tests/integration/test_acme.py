@@ -3,6 +3,7 @@ hook that drives pebble-challtestsrv), and serves what it got to a real TLS clie
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import trustme
 
 from certwatch import errors
 from certwatch.app.service import Service
+from certwatch.clock import rfc3339
 from certwatch.config import Config
 from certwatch.pki.devpki import make_pki
 from offload.echo import EchoServer
@@ -158,7 +160,8 @@ def _served_leaf(port: int, root_pem: str, name: str) -> dict[str, Any]:
 def test_http01_request_is_issued_and_enters_the_inventory_as_managed(
     tmp_path: Path, pebble: Pebble
 ) -> None:
-    """An http-01 request ends Issued, and its certificate is Managed with the whole chain."""
+    """An http-01 request ends Issued, and its certificate is Managed with the whole chain and
+    its RenewalAt (a third of its lifetime left, or rotation.before_days if sooner)."""
     serve = _serve(tmp_path, pebble, "http-01")
     try:
         answer = _call(serve, "RequestCertificate", DomainNames=["www.example.test"]).json()
@@ -170,6 +173,14 @@ def test_http01_request_is_issued_and_enters_the_inventory_as_managed(
         assert cert["Certificate"]["Managed"] is True
         assert cert["Certificate"]["SubjectAlternativeNames"] == ["www.example.test"]
         assert cert["Certificate"]["ChainLength"] >= 2
+        view = cert["Certificate"]
+        not_before, not_after = (
+            dt.datetime.fromisoformat(view[k].replace("Z", "+00:00"))
+            for k in ("NotBefore", "NotAfter")
+        )
+        before_days = dt.timedelta(days=30)  # rotation.before_days, the default
+        expected = min(not_after - (not_after - not_before) / 3, not_after - before_days)
+        assert view["RenewalAt"] == rfc3339(expected)
         metrics = httpx.get(f"{serve.url}/metrics", timeout=10).text
         assert 'certwatch_acme_orders_total{result="issued"} 1.0' in metrics
     finally:
