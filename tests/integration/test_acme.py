@@ -134,6 +134,19 @@ def _serve(tmp_path: Path, pebble: Pebble, challenge: str, **acme: str) -> Serve
     return ServeProcess(tmp_path, toml).start()
 
 
+@pytest.fixture(scope="module")
+def http01_serve(
+    tmp_path_factory: pytest.TempPathFactory, pebble: Pebble
+) -> Iterator[ServeProcess]:
+    """One `certwatch serve` with http-01 on Pebble, shared by the refusal cases (a refusal
+    changes nothing, so they cannot disturb each other)."""
+    serve = _serve(tmp_path_factory.mktemp("refusals"), pebble, "http-01")
+    try:
+        yield serve
+    finally:
+        serve.stop()
+
+
 def _call(serve: ServeProcess, action: str, **params: Any) -> httpx.Response:
     return httpx.post(f"{serve.url}/v1/{action}", json=params, timeout=30)
 
@@ -263,17 +276,14 @@ def test_dns01_through_the_hook_issues_a_wildcard(tmp_path: Path, pebble: Pebble
     ],
 )
 def test_bad_requests_are_refused_and_change_nothing(
-    tmp_path: Path, pebble: Pebble, params: dict[str, Any], code: str
+    http01_serve: ServeProcess, params: dict[str, Any], code: str
 ) -> None:
     """A request that cannot be satisfied is a 4xx with its code, and no request is kept."""
-    serve = _serve(tmp_path, pebble, "http-01")
-    try:
-        answer = _call(serve, "RequestCertificate", **params)
-        assert 400 <= answer.status_code < 500
-        assert answer.json()["Code"] == code
-        assert _call(serve, "ListCertificateRequests").json()["CertificateRequests"] == []
-    finally:
-        serve.stop()
+    answer = _call(http01_serve, "RequestCertificate", **params)
+    assert 400 <= answer.status_code < 500
+    assert answer.json()["Code"] == code
+    listed = _call(http01_serve, "ListCertificateRequests").json()
+    assert listed["CertificateRequests"] == []
 
 
 def test_request_without_acme_configured_is_refused(tmp_path: Path) -> None:
