@@ -4,23 +4,14 @@ hook that drives pebble-challtestsrv), and serves what it got to a real TLS clie
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import os
-import shutil
-import socket
-import ssl
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import trustme
 
 from certwatch import errors
 from certwatch.app.service import Service
@@ -28,110 +19,9 @@ from certwatch.clock import rfc3339
 from certwatch.config import Config
 from certwatch.pki.devpki import make_pki
 from offload.echo import EchoServer
-from tests.conftest import require
+from tests.integration.pebble import HOOK, Pebble, call, issued, serve_acme, served_leaf
 from tests.integration.servers import ServeProcess
 from tests.support import eventually, free_port
-
-HOOK = """#!{python}
-import json, sys, urllib.request
-verb, name, value = sys.argv[1:4]
-path, body = ("/set-txt", {{"host": name + ".", "value": value}}) if verb == "set" else (
-    "/clear-txt", {{"host": name + "."}})
-request = urllib.request.Request("{url}" + path, data=json.dumps(body).encode(), method="POST")
-urllib.request.urlopen(request, timeout=10).read()
-"""
-
-
-@dataclass
-class Pebble:
-    """A running Pebble with challtestsrv as its DNS; the ports certwatch must answer on."""
-
-    directory_url: str
-    ca_bundle: Path
-    root_pem: str
-    http_port: int
-    challtestsrv_url: str
-
-
-def _start(
-    args: list[str], log: Path, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-
-@pytest.fixture(scope="module")
-def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    """Pebble and pebble-challtestsrv on free loopback ports, Pebble's HTTPS from a test CA."""
-    require(shutil.which("pebble") is not None, "pebble is not installed")
-    require(shutil.which("pebble-challtestsrv") is not None, "pebble-challtestsrv is missing")
-    tmp = tmp_path_factory.mktemp("pebble")
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    server.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
-    server.private_key_pem.write_to_path(str(tmp / "key.pem"))
-    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
-    acme_port, mgmt_port, dns_port, chall_port = (free_port() for _ in range(4))
-    http_port, tls_port = free_port(), free_port()
-    (tmp / "pebble.json").write_text(
-        json.dumps(
-            {
-                "pebble": {
-                    "listenAddress": f"127.0.0.1:{acme_port}",
-                    "managementListenAddress": f"127.0.0.1:{mgmt_port}",
-                    "certificate": str(tmp / "cert.pem"),
-                    "privateKey": str(tmp / "key.pem"),
-                    "httpPort": http_port,
-                    "tlsPort": tls_port,
-                    "ocspResponderURL": "",
-                    "externalAccountBindingRequired": False,
-                }
-            }
-        )
-    )
-    chall = _start(
-        [
-            "pebble-challtestsrv", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
-            "-dns01", f"127.0.0.1:{dns_port}", "-http01", "", "-https01", "", "-tlsalpn01", "",
-            "-management", f"127.0.0.1:{chall_port}",
-        ],
-        tmp / "challtestsrv.log",
-    )
-    env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
-    ca_server = _start(
-        ["pebble", "-config", str(tmp / "pebble.json"), "-dnsserver", f"127.0.0.1:{dns_port}"],
-        tmp / "pebble.log",
-        env,
-    )
-    try:
-        verify = ssl.create_default_context(cafile=str(tmp / "ca.pem"))
-        directory = f"https://127.0.0.1:{acme_port}/dir"
-
-        def answers() -> bool:
-            try:
-                return httpx.get(directory, verify=verify, timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        assert eventually(answers, 20), (tmp / "pebble.log").read_text()
-        root = httpx.get(f"https://127.0.0.1:{mgmt_port}/roots/0", verify=verify, timeout=5)
-        yield Pebble(directory, tmp / "ca.pem", root.text, http_port, f"http://127.0.0.1:{chall_port}")
-    finally:
-        for process in (ca_server, chall):
-            process.terminate()
-            process.wait(10)
-
-
-def _serve(tmp_path: Path, pebble: Pebble, challenge: str, **acme: str) -> ServeProcess:
-    (tmp_path / "pebble-root.pem").write_text(pebble.root_pem)
-    extra = "".join(f'{key} = "{value}"\n' for key, value in acme.items())
-    toml = (
-        f'[scan]\ntrusted_ca_file = "{tmp_path / "pebble-root.pem"}"\n'
-        f'[acme]\ndirectory_url = "{pebble.directory_url}"\nemail = "ops@example.com"\n'
-        f'ca_bundle = "{pebble.ca_bundle}"\nchallenge = "{challenge}"\n'
-        f'http_listen = "127.0.0.1:{pebble.http_port}"\n{extra}'
-    )
-    return ServeProcess(tmp_path, toml).start()
 
 
 @pytest.fixture(scope="module")
@@ -140,34 +30,11 @@ def http01_serve(
 ) -> Iterator[ServeProcess]:
     """One `certwatch serve` with http-01 on Pebble, shared by the refusal cases (a refusal
     changes nothing, so they cannot disturb each other)."""
-    serve = _serve(tmp_path_factory.mktemp("refusals"), pebble, "http-01")
+    serve = serve_acme(tmp_path_factory.mktemp("refusals"), pebble, "http-01")
     try:
         yield serve
     finally:
         serve.stop()
-
-
-def _call(serve: ServeProcess, action: str, **params: Any) -> httpx.Response:
-    return httpx.post(f"{serve.url}/v1/{action}", json=params, timeout=30)
-
-
-def _issued(serve: ServeProcess, request_id: str, limit: float = 60) -> dict[str, Any]:
-    """The request once it is no longer Pending (its last view after `limit` seconds)."""
-    deadline = time.monotonic() + limit
-    while True:
-        view = _call(serve, "GetCertificateRequest", CertificateRequestId=request_id).json()
-        request: dict[str, Any] = view["CertificateRequest"]
-        if request["Status"] != "Pending" or time.monotonic() > deadline:
-            return request
-        time.sleep(0.2)
-
-
-def _served_leaf(port: int, root_pem: str, name: str) -> dict[str, Any]:
-    """The peer certificate (dict) a verifying client got from 127.0.0.1:port for `name`."""
-    ctx = ssl.create_default_context(cadata=root_pem)
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with ctx.wrap_socket(raw, server_hostname=name) as tls:
-            return dict(tls.getpeercert() or {})
 
 
 def test_http01_request_is_issued_and_enters_the_inventory_as_managed(
@@ -175,14 +42,14 @@ def test_http01_request_is_issued_and_enters_the_inventory_as_managed(
 ) -> None:
     """An http-01 request ends Issued, and its certificate is Managed with the whole chain and
     its RenewalAt (a third of its lifetime left, or rotation.before_days if sooner)."""
-    serve = _serve(tmp_path, pebble, "http-01")
+    serve = serve_acme(tmp_path, pebble, "http-01")
     try:
-        answer = _call(serve, "RequestCertificate", DomainNames=["www.example.test"]).json()
+        answer = call(serve, "RequestCertificate", DomainNames=["www.example.test"]).json()
         assert answer["Status"] == "Pending"
         assert answer["CertificateRequestId"].startswith("crq-")
-        request = _issued(serve, answer["CertificateRequestId"])
+        request = issued(serve, answer["CertificateRequestId"])
         assert request["Status"] == "Issued", (request, serve.output())
-        cert = _call(serve, "GetCertificate", CertificateId=request["CertificateId"]).json()
+        cert = call(serve, "GetCertificate", CertificateId=request["CertificateId"]).json()
         assert cert["Certificate"]["Managed"] is True
         assert cert["Certificate"]["SubjectAlternativeNames"] == ["www.example.test"]
         assert cert["Certificate"]["ChainLength"] >= 2
@@ -205,41 +72,41 @@ def test_issued_certificate_goes_onto_the_listener_and_chains_to_pebbles_root(
 ) -> None:
     """With ListenerId the listener serves the issued leaf (verified against Pebble's root), and
     RenewCertificate rotates a renewed one onto it."""
-    serve = _serve(tmp_path, pebble, "http-01", key_type="rsa-2048")
+    serve = serve_acme(tmp_path, pebble, "http-01", key_type="rsa-2048")
     demo = make_pki("acme-test")
     first = demo.leaf("shop.example.test", days=30)
     with EchoServer() as echo:
         try:
-            cert_id = _call(
+            cert_id = call(
                 serve, "UploadCertificate", CertificateName="first", CertificateType="Server",
                 Certificate=first.chain_pem, PrivateKey=first.key_pem,
             ).json()["CertificateId"]
-            lb = _call(serve, "CreateLoadBalancer", LoadBalancerName="lb").json()
-            group = _call(
+            lb = call(serve, "CreateLoadBalancer", LoadBalancerName="lb").json()
+            group = call(
                 serve, "CreateServerGroup", ServerGroupName="echo",
                 Servers=[{"ServerIp": "127.0.0.1", "Port": echo.port, "Weight": 100}],
             ).json()
             port = free_port()
-            listener = _call(
+            listener = call(
                 serve, "CreateListener", LoadBalancerId=lb["LoadBalancerId"],
                 ServerGroupId=group["ServerGroupId"], ListenerPort=port, CertificateIds=[cert_id],
             ).json()["ListenerId"]
-            answer = _call(
+            answer = call(
                 serve, "RequestCertificate", DomainNames=["shop.example.test"],
                 ListenerId=listener,
             ).json()
-            request = _issued(serve, answer["CertificateRequestId"])
+            request = issued(serve, answer["CertificateRequestId"])
             assert request["Status"] == "Issued", (request, serve.output())
-            leaf = _served_leaf(port, pebble.root_pem, "shop.example.test")
+            leaf = served_leaf(port, pebble.root_pem, "shop.example.test")
             assert ("DNS", "shop.example.test") in leaf["subjectAltName"]
-            renewal = _call(serve, "RenewCertificate", CertificateId=request["CertificateId"])
-            renewed = _issued(serve, renewal.json()["CertificateRequestId"])
+            renewal = call(serve, "RenewCertificate", CertificateId=request["CertificateId"])
+            renewed = issued(serve, renewal.json()["CertificateRequestId"])
             assert renewed["Status"] == "Issued" and renewed["Renewal"], (renewed, serve.output())
-            new = _call(serve, "GetCertificate", CertificateId=renewed["CertificateId"]).json()
+            new = call(serve, "GetCertificate", CertificateId=renewed["CertificateId"]).json()
             serial = new["Certificate"]["SerialNumber"].lower().lstrip("0")
 
             def serves_renewal() -> bool:
-                served = _served_leaf(port, pebble.root_pem, "shop.example.test")
+                served = served_leaf(port, pebble.root_pem, "shop.example.test")
                 return str(served["serialNumber"]).lower().lstrip("0") == serial
 
             assert eventually(serves_renewal, 30), serve.output()
@@ -252,13 +119,13 @@ def test_dns01_through_the_hook_issues_a_wildcard(tmp_path: Path, pebble: Pebble
     hook = tmp_path / "dns-hook"
     hook.write_text(HOOK.format(python=sys.executable, url=pebble.challtestsrv_url))
     hook.chmod(0o700)
-    serve = _serve(tmp_path, pebble, "dns-01", dns_hook=str(hook))
+    serve = serve_acme(tmp_path, pebble, "dns-01", dns_hook=str(hook))
     try:
         names = ["*.wild.example.test", "wild.example.test"]
-        answer = _call(serve, "RequestCertificate", DomainNames=names).json()
-        request = _issued(serve, answer["CertificateRequestId"])
+        answer = call(serve, "RequestCertificate", DomainNames=names).json()
+        request = issued(serve, answer["CertificateRequestId"])
         assert request["Status"] == "Issued", (request, serve.output())
-        cert = _call(serve, "GetCertificate", CertificateId=request["CertificateId"]).json()
+        cert = call(serve, "GetCertificate", CertificateId=request["CertificateId"]).json()
         assert sorted(cert["Certificate"]["SubjectAlternativeNames"]) == sorted(names)
     finally:
         serve.stop()
@@ -279,10 +146,10 @@ def test_bad_requests_are_refused_and_change_nothing(
     http01_serve: ServeProcess, params: dict[str, Any], code: str
 ) -> None:
     """A request that cannot be satisfied is a 4xx with its code, and no request is kept."""
-    answer = _call(http01_serve, "RequestCertificate", **params)
+    answer = call(http01_serve, "RequestCertificate", **params)
     assert 400 <= answer.status_code < 500
     assert answer.json()["Code"] == code
-    listed = _call(http01_serve, "ListCertificateRequests").json()
+    listed = call(http01_serve, "ListCertificateRequests").json()
     assert listed["CertificateRequests"] == []
 
 

@@ -5,22 +5,16 @@ challenge a killed order left behind, removed by the next start."""
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import trustme
 from cryptography import x509
 from sqlalchemy import create_engine, text
 
@@ -31,7 +25,8 @@ from certwatch.inventory.change import Change
 from certwatch.pki.devpki import make_pki
 from certwatch.store.models import AcmeChallenge
 from offload.echo import EchoServer
-from tests.conftest import make_config, require
+from tests.conftest import make_config
+from tests.integration.pebble import Pebble
 from tests.integration.postgres import Postgres
 from tests.integration.servers import ServeProcess
 from tests.support import eventually, free_port
@@ -40,87 +35,6 @@ NAME = "a.test"
 LOOP_HANDSHAKES = 2000
 LOOP_SECONDS = 60.0
 LOOP_PAUSE = 0.02
-
-
-@dataclass
-class Pebble:
-    """A running Pebble (its VA checks tls-alpn-01 on `tls_port`) with challtestsrv as DNS."""
-
-    directory_url: str
-    ca_bundle: Path
-    root_pem: str
-    tls_port: int
-
-
-def _start(
-    args: list[str], log: Path, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-
-@pytest.fixture(scope="module")
-def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    """Pebble and pebble-challtestsrv (every name resolves to 127.0.0.1) on free loopback
-    ports; Pebble's HTTPS from a test CA."""
-    require(shutil.which("pebble") is not None, "pebble is not installed")
-    require(shutil.which("pebble-challtestsrv") is not None, "pebble-challtestsrv is missing")
-    tmp = tmp_path_factory.mktemp("pebble-alpn")
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    server.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
-    server.private_key_pem.write_to_path(str(tmp / "key.pem"))
-    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
-    acme_port, mgmt_port, dns_port, chall_port, http_port, tls_port = (
-        free_port() for _ in range(6)
-    )
-    (tmp / "pebble.json").write_text(
-        json.dumps(
-            {
-                "pebble": {
-                    "listenAddress": f"127.0.0.1:{acme_port}",
-                    "managementListenAddress": f"127.0.0.1:{mgmt_port}",
-                    "certificate": str(tmp / "cert.pem"),
-                    "privateKey": str(tmp / "key.pem"),
-                    "httpPort": http_port,
-                    "tlsPort": tls_port,
-                    "ocspResponderURL": "",
-                    "externalAccountBindingRequired": False,
-                }
-            }
-        )
-    )
-    chall = _start(
-        [
-            "pebble-challtestsrv", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
-            "-dns01", f"127.0.0.1:{dns_port}", "-http01", "", "-https01", "", "-tlsalpn01", "",
-            "-management", f"127.0.0.1:{chall_port}",
-        ],
-        tmp / "challtestsrv.log",
-    )
-    env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
-    ca_server = _start(
-        ["pebble", "-config", str(tmp / "pebble.json"), "-dnsserver", f"127.0.0.1:{dns_port}"],
-        tmp / "pebble.log",
-        env,
-    )
-    try:
-        verify = ssl.create_default_context(cafile=str(tmp / "ca.pem"))
-        directory = f"https://127.0.0.1:{acme_port}/dir"
-
-        def answers() -> bool:
-            try:
-                return httpx.get(directory, verify=verify, timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        assert eventually(answers, 20), (tmp / "pebble.log").read_text()
-        root = httpx.get(f"https://127.0.0.1:{mgmt_port}/roots/0", verify=verify, timeout=5)
-        yield Pebble(directory, tmp / "ca.pem", root.text, tls_port)
-    finally:
-        for process in (ca_server, chall):
-            process.terminate()
-            process.wait(10)
 
 
 @dataclass

@@ -24,15 +24,13 @@ from certwatch.pki.devpki import make_pki
 from certwatch.store.db import transaction
 from certwatch.store.models import AcmeRenewalInfo, Certificate, CertificateRequest
 from offload.echo import EchoServer
-from tests.integration import test_acme
 from tests.integration.ari_front import AriFront
 from tests.integration.conftest_monitoring import HttpReceiver, add_listener, make_service
+from tests.integration.pebble import HOOK, Pebble, call, issued, serve_acme, served_leaf
 from tests.integration.relay import Relay
 from tests.integration.servers import ServeProcess
 from tests.support import eventually, free_port
 
-Pebble = test_acme.Pebble
-pebble = test_acme.pebble
 RENEWAL_METRIC = "certwatch_certificate_renewal_timestamp_seconds"
 
 SLOW_HOOK = """#!{python}
@@ -49,7 +47,7 @@ urllib.request.urlopen(request, timeout=10).read()
 """
 
 
-def _hook(tmp_path: Path, pebble: Pebble, template: str = test_acme.HOOK) -> Path:
+def _hook(tmp_path: Path, pebble: Pebble, template: str = HOOK) -> Path:
     hook = tmp_path / "dns-hook"
     hook.write_text(
         template.format(python=sys.executable, url=pebble.challtestsrv_url, marks=tmp_path)
@@ -282,17 +280,17 @@ def test_without_renewal_information_the_lifetime_rule_schedules_the_renewal(
 def _listener_with_placeholder(serve: ServeProcess, backend: int) -> tuple[str, int, str]:
     """A running listener serving an uploaded placeholder; (listener id, port, placeholder)."""
     placeholder = make_pki("renewal-test").leaf("placeholder.example.test", days=30)
-    cert_id = test_acme._call(
+    cert_id = call(
         serve, "UploadCertificate", CertificateName="placeholder", CertificateType="Server",
         Certificate=placeholder.chain_pem, PrivateKey=placeholder.key_pem,
     ).json()["CertificateId"]
-    lb = test_acme._call(serve, "CreateLoadBalancer", LoadBalancerName="lb").json()
-    group = test_acme._call(
+    lb = call(serve, "CreateLoadBalancer", LoadBalancerName="lb").json()
+    group = call(
         serve, "CreateServerGroup", ServerGroupName="echo",
         Servers=[{"ServerIp": "127.0.0.1", "Port": backend, "Weight": 100}],
     ).json()
     port = free_port()
-    listener = test_acme._call(
+    listener = call(
         serve, "CreateListener", LoadBalancerId=lb["LoadBalancerId"],
         ServerGroupId=group["ServerGroupId"], ListenerPort=port, CertificateIds=[cert_id],
     ).json()["ListenerId"]
@@ -300,13 +298,13 @@ def _listener_with_placeholder(serve: ServeProcess, backend: int) -> tuple[str, 
 
 
 def _serial(serve: ServeProcess, certificate_id: str) -> str:
-    cert = test_acme._call(serve, "GetCertificate", CertificateId=certificate_id).json()
+    cert = call(serve, "GetCertificate", CertificateId=certificate_id).json()
     return str(cert["Certificate"]["SerialNumber"]).lower().lstrip("0")
 
 
 def _served_serial(port: int, pebble: Pebble, name: str) -> str:
     try:
-        served = test_acme._served_leaf(port, pebble.root_pem, name)
+        served = served_leaf(port, pebble.root_pem, name)
     except (OSError, ValueError):
         return ""
     return str(served["serialNumber"]).lower().lstrip("0")
@@ -317,33 +315,33 @@ def test_renew_certificate_rotates_the_new_leaf_onto_the_listener_and_retires_th
 ) -> None:
     """`RenewCertificate` on a served managed certificate: the listener serves the new leaf, its
     history has the acme rotation old → new, the old one is off it, the metric moves on."""
-    serve = test_acme._serve(tmp_path, pebble, "http-01")
+    serve = serve_acme(tmp_path, pebble, "http-01")
     with EchoServer() as echo:
         try:
             listener, port, _ = _listener_with_placeholder(serve, echo.port)
-            answer = test_acme._call(
+            answer = call(
                 serve, "RequestCertificate", DomainNames=["rotate.example.test"],
                 ListenerId=listener,
             ).json()
-            first = test_acme._issued(serve, answer["CertificateRequestId"])
+            first = issued(serve, answer["CertificateRequestId"])
             assert first["Status"] == "Issued", (first, serve.output())
             old = first["CertificateId"]
-            renewal = test_acme._call(serve, "RenewCertificate", CertificateId=old).json()
-            renewed = test_acme._issued(serve, renewal["CertificateRequestId"])
+            renewal = call(serve, "RenewCertificate", CertificateId=old).json()
+            renewed = issued(serve, renewal["CertificateRequestId"])
             assert renewed["Status"] == "Issued" and renewed["Renewal"], (renewed, serve.output())
             new = renewed["CertificateId"]
             serial = _serial(serve, new)
             assert eventually(
                 lambda: _served_serial(port, pebble, "rotate.example.test") == serial, 30
             ), serve.output()
-            events = test_acme._call(serve, "ListRotationEvents", ListenerId=listener).json()
+            events = call(serve, "ListRotationEvents", ListenerId=listener).json()
             applied = [
                 (e["OldCertificateId"], e["NewCertificateId"], e["Actor"])
                 for e in events["RotationEvents"]
                 if e["Result"] == "Applied"
             ]
             assert (old, new, "acme") in applied, events
-            on_listener = test_acme._call(
+            on_listener = call(
                 serve, "ListListenerCertificates", ListenerId=listener
             ).json()["Certificates"]
             assert [c["CertificateId"] for c in on_listener] == [new]
@@ -360,38 +358,38 @@ def test_kill_9_during_an_order_ends_with_exactly_one_certificate_on_the_listene
     """`kill -9` of `certwatch serve` while the dns-01 hook runs: after restart the order is
     retried and Issued, the listener serves that one certificate, nothing is left behind."""
     hook = _hook(tmp_path, pebble, SLOW_HOOK)
-    serve = test_acme._serve(tmp_path, pebble, "dns-01", dns_hook=str(hook))
+    serve = serve_acme(tmp_path, pebble, "dns-01", dns_hook=str(hook))
     serve.stop()
     serve.start(new_session=True)
     with EchoServer() as echo:
         try:
             listener, port, placeholder = _listener_with_placeholder(serve, echo.port)
-            answer = test_acme._call(
+            answer = call(
                 serve, "RequestCertificate", DomainNames=["crash.example.test"],
                 ListenerId=listener,
             ).json()
             assert eventually(lambda: (tmp_path / "slept").exists(), 30), serve.output()
             serve.kill_group()
             serve.start(new_session=True)
-            request = test_acme._issued(serve, answer["CertificateRequestId"], limit=90)
+            request = issued(serve, answer["CertificateRequestId"], limit=90)
             assert request["Status"] == "Issued", (request, serve.output())
-            issued = request["CertificateId"]
-            on_listener = test_acme._call(
+            issued_id = request["CertificateId"]
+            on_listener = call(
                 serve, "ListListenerCertificates", ListenerId=listener
             ).json()["Certificates"]
-            assert [c["CertificateId"] for c in on_listener] == [issued]
+            assert [c["CertificateId"] for c in on_listener] == [issued_id]
             managed = [
-                c for c in test_acme._call(serve, "ListCertificates").json()["Certificates"]
+                c for c in call(serve, "ListCertificates").json()["Certificates"]
                 if c.get("Managed")
             ]
-            assert [c["CertificateId"] for c in managed] == [issued]
-            requests = test_acme._call(serve, "ListCertificateRequests").json()
+            assert [c["CertificateId"] for c in managed] == [issued_id]
+            requests = call(serve, "ListCertificateRequests").json()
             assert len(requests["CertificateRequests"]) == 1
-            serial = _serial(serve, issued)
+            serial = _serial(serve, issued_id)
             assert eventually(
                 lambda: _served_serial(port, pebble, "crash.example.test") == serial, 30
             ), serve.output()
-            assert placeholder != issued
+            assert placeholder != issued_id
         finally:
             serve.kill_group()
 

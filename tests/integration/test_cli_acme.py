@@ -13,10 +13,9 @@ import pytest
 from certwatch.app.cli import main
 from certwatch.app.service import Service
 from certwatch.config import AcmeConfig, Config
-from tests.integration import test_acme
+from tests.integration.pebble import Pebble, serve_acme
 from tests.integration.servers import ServeProcess
 
-pebble = test_acme.pebble
 CLI_NAME = "cli.example.test"
 
 
@@ -29,10 +28,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def serve(
-    tmp_path_factory: pytest.TempPathFactory, pebble: test_acme.Pebble
+    tmp_path_factory: pytest.TempPathFactory, pebble: Pebble
 ) -> Iterator[ServeProcess]:
     """One `certwatch serve` with [acme] on Pebble (http-01) for the tests of this module."""
-    process = test_acme._serve(tmp_path_factory.mktemp("cli-acme"), pebble, "http-01")
+    process = serve_acme(tmp_path_factory.mktemp("cli-acme"), pebble, "http-01")
     yield process
     assert process.stop() == 0
 
