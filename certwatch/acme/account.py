@@ -53,6 +53,16 @@ def _register(acme: client.ClientV2, config: AcmeConfig, key: jose.JWK) -> None:
     )
 
 
+def forget(node: Node) -> None:
+    """Drop this store's account for the configured directory (the server no longer knows it,
+    e.g. a test CA restarted); the next `connect` registers a new one."""
+    url = node.config.acme.directory_url or ""
+    with transaction(node.engine) as session:
+        row = session.get(AcmeAccount, url)
+        if row is not None:
+            session.delete(row)
+
+
 def connect(node: Node) -> tuple[client.ClientV2, jose.JWK]:
     """A client of the configured ACME server under this store's account, and the account key
     (registered now when this store has none for that directory)."""

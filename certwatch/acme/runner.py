@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from acme import messages
 from acme.client import ClientV2
 from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter
@@ -22,7 +23,7 @@ from certwatch.acme import account, alerts, ari, issue, requests
 from certwatch.acme.alpn import StoreChallenges
 from certwatch.acme.challenges import HttpResponder
 from certwatch.acme.keys import new_key_pem
-from certwatch.acme.orders import ORDER_FAULTS, Solver, order
+from certwatch.acme.orders import ORDER_FAULTS, Issued, Solver, order
 from certwatch.node import Node
 from certwatch.store.db import transaction
 from certwatch.store.models import Certificate, CertificateRequest
@@ -112,11 +113,17 @@ class OrderRunner:
             old = session.get(Certificate, row.renews_certificate_id or "")
             old_pem = None if old is None else old.chain_pem
         try:
-            acme, key = account.connect(node)
-            solver = Solver(node.config.acme, key, self._http, StoreChallenges(node))
-            kind = node.config.acme.challenge
-            replaces = _replaces(acme, old_pem)
-            issued = order(acme, solver, kind, names, new_key_pem(key_type), replaces)
+            try:
+                issued = self._order(names, key_type, old_pem)
+            except messages.Error as exc:
+                if exc.code != "accountDoesNotExist":
+                    raise
+                log.warning(
+                    "the ACME server no longer knows this store's account (%s); registering a "
+                    "new one", exc, extra={"certificate_request_id": request_id},
+                )
+                account.forget(node)
+                issued = self._order(names, key_type, old_pem)
             issue.deliver(node, request_id, issued)
         except FAULTS as exc:
             self._failed(request_id, f"{type(exc).__name__}: {exc}")
@@ -126,6 +133,15 @@ class OrderRunner:
             "certificate request %s issued for %s", request_id, ", ".join(names),
             extra={"certificate_request_id": request_id},
         )
+
+    def _order(self, names: list[str], key_type: str, old_pem: str | None) -> Issued:
+        """One order under this store's account (registered first if it has none)."""
+        node = self._node
+        acme, key = account.connect(node)
+        solver = Solver(node.config.acme, key, self._http, StoreChallenges(node))
+        replaces = _replaces(acme, old_pem)
+        kind = node.config.acme.challenge
+        return order(acme, solver, kind, names, new_key_pem(key_type), replaces)
 
     def _failed(self, request_id: str, reason: str) -> None:
         self._orders.labels(result="failed").inc()

@@ -53,52 +53,65 @@ def _start(
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
-@pytest.fixture(scope="module")
-def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    """Pebble and pebble-challtestsrv on free loopback ports, Pebble's HTTPS from a test CA."""
-    require(shutil.which("pebble") is not None, "pebble is not installed")
-    require(shutil.which("pebble-challtestsrv") is not None, "pebble-challtestsrv is missing")
-    tmp = tmp_path_factory.mktemp("pebble")
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    server.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
-    server.private_key_pem.write_to_path(str(tmp / "key.pem"))
-    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
-    acme_port, mgmt_port, dns_port, chall_port = (free_port() for _ in range(4))
-    http_port, tls_port = free_port(), free_port()
-    (tmp / "pebble.json").write_text(
-        json.dumps(
-            {
-                "pebble": {
-                    "listenAddress": f"127.0.0.1:{acme_port}",
-                    "managementListenAddress": f"127.0.0.1:{mgmt_port}",
-                    "certificate": str(tmp / "cert.pem"),
-                    "privateKey": str(tmp / "key.pem"),
-                    "httpPort": http_port,
-                    "tlsPort": tls_port,
-                    "ocspResponderURL": "",
-                    "externalAccountBindingRequired": False,
-                }
-            }
+class PebbleRun:
+    """Pebble and pebble-challtestsrv on free loopback ports (kept across a restart), Pebble's
+    HTTPS from a test CA. Pebble keeps its accounts and its root in memory only: a restart
+    forgets every account and issues under a new root."""
+
+    def __init__(self, tmp: Path) -> None:
+        require(shutil.which("pebble") is not None, "pebble is not installed")
+        require(shutil.which("pebble-challtestsrv") is not None, "pebble-challtestsrv is missing")
+        self.tmp = tmp
+        ca = trustme.CA()
+        server = ca.issue_cert("127.0.0.1", "localhost")
+        server.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
+        server.private_key_pem.write_to_path(str(tmp / "key.pem"))
+        ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
+        self.acme_port, self.mgmt_port, self.dns_port, self.chall_port = (
+            free_port() for _ in range(4)
         )
-    )
-    chall = _start(
-        [
-            "pebble-challtestsrv", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
-            "-dns01", f"127.0.0.1:{dns_port}", "-http01", "", "-https01", "", "-tlsalpn01", "",
-            "-management", f"127.0.0.1:{chall_port}",
-        ],
-        tmp / "challtestsrv.log",
-    )
-    env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
-    ca_server = _start(
-        ["pebble", "-config", str(tmp / "pebble.json"), "-dnsserver", f"127.0.0.1:{dns_port}"],
-        tmp / "pebble.log",
-        env,
-    )
-    try:
+        self.http_port, self.tls_port = free_port(), free_port()
+        (tmp / "pebble.json").write_text(
+            json.dumps(
+                {
+                    "pebble": {
+                        "listenAddress": f"127.0.0.1:{self.acme_port}",
+                        "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
+                        "certificate": str(tmp / "cert.pem"),
+                        "privateKey": str(tmp / "key.pem"),
+                        "httpPort": self.http_port,
+                        "tlsPort": self.tls_port,
+                        "ocspResponderURL": "",
+                        "externalAccountBindingRequired": False,
+                    }
+                }
+            )
+        )
+        self._processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> Pebble:
+        """Start both servers; the running Pebble once its directory answers."""
+        tmp = self.tmp
+        chall = _start(
+            [
+                "pebble-challtestsrv", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+                "-dns01", f"127.0.0.1:{self.dns_port}", "-http01", "", "-https01", "",
+                "-tlsalpn01", "", "-management", f"127.0.0.1:{self.chall_port}",
+            ],
+            tmp / "challtestsrv.log",
+        )
+        env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
+        ca_server = _start(
+            [
+                "pebble", "-config", str(tmp / "pebble.json"),
+                "-dnsserver", f"127.0.0.1:{self.dns_port}",
+            ],
+            tmp / "pebble.log",
+            env,
+        )
+        self._processes = [ca_server, chall]
         verify = ssl.create_default_context(cafile=str(tmp / "ca.pem"))
-        directory = f"https://127.0.0.1:{acme_port}/dir"
+        directory = f"https://127.0.0.1:{self.acme_port}/dir"
 
         def answers() -> bool:
             try:
@@ -107,15 +120,28 @@ def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
                 return False
 
         assert eventually(answers, 20), (tmp / "pebble.log").read_text()
-        root = httpx.get(f"https://127.0.0.1:{mgmt_port}/roots/0", verify=verify, timeout=5)
-        yield Pebble(
-            directory, tmp / "ca.pem", root.text, http_port, tls_port,
-            f"http://127.0.0.1:{chall_port}",
+        root = httpx.get(f"https://127.0.0.1:{self.mgmt_port}/roots/0", verify=verify, timeout=5)
+        return Pebble(
+            directory, tmp / "ca.pem", root.text, self.http_port, self.tls_port,
+            f"http://127.0.0.1:{self.chall_port}",
         )
-    finally:
-        for process in (ca_server, chall):
+
+    def stop(self) -> None:
+        """Stop both servers."""
+        for process in self._processes:
             process.terminate()
             process.wait(10)
+        self._processes = []
+
+
+@pytest.fixture(scope="module")
+def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
+    """A running Pebble for the tests of one module."""
+    run = PebbleRun(tmp_path_factory.mktemp("pebble"))
+    try:
+        yield run.start()
+    finally:
+        run.stop()
 
 
 def serve_acme(tmp_path: Path, pebble: Pebble, challenge: str, **acme: str) -> ServeProcess:

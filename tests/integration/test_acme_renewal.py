@@ -16,17 +16,31 @@ import pytest
 import trustme
 from cryptography import x509
 from prometheus_client import generate_latest
+from sqlmodel import select
 
 from certwatch.acme import ari
 from certwatch.acme.renewal import renew_at, renew_due
 from certwatch.app.service import Service
 from certwatch.pki.devpki import make_pki
 from certwatch.store.db import transaction
-from certwatch.store.models import AcmeRenewalInfo, Certificate, CertificateRequest
+from certwatch.store.models import (
+    AcmeAccount,
+    AcmeRenewalInfo,
+    Certificate,
+    CertificateRequest,
+)
 from offload.echo import EchoServer
 from tests.integration.ari_front import AriFront
 from tests.integration.conftest_monitoring import HttpReceiver, add_listener, make_service
-from tests.integration.pebble import HOOK, Pebble, call, issued, serve_acme, served_leaf
+from tests.integration.pebble import (
+    HOOK,
+    Pebble,
+    PebbleRun,
+    call,
+    issued,
+    serve_acme,
+    served_leaf,
+)
 from tests.integration.relay import Relay
 from tests.integration.servers import ServeProcess
 from tests.support import eventually, free_port
@@ -393,3 +407,29 @@ def test_kill_9_during_an_order_ends_with_exactly_one_certificate_on_the_listene
         finally:
             serve.kill_group()
 
+
+
+def test_an_account_the_server_forgot_is_registered_again(tmp_path: Path) -> None:
+    """A restarted Pebble knows no account any more: the next order meets
+    accountDoesNotExist, registers a new account (one warning line) and is issued."""
+    (tmp_path / "pebble").mkdir()
+    run = PebbleRun(tmp_path / "pebble")
+    first = run.start()
+    try:
+        service = _service(tmp_path, first, first.directory_url, first.ca_bundle)
+        try:
+            _issue(service, "before.example.test")
+            run.stop()
+            again = run.start()
+            _hook(tmp_path, again)
+            with transaction(service.engine) as session:
+                (before,) = session.exec(select(AcmeAccount)).all()
+                old_registration = before.registration
+            _issue(service, "after.example.test")
+            with transaction(service.engine) as session:
+                (after,) = session.exec(select(AcmeAccount)).all()
+                assert after.registration != old_registration
+        finally:
+            service.close()
+    finally:
+        run.stop()
