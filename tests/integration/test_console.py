@@ -285,7 +285,7 @@ def test_the_staged_and_requests_forms_refuse_a_missing_csrf_token(
     for path, data in (
         ("/console/staged", {"certificate": leaf.chain_pem, "private_key": leaf.key_pem}),
         ("/console/requests", {"names": "f.example"}),
-        ("/console/requests/renew", {"CertificateId": "crt-0000000000000000"}),
+        ("/console/requests/renew", {"CertificateId": "cert-0000000000000000"}),
     ):
         response = console.post(path, data={**data, "csrf_token": "00"})
         assert response.status_code == 403, path
@@ -361,3 +361,23 @@ def test_renew_of_a_certificate_not_issued_through_acme_is_refused(
     assert response.status_code == 400
     assert "InvalidParameter" in response.text and "not managed" in response.text
     assert "No certificate requests." in response.text
+
+
+def test_the_requests_page_pages_with_a_next_link(with_acme: TestClient) -> None:
+    """With more requests than one page holds, the page lists 50 (newest first) and a Next
+    link whose page holds the rest."""
+    placed = [
+        with_acme.post(
+            "/v1/RequestCertificate", json={"DomainNames": [f"n{i}.example"]}
+        ).json()["CertificateRequestId"]
+        for i in range(51)
+    ]
+    first = with_acme.get("/console/requests").text
+    assert "Requests, newest first (51)" in first
+    shown = re.findall(r"<code>(crq-[0-9a-f]{16})</code>", first)
+    assert len(shown) == 50 and placed[0] not in shown
+    link = re.search(r'href="(/console/requests\?next=[^"]+)">Next<', first)
+    assert link, first
+    rest = with_acme.get(link.group(1).replace("&amp;", "&")).text
+    assert re.findall(r"<code>(crq-[0-9a-f]{16})</code>", rest) == [placed[0]]
+    assert ">Next<" not in rest
