@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,9 @@ from fastapi.testclient import TestClient
 
 from certwatch.api.http import create_app
 from certwatch.app.service import Service
+from certwatch.config import RotationConfig
 from certwatch.console import mount
+from certwatch.console.lifecycle import domain_names, rotates
 from tests.certfactory import Pki, make_pki
 from tests.conftest import Api, make_config
 from tests.support import free_port
@@ -381,3 +384,28 @@ def test_the_requests_page_pages_with_a_next_link(with_acme: TestClient) -> None
     rest = with_acme.get(link.group(1).replace("&amp;", "&")).text
     assert re.findall(r"<code>(crq-[0-9a-f]{16})</code>", rest) == [placed[0]]
     assert ">Next<" not in rest
+    refused = with_acme.get("/console/requests?next=not-a-token")
+    assert refused.status_code == 400 and "InvalidParameter" in refused.text
+
+
+def test_when_a_staged_certificate_rotates_is_said_in_words() -> None:
+    """The Rotates column: the rotation time once applied, never when not a candidate, Rotate
+    Now only with auto off, the next scan once the default is within before_days, and the
+    date it will be otherwise; the request form's names split on lines and commas."""
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    auto, manual = RotationConfig(before_days=30), RotationConfig(auto=False)
+    entry = {"Status": "Pending", "ListenerId": "lsn-1", "UpdatedAt": "2026-11-30T00:00:00Z"}
+    soon, late = {"lsn-1": "2026-12-20T00:00:00Z"}, {"lsn-1": "2027-03-01T00:00:00Z"}
+    assert rotates({**entry, "Status": "Applied"}, late, auto, now).startswith(
+        "Rotated at 2026-11-30T00:00:00Z"
+    )
+    assert rotates({**entry, "Status": "Rejected"}, late, auto, now).startswith("Never")
+    assert rotates(entry, late, manual, now).startswith("On Rotate Now")
+    assert rotates(entry, soon, auto, now).startswith("At the next scan")
+    assert rotates(entry, late, auto, now).startswith("From 2027-01-30T00:00:00Z")
+    assert rotates({**entry, "ListenerId": None}, late, auto, now).startswith(
+        "When a default it covers has 30 days left"
+    )
+    assert domain_names(" a.example\r\nb.example,c.example , ,") == [
+        "a.example", "b.example", "c.example"
+    ]
