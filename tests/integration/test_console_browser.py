@@ -23,8 +23,8 @@ from tests.integration.offload.conftest import (
     leaf_fingerprint,
     tls_connect,
 )
+from tests.integration.pebble import Pebble, serve_acme
 from tests.integration.servers import ServeProcess
-from tests.integration.test_acme import Pebble, _serve, pebble  # noqa: F401 (a fixture)
 from tests.support import eventually, free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -494,13 +494,13 @@ def test_the_requests_page_without_acme_says_so_and_shows_the_refusal(
 
 
 def test_a_certificate_requested_by_clicking_is_issued_by_pebble_and_renewed(
-    browser: Browser, pebble: Pebble, tmp_path: Path  # noqa: F811 (the fixture)
+    browser: Browser, pebble: Pebble, tmp_path: Path
 ) -> None:
     """Against a real Pebble (http-01): a request placed from the form is listed Pending, then
     Issued with a link to its Managed certificate, whose Renew button places a renewal; axe
     finds nothing serious on the Requests page with rows and a Renew button, nor on the
     details page with its Renew button."""
-    serve = _serve(tmp_path, pebble, "http-01")
+    serve = serve_acme(tmp_path, pebble, "http-01")
     context = browser.new_context(bypass_csp=True, viewport={"width": 1100, "height": 900})
     try:
         page = context.new_page()
@@ -522,6 +522,11 @@ def test_a_certificate_requested_by_clicking_is_issued_by_pebble_and_renewed(
         assert _axe_violations(page) == []
         row.get_by_role("link", name=re.compile("^cert-")).click()
         expect(page.get_by_role("heading", name="Renewal")).to_be_visible()
+        cert_id = page.url.rsplit("/", 1)[1]
+        renewal_at = httpx.post(
+            f"{serve.url}/v1/GetCertificate", json={"CertificateId": cert_id}, timeout=30
+        ).json()["Certificate"]["RenewalAt"]
+        expect(page.get_by_text(f"renewed from {renewal_at}")).to_be_visible()
         assert _axe_violations(page) == []
         page.get_by_role("button", name="Renew", exact=True).click()
         expect(page.get_by_role("status")).to_contain_text("renewal was requested")
