@@ -20,9 +20,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from certwatch import errors
+from certwatch import clock, errors
 from certwatch.api import ACTIONS
 from certwatch.api.http import Served
+from certwatch.console.lifecycle import domain_names, rotates
 from certwatch.console.session import COOKIE, Sessions
 
 HERE = Path(__file__).parent
@@ -47,6 +48,9 @@ NOTICES = {
     "rollback": "The previous default certificate was restored.",
     "rotate": "The rotation ran; its result is the newest history entry.",
     "upload": "The certificate was uploaded.",
+    "stage": "The certificate was staged; its status and reason are in the table.",
+    "request": "The certificate request was placed; it runs in the background.",
+    "renew": "The renewal was requested; it is the newest certificate request.",
 }
 """The fixed messages a redirect after a change may name (never text from the query)."""
 TABS = ("server", "ca", "history")
@@ -63,6 +67,7 @@ class Console:
 
     def __init__(self, served: Served) -> None:
         self._dispatch = served.dispatch
+        self.config = served.node.config
         self.sessions = Sessions(served.node.config.api.token)
         self._env = Environment(
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape()
@@ -87,6 +92,18 @@ class Console:
             token = page["NextToken"]
             if token is None:
                 return sorted(found, key=lambda c: (c["NotAfter"], c["CertificateId"]))
+
+    async def listener_defaults(self) -> dict[str, str]:
+        """Each listener's id and its default certificate's NotAfter (listeners without one
+        are left out)."""
+        found: dict[str, str] = {}
+        for listener in (await self.call("ListListeners"))["Listeners"]:
+            lid = listener["ListenerId"]
+            certs = (await self.call("ListListenerCertificates", ListenerId=lid))["Certificates"]
+            for cert in certs:
+                if cert["IsDefault"]:
+                    found[lid] = cert["NotAfter"]
+        return found
 
     def cookie(self, request: Request) -> str | None:
         """The request's session cookie, when it is one this console issued."""
@@ -451,3 +468,120 @@ def mount(app: FastAPI, served: Served) -> None:
 
     for path in ("/console/alerts/scan", "/console/alerts/test"):
         app.add_api_route(path, page(alerts_action), methods=["POST"], include_in_schema=False)
+
+    async def staged_page(
+        request: Request,
+        error: errors.ApiError | None = None,
+        entered: dict[str, str] | None = None,
+    ) -> Response:
+        defaults = await console.listener_defaults()
+        staged = (await console.call("ListStagedCertificates"))["StagedCertificates"]
+        now = clock.now()
+        rows = [
+            {**s, "Rotates": rotates(s, defaults, console.config.rotation, now)}
+            for s in reversed(staged)
+        ]
+        return console.render(
+            request,
+            "staged.html",
+            status=error.status if error else 200,
+            staged=rows,
+            listeners=sorted(defaults),
+            error=error,
+            entered=entered or {},
+            notice=NOTICES.get(request.query_params.get("done", ""), ""),
+        )
+
+    async def staged(request: Request) -> Response:
+        return await staged_page(request)
+
+    app.add_api_route("/console/staged", page(staged), methods=["GET"], include_in_schema=False)
+
+    async def stage(request: Request) -> Response:
+        fields = await console.checked_form(request)
+        if isinstance(fields, Response):
+            return fields
+        listener = fields.get("listener") or None
+        try:
+            await console.call(
+                "StageCertificate",
+                Certificate=fields.get("certificate", ""),
+                PrivateKey=fields.get("private_key", ""),
+                ListenerId=listener,
+            )
+        except errors.ApiError as exc:
+            entered = {k: v for k, v in fields.items() if k in ("certificate", "listener")}
+            return await staged_page(request, exc, entered)
+        return RedirectResponse("/console/staged?done=stage", status_code=303, headers=HEADERS)
+
+    app.add_api_route("/console/staged", page(stage), methods=["POST"], include_in_schema=False)
+
+    async def requests_page(
+        request: Request,
+        error: errors.ApiError | None = None,
+        entered: dict[str, str] | None = None,
+    ) -> Response:
+        token = request.query_params.get("next") or None
+        try:
+            found = await console.call("ListCertificateRequests", MaxResults=50, NextToken=token)
+        except errors.ApiError as exc:
+            return console.render(request, "refused.html", status=exc.status, error=exc)
+        managed = [c for c in await console.all_certificates() if c["Managed"]]
+        listeners = (await console.call("ListListeners"))["Listeners"]
+        return console.render(
+            request,
+            "requests.html",
+            status=error.status if error else 200,
+            acme=console.config.acme.enabled,
+            requests=found["CertificateRequests"],
+            next_token=found["NextToken"],
+            total=found["TotalCount"],
+            managed=managed,
+            listeners=sorted(x["ListenerId"] for x in listeners),
+            error=error,
+            entered=entered or {},
+            notice=NOTICES.get(request.query_params.get("done", ""), ""),
+        )
+
+    async def requests(request: Request) -> Response:
+        return await requests_page(request)
+
+    app.add_api_route(
+        "/console/requests", page(requests), methods=["GET"], include_in_schema=False
+    )
+
+    async def request_certificate(request: Request) -> Response:
+        fields = await console.checked_form(request)
+        if isinstance(fields, Response):
+            return fields
+        try:
+            await console.call(
+                "RequestCertificate",
+                DomainNames=domain_names(fields.get("names", "")),
+                ListenerId=fields.get("listener") or None,
+                Role=fields.get("role", "default"),
+            )
+        except errors.ApiError as exc:
+            entered = {k: v for k, v in fields.items() if k in ("names", "listener", "role")}
+            return await requests_page(request, exc, entered)
+        return RedirectResponse(
+            "/console/requests?done=request", status_code=303, headers=HEADERS
+        )
+
+    app.add_api_route(
+        "/console/requests", page(request_certificate), methods=["POST"], include_in_schema=False
+    )
+
+    async def renew(request: Request) -> Response:
+        fields = await console.checked_form(request)
+        if isinstance(fields, Response):
+            return fields
+        try:
+            await console.call("RenewCertificate", CertificateId=fields.get("CertificateId", ""))
+        except errors.ApiError as exc:
+            return await requests_page(request, exc)
+        return RedirectResponse("/console/requests?done=renew", status_code=303, headers=HEADERS)
+
+    app.add_api_route(
+        "/console/requests/renew", page(renew), methods=["POST"], include_in_schema=False
+    )

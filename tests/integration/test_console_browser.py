@@ -23,6 +23,7 @@ from tests.integration.offload.conftest import (
     leaf_fingerprint,
     tls_connect,
 )
+from tests.integration.pebble import Pebble, serve_acme
 from tests.integration.servers import ServeProcess
 from tests.support import eventually, free_port
 
@@ -424,3 +425,159 @@ def test_docs_page_renders_from_same_origin_assets(browser: Browser, fleet: Flee
     assert failed == []
     assert blocked == []
     page.close()
+
+
+def _stage_by_clicking(page: Page, renewal: Issued, key_pem: str, listener: str) -> None:
+    """Fill the Stage Certificate form (chain of `renewal`, key `key_pem`) and press Stage."""
+    page.get_by_label("Certificate (PEM)").fill(renewal.chain_pem)
+    page.get_by_label("Private Key (PEM)").fill(key_pem)
+    page.get_by_label("Listener", exact=True).select_option(listener)
+    page.get_by_role("button", name="Stage", exact=True).click()
+
+
+def test_stage_a_certificate_by_clicking(browser: Browser, fleet: Fleet, tmp_path: Path) -> None:
+    """On the Staged page at 375 px, a renewal with another's key is refused with its code and
+    stages nothing; the right key stages it Pending for the listener, listed with its source
+    and when it rotates; Rotate Now then puts it on the listener (a real TLS client sees it)."""
+    old_id = fleet.upload(fleet.pki.leaf("a.console.test"), "alpha")
+    fleet.upload(fleet.pki.root, "console root", "Ca")
+    lid = fleet.listener(old_id)
+    assert eventually(lambda: fleet.echoes(), 10)
+    renewal, stranger = fleet.pki.leaf("a.console.test", days=120), fleet.pki.leaf("x.test")
+
+    page = browser.new_page(viewport={"width": 375, "height": 800})
+    page.goto(f"{fleet.serve.url}/console/")
+    page.get_by_role("link", name="Staged", exact=True).click()
+    expect(page.get_by_role("cell", name="Nothing is staged.")).to_be_visible()
+    _stage_by_clicking(page, renewal, stranger.key_pem, lid)
+    expect(page.get_by_role("alert")).to_contain_text("KeyCertificateMismatch")
+    expect(page.get_by_label("Private Key (PEM)")).to_have_value("")
+    expect(page.get_by_label("Listener", exact=True)).to_have_value(lid)
+    assert fleet.call("ListStagedCertificates")["StagedCertificates"] == []
+    _shot(page, tmp_path, "stage-refused")
+
+    _stage_by_clicking(page, renewal, renewal.key_pem, lid)
+    expect(page.get_by_role("status")).to_contain_text("The certificate was staged")
+    [staged] = fleet.call("ListStagedCertificates")["StagedCertificates"]
+    row = page.get_by_role("row").filter(has_text=staged["StagedCertificateId"])
+    for text in ("a.console.test", lid, "api", "Pending", "or on Rotate Now"):
+        expect(row).to_contain_text(text)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    _shot(page, tmp_path, "staged")
+
+    row.get_by_role("link", name=lid).click()
+    page.get_by_role("button", name="Rotate Now").click()
+    expect(page.get_by_role("status")).to_contain_text("rotation ran")
+    assert fleet.served("a.console.test") == renewal.fingerprint
+    page.get_by_role("link", name="Staged", exact=True).click()
+    expect(page.get_by_role("row").filter(has_text=staged["StagedCertificateId"])).to_contain_text(
+        "Applied"
+    )
+
+
+def test_the_requests_page_without_acme_says_so_and_shows_the_refusal(
+    browser: Browser, fleet: Fleet, tmp_path: Path
+) -> None:
+    """Without [acme] the Requests page says ACME is not configured; a request from its form
+    shows AcmeNotConfigured and keeps the names typed; no request is kept."""
+    page = browser.new_page(viewport={"width": 375, "height": 800})
+    page.goto(f"{fleet.serve.url}/console/")
+    page.get_by_role("link", name="Requests", exact=True).click()
+    expect(page.get_by_text("ACME is not configured")).to_be_visible()
+    page.get_by_label("Domain names").fill("www.console.test")
+    page.get_by_role("button", name="Request", exact=True).click()
+    expect(page.get_by_role("alert")).to_contain_text("AcmeNotConfigured")
+    expect(page.get_by_label("Domain names")).to_have_value("www.console.test")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    _shot(page, tmp_path, "requests-no-acme")
+    assert fleet.call("ListCertificateRequests")["CertificateRequests"] == []
+
+
+def test_a_certificate_requested_by_clicking_is_issued_by_pebble_and_renewed(
+    browser: Browser, pebble: Pebble, tmp_path: Path
+) -> None:
+    """Against a real Pebble (http-01): a request placed from the form is listed Pending, then
+    Issued with a link to its Managed certificate, whose Renew button places a renewal; axe
+    finds nothing serious on the Requests page with rows and a Renew button, nor on the
+    details page with its Renew button."""
+    serve = serve_acme(tmp_path, pebble, "http-01")
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1100, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{serve.url}/console/requests")
+        expect(page.get_by_text("ACME is not configured")).to_have_count(0)
+        page.get_by_label("Domain names").fill("www.console.test, api.console.test")
+        page.get_by_role("button", name="Request", exact=True).click()
+        expect(page.get_by_role("status")).to_contain_text("request was placed")
+        row = page.get_by_role("row").filter(has_text="www.console.test, api.console.test")
+        expect(row).to_contain_text("Pending")
+        _shot(page, tmp_path, "request-pending")
+
+        def issued() -> bool:
+            page.reload()
+            return "Issued" in row.inner_text()
+
+        assert eventually(issued, 60), serve.output()
+        _shot(page, tmp_path, "request-issued")
+        assert _axe_violations(page) == []
+        row.get_by_role("link", name=re.compile("^cert-")).click()
+        expect(page.get_by_role("heading", name="Renewal")).to_be_visible()
+        cert_id = page.url.rsplit("/", 1)[1]
+        renewal_at = httpx.post(
+            f"{serve.url}/v1/GetCertificate", json={"CertificateId": cert_id}, timeout=30
+        ).json()["Certificate"]["RenewalAt"]
+        expect(page.get_by_text(f"renewed from {renewal_at}")).to_be_visible()
+        assert _axe_violations(page) == []
+        page.get_by_role("button", name="Renew", exact=True).click()
+        expect(page.get_by_role("status")).to_contain_text("renewal was requested")
+        renewal = page.get_by_role("row").filter(has_text="Renewal")
+        expect(renewal).to_contain_text("www.console.test")
+        requests = httpx.post(
+            f"{serve.url}/v1/ListCertificateRequests", json={}, timeout=30
+        ).json()["CertificateRequests"]
+        assert [r["Renewal"] for r in requests] == [True, False]
+    finally:
+        context.close()
+        serve.stop()
+
+
+def test_the_staged_and_requests_pages_pass_axe(browser: Browser, guarded: Fleet) -> None:
+    """axe-core finds no serious or critical violation on the Staged page (with Pending and
+    Rejected rows, and with a refusal) and the Requests page (empty, and with a refusal)."""
+    a_id = guarded.upload(guarded.pki.leaf("a.console.test"), "alpha")
+    guarded.upload(guarded.pki.root, "console root", "Ca")
+    lid = guarded.listener(a_id)
+    renewal = guarded.pki.leaf("a.console.test", days=120)
+    guarded.call(
+        "StageCertificate", Certificate=renewal.chain_pem, PrivateKey=renewal.key_pem,
+        ListenerId=lid,
+    )
+    other = guarded.pki.leaf("other.console.test", days=120)
+    rejected = guarded.call(
+        "StageCertificate", Certificate=other.chain_pem, PrivateKey=other.key_pem, ListenerId=lid
+    )
+    assert rejected["Status"] == "Rejected", rejected
+    base = guarded.serve.url
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    page.goto(f"{base}/console/login")
+    page.get_by_label("Token").fill(TOKEN)
+    page.get_by_role("button", name="Log In").click()
+    seen: dict[str, list[dict[str, Any]]] = {}
+    page.get_by_role("link", name="Staged", exact=True).click()
+    expect(page.get_by_role("cell", name="Rejected", exact=True)).to_be_visible()
+    seen["staged"] = _axe_violations(page)
+    page.get_by_label("Certificate (PEM)").fill("not a pem")
+    page.get_by_label("Private Key (PEM)").fill(other.key_pem)
+    page.get_by_role("button", name="Stage", exact=True).click()
+    expect(page.get_by_role("alert")).to_contain_text("InvalidCertificate")
+    seen["staged refused"] = _axe_violations(page)
+    page.get_by_role("link", name="Requests", exact=True).click()
+    expect(page.get_by_role("cell", name="No certificate requests.")).to_be_visible()
+    seen["requests"] = _axe_violations(page)
+    page.get_by_label("Domain names").fill("www.console.test")
+    page.get_by_role("button", name="Request", exact=True).click()
+    expect(page.get_by_role("alert")).to_contain_text("AcmeNotConfigured")
+    seen["requests refused"] = _axe_violations(page)
+    context.close()
+    assert {name: found for name, found in seen.items() if found} == {}
