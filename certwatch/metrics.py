@@ -309,7 +309,8 @@ class StoreCollector(Collector):
         gauge = _gauge(
             "certwatch_certificate_renewal_timestamp_seconds",
             "When certwatch renews each managed certificate in use (the start of the ACME "
-            "server's suggested renewal window when it offers one); in the past while due",
+            "server's suggested renewal window when it offers one) or rotates one a pending "
+            "staged certificate replaces; in the past while due",
             ("certificate_id",),
         )
         for cert_id, when in self._renewal_times(session) if self._renewal_times else ():

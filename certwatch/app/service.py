@@ -17,6 +17,7 @@ Wiring, in the order it is built:
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
@@ -37,10 +38,10 @@ from certwatch.api.dispatch import Dispatcher
 from certwatch.api.registry import Request
 from certwatch.changes.commit import DataPlane, Pipeline
 from certwatch.changes.snapshot import SnapshotBuilder
-from certwatch.config import Config
+from certwatch.config import Config, RotationConfig
 from certwatch.metrics import Monitoring, NodeCollector
 from certwatch.node import Node
-from certwatch.rotation.auto import StagedRenewals, auto_rotate
+from certwatch.rotation.auto import StagedRenewals, auto_rotate, staged_rotation_times
 from certwatch.rotation.intake import intake
 from certwatch.rotation.revoked import reject_revoked
 from certwatch.rotation.rotate import recover
@@ -52,6 +53,15 @@ from offload.spec import Snapshot
 
 log = logging.getLogger(__name__)
 ScanHook = Callable[[Node], None]
+
+
+def _renewal_times(config: RotationConfig, session: Session) -> list[tuple[str, dt.datetime]]:
+    """When certwatch renews or rotates each certificate in use: ACME-managed ones by their
+    renewal time, others by the rotation a pending staged certificate would make."""
+    return [
+        *renewal_times(config.before_days, session),
+        *staged_rotation_times(config, session),
+    ]
 
 
 class Service:
@@ -75,7 +85,7 @@ class Service:
                 config.alerts.urls,
                 config.alerts.thresholds_days,
                 targets=config.scan.targets,
-                renewal_times=partial(renewal_times, config.rotation.before_days),
+                renewal_times=partial(_renewal_times, config.rotation),
             ),
             leadership=Leadership(engine),
         )

@@ -13,13 +13,67 @@ from sqlmodel import Session, col, select
 
 from certwatch import clock
 from certwatch.alerts.renewal import StagedRenewal
+from certwatch.config import RotationConfig
 from certwatch.node import Node
+from certwatch.pki import x509
 from certwatch.rotation import rotate, staged
-from certwatch.rotation.candidates import best
+from certwatch.rotation.candidates import best, uncovered
 from certwatch.store.db import transaction
-from certwatch.store.models import Certificate, Listener, ListenerCertificate, Role
+from certwatch.store.models import (
+    Certificate,
+    Listener,
+    ListenerCertificate,
+    Role,
+    StagedCertificate,
+    StagedStatus,
+)
 
 log = logging.getLogger(__name__)
+
+
+def staged_rotation_times(
+    config: RotationConfig, session: Session, now: dt.datetime | None = None
+) -> list[tuple[str, dt.datetime]]:
+    """(certificate id, when it is rotated) for each certificate a running listener serves
+    (default or additional, not ACME-managed) that a pending staged certificate would replace:
+    `rotation.before_days` before its NotAfter (now, once that has passed), with `rotation.auto`
+    on. A candidate counts when it is staged for that listener or for any, expires later and
+    covers every name (it is judged in full when it rotates, not here, so reading metrics stays
+    cheap)."""
+    if not config.auto:
+        return []
+    moment = clock.now() if now is None else now
+    pending = session.exec(
+        select(StagedCertificate.listener_id, Certificate)
+        .join(Certificate, col(Certificate.id) == col(StagedCertificate.certificate_id))
+        .where(StagedCertificate.status == StagedStatus.PENDING)
+    ).all()
+    if not pending:
+        return []
+    offers = [
+        (listener_id, x509.host_names(cert.sans, cert.common_name), cert.not_after)
+        for listener_id, cert in pending
+    ]
+    in_use = session.exec(
+        select(ListenerCertificate.listener_id, Certificate)
+        .join(Certificate, col(Certificate.id) == col(ListenerCertificate.certificate_id))
+        .join(Listener, col(Listener.id) == col(ListenerCertificate.listener_id))
+        .where(
+            Listener.status == "Running",
+            Certificate.managed == False,  # noqa: E712 (SQL, not Python)
+            col(ListenerCertificate.role).in_([Role.DEFAULT, Role.ADDITIONAL]),
+        )
+    ).all()
+    due: dict[str, dt.datetime] = {}
+    for listener_id, cert in in_use:
+        names = x509.host_names(cert.sans, cert.common_name)
+        if any(
+            target in (None, listener_id) and not_after > cert.not_after
+            and not uncovered(names, offered)
+            for target, offered, not_after in offers
+        ):
+            due[cert.id] = max(cert.not_after - dt.timedelta(days=config.before_days), moment)
+    return sorted(due.items())
 
 
 
