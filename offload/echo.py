@@ -78,6 +78,15 @@ class EchoServer:
             await asyncio.sleep(0.01)
             if not self._transports:
                 break
+        # An accept still in flight is a task of this loop holding the accepted socket (and
+        # maybe its transport): cancel it and wait, so nothing is left for the GC to find open.
+        pending = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for transport in list(self._transports):
+            transport.abort()
+        await asyncio.sleep(0)
 
     def __enter__(self) -> EchoServer:
         self.start()
