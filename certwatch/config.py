@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -71,6 +71,15 @@ def split_address(value: str) -> tuple[str, int]:
     return bare, int(port)
 
 
+def _host_port(value: str) -> str:
+    split_address(value)
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+"""A `HOST:PORT` (or `[IPv6]:PORT`) string, checked by `split_address`."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -79,17 +88,11 @@ class ApiConfig(_Section):
     """The management API: where, the token, and how long a client may take to send a request's
     headers, then its body, and how many connections may be open at once."""
 
-    listen: str = "127.0.0.1:9180"
+    listen: HostPort = "127.0.0.1:9180"
     token: str | None = None
     header_timeout: Duration = Field(default=10.0, gt=0)
     body_timeout: Duration = Field(default=30.0, gt=0)
     max_connections: int = Field(default=256, ge=1, le=65536)
-
-    @field_validator("listen")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        split_address(value)
-        return value
 
     @property
     def host(self) -> str:
@@ -121,15 +124,9 @@ class ScanTarget(_Section):
     (None: the host when it is a DNS name; "": no SNI), and its own alert thresholds (None:
     `alerts.thresholds_days`)."""
 
-    address: str
+    address: HostPort
     server_name: str | None = None
     thresholds_days: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1)
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        split_address(value)
-        return value
 
     @property
     def host(self) -> str:
@@ -223,17 +220,11 @@ class AcmeConfig(_Section):
     email: str | None = None
     ca_bundle: str | None = None
     challenge: AcmeChallenge = "tls-alpn-01"
-    http_listen: str = "0.0.0.0:80"
+    http_listen: HostPort = "0.0.0.0:80"
     dns_hook: str | None = None
     key_type: KeyType = "ec-p256"
     eab_kid: str = ""
     eab_hmac_key: str = ""
-
-    @field_validator("http_listen")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        split_address(value)
-        return value
 
     @property
     def enabled(self) -> bool:

@@ -180,9 +180,10 @@ class StoreCollector(Collector):
             .join(Listener, col(Listener.id) == col(ListenerCertificate.listener_id))
         ):
             days[(cert_id, "", "")].update(own if own is not None else self._default_days)
+        targets = {(t.address, t.sent_name): t for t in self._targets}
         for (address, sent), cert_id in self._target_certificates(session).items():
-            target = next(t for t in self._targets if (t.address, t.sent_name) == (address, sent))
-            days[(cert_id, address, sent)].update(target.thresholds_days or self._default_days)
+            own = targets[(address, sent)].thresholds_days
+            days[(cert_id, address, sent)].update(own or self._default_days)
         for cert_id, address, sent in sorted(days):
             where = {"target": address, "server_name": sent} if address else {}
             for threshold in sorted(days[(cert_id, address, sent)], reverse=True):
