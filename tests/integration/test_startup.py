@@ -145,12 +145,15 @@ def test_config_check_accepts_a_working_configuration(
     assert not data_dir.exists()
 
 
-def _children(pid: int) -> list[int]:
-    """The child processes of `pid`, from /proc."""
+def _group_members(leader: int) -> list[int]:
+    """The processes other than `leader` in the process group `leader` leads, from /proc."""
     found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with suppress(OSError):
-            found += [int(c) for c in (task / "children").read_text().split()]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            pid, group = int(stat.parent.name), int(fields[2])
+            if group == leader and pid != leader:
+                found.append(pid)
     return found
 
 
@@ -161,13 +164,17 @@ def test_signal_during_start_up_exits_cleanly(tmp_path: Path, delay: float) -> N
     serve = ServeProcess(tmp_path, workers=2)
     serve.start(wait=False, new_session=True)
     assert serve.process is not None
-    deadline = time.monotonic() + 60
-    while not _children(serve.process.pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert _children(serve.process.pid), "no proxy worker was spawned"
-    time.sleep(delay)
-    os.killpg(serve.process.pid, signal.SIGTERM)
     try:
+        deadline = time.monotonic() + 60
+        while (
+            not _group_members(serve.process.pid)
+            and serve.process.poll() is None
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.01)
+        assert _group_members(serve.process.pid), f"no proxy worker was spawned: {serve.output()}"
+        time.sleep(delay)
+        os.killpg(serve.process.pid, signal.SIGTERM)
         code = serve.stop(sig=None, limit=60)
     finally:
         serve.kill_group()
