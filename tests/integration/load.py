@@ -81,14 +81,16 @@ def _socket_inodes(pid: int) -> set[int]:
 
 
 def _server_inode(client: socket.socket) -> int | None:
-    """The inode of the server side of a loopback TCP connection (from /proc/net/tcp)."""
-    local_port = client.getsockname()[1]
+    """The inode of the server side of a loopback TCP connection (from /proc/net/tcp): the
+    socket whose ports are the client's, swapped (the remote port alone may also be an
+    unrelated connection's, e.g. the proxy's to its backend from the same port number)."""
+    local_port, server_port = client.getsockname()[1], client.getpeername()[1]
     with open("/proc/net/tcp") as f:
         next(f)
         for line in f:
             fields = line.split()
-            remote_port = int(fields[2].split(":")[1], 16)
-            if remote_port == local_port and fields[3] == "01":
+            ports = (int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16))
+            if ports == (server_port, local_port) and fields[3] == "01":
                 return int(fields[9])
     return None
 

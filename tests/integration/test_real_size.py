@@ -175,41 +175,43 @@ def test_a_worker_killed_under_load_is_replaced_and_the_other_drops_nothing() ->
         proxy.apply(Snapshot(1, tuple(specs)))
         held = [tls_connect(s.port, ctx, f"l{i}.example.com") for i, s in enumerate(specs)]
         held += [tls_connect(specs[0].port, ctx, f"a{j}.example.com") for j in range(10)]
-        pids = proxy.worker_pids()
-        held_by = owners(held, pids)
-        assert set(held_by) == set(pids)  # both workers hold some
-        victim, survivor = pids
-        with HandshakeLoop(specs[0].port, ctx, ["l0.example.com", "a3.example.com"]) as loop:
-            time.sleep(0.3)
-            killed_at = time.monotonic()
-            os.kill(victim, signal.SIGKILL)
-            assert eventually(
-                lambda: len(proxy.worker_pids()) == 2 and victim not in proxy.worker_pids()
-                and proxy.healthy(),
-                timeout=20,
+        try:
+            pids = proxy.worker_pids()
+            held_by = owners(held, pids)
+            assert set(held_by) == set(pids)  # both workers hold some
+            victim, survivor = pids
+            with HandshakeLoop(specs[0].port, ctx, ["l0.example.com", "a3.example.com"]) as loop:
+                time.sleep(0.3)
+                killed_at = time.monotonic()
+                os.kill(victim, signal.SIGKILL)
+                assert eventually(
+                    lambda: len(proxy.worker_pids()) == 2 and victim not in proxy.worker_pids()
+                    and proxy.healthy(),
+                    timeout=20,
+                )
+                replaced_at = time.monotonic()
+                time.sleep(0.5)
+            late = [when for when, _ in loop.failures if when > replaced_at + 0.1]
+            assert late == [] and loop.done > 0
+            assert all(killed_at <= when for when, _ in loop.failures)
+            alive = [still_echoes(s) for s in held]
+            assert [ok for ok, pid in zip(alive, held_by, strict=True) if pid == survivor] == [
+                True
+            ] * held_by.count(survivor)
+            new_leaf = pki.leaf("l5.example.com", days=400)
+            specs[5] = dataclasses.replace(
+                specs[5], default_cert=CertChain(new_leaf.chain_pem, new_leaf.key_pem)
             )
-            replaced_at = time.monotonic()
-            time.sleep(0.5)
-        late = [when for when, _ in loop.failures if when > replaced_at + 0.1]
-        assert late == [] and loop.done > 0
-        assert all(killed_at <= when for when, _ in loop.failures)
-        alive = [still_echoes(s) for s in held]
-        assert [ok for ok, pid in zip(alive, held_by, strict=True) if pid == survivor] == [
-            True
-        ] * held_by.count(survivor)
-        new_leaf = pki.leaf("l5.example.com", days=400)
-        specs[5] = dataclasses.replace(
-            specs[5], default_cert=CertChain(new_leaf.chain_pem, new_leaf.key_pem)
-        )
-        proxy.apply(Snapshot(2, tuple(specs)))
-        for _ in range(8):  # both workers, the replacement included
-            with tls_connect(specs[5].port, ctx, "l5.example.com") as sock:
-                assert leaf_fingerprint(sock) == new_leaf.fingerprint
-        for i in (1, LISTENERS - 1):
-            with tls_connect(specs[i].port, ctx, f"l{i}.example.com") as sock:
-                assert still_echoes(sock)
-        for sock in held:
-            try:
-                sock.close()
-            except (OSError, ssl.SSLError):
-                pass
+            proxy.apply(Snapshot(2, tuple(specs)))
+            for _ in range(8):  # both workers, the replacement included
+                with tls_connect(specs[5].port, ctx, "l5.example.com") as sock:
+                    assert leaf_fingerprint(sock) == new_leaf.fingerprint
+            for i in (1, LISTENERS - 1):
+                with tls_connect(specs[i].port, ctx, f"l{i}.example.com") as sock:
+                    assert still_echoes(sock)
+        finally:
+            for sock in held:
+                try:
+                    sock.close()
+                except (OSError, ssl.SSLError):
+                    pass
