@@ -3,7 +3,7 @@
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-MODULES = ("connection", "tlscontext")
+MODULES = ("connection", "tlscontext", "limits")
 
 setup(
     ext_modules=cythonize(

@@ -519,11 +519,14 @@ cdef class ClientSide:
             self.close()
 
     cpdef finish(self):
-        """Account the end of this connection once, and drop its deadline."""
+        """Account the end of this connection once (in the shared limits too), and drop its
+        deadline."""
         if self._done:
             return
         self._done = True
         self.stats.active -= 1
+        listener = self.listener
+        listener.limits.release(listener.limit_slot, listener.limit_generation, listener.worker)
         if self._slot is not None:
             self.listener.deadlines.discard(self, self._slot)
             self._slot = None

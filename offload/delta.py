@@ -7,16 +7,21 @@ any more, and the session ticket keys and the ACME challenges when they changed.
 change costs what it changes, not what the inventory holds. A new worker
 gets `full()`: the whole current state, once. `Materials` is the worker's side: it turns the
 wire form back into the very `ListenerSpec`s the parent holds.
+
+Each listener also gets a slot of the shared connection limits (`offload.limits`) while it
+exists; a slot freed by a removed listener is used again only once the fresh ones run out,
+and then under a new generation.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from offload.limits import SharedLimits
 from offload.spec import CertChain, ChallengeCert, ListenerSpec, Snapshot, TicketKey
 
 _NO_CERT = CertChain("", "")
@@ -24,11 +29,14 @@ _NO_CERT = CertChain("", "")
 
 @dataclass(frozen=True)
 class WireListener:
-    """A listener spec without its certificates, which travel as material keys."""
+    """A listener spec without its certificates, which travel as material keys, and its slot
+    (and the slot's generation) in the shared connection limits."""
 
     spec: ListenerSpec
     default_key: str
     additional_keys: tuple[str, ...]
+    limit_slot: int = -1
+    limit_generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,12 @@ def _chains(spec: ListenerSpec) -> Iterator[CertChain]:
 class DeltaEncoder:
     """The parent's memory of what the workers hold, and the changes that move it on."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: SharedLimits | None = None) -> None:
+        """`limits`: the shared limits whose slots the listeners get (None: no slots)."""
+        self._limits = limits
+        self._slots: dict[str, tuple[int, int]] = {}
+        self._free_slots: deque[int] = deque()
+        self.slots_used = 0  # slots 0 .. slots_used - 1 have been given out
         self._specs: dict[str, ListenerSpec] = {}
         self._revision = 0
         self._keys: dict[CertChain, str] = {}
@@ -86,6 +99,7 @@ class DeltaEncoder:
             spec for lid, spec in wanted.items()
             if (old := self._specs.get(lid)) is not spec and old != spec
         ]
+        self._give_slots([s.listener_id for s in changed if s.listener_id not in self._slots])
         new: dict[str, CertChain] = {}
         for spec in changed:
             for chain in _chains(spec):
@@ -98,6 +112,9 @@ class DeltaEncoder:
         forget = self._release(released)
         for lid in removed:
             del self._specs[lid]
+            slot = self._slots.pop(lid, None)
+            if slot is not None:
+                self._free_slots.append(slot[0])
         self._specs.update((spec.listener_id, spec) for spec in changed)
         self._revision = snapshot.revision
         tickets = snapshot.ticket_keys if snapshot.ticket_keys != self._ticket_keys else None
@@ -117,6 +134,25 @@ class DeltaEncoder:
             full=True, ticket_keys=self._ticket_keys, prepare=prepare,
             challenges=self._challenges,
         )
+
+    def _give_slots(self, lids: list[str]) -> None:
+        """A limits slot for each of the new listeners `lids` (all or, when too few are left,
+        none: ValueError)."""
+        if self._limits is None:
+            return
+        fresh = self._limits.capacity - self.slots_used
+        if len(lids) > fresh + len(self._free_slots):
+            raise ValueError(
+                f"{len(self._slots) + len(lids)} listeners are more than the proxy's "
+                f"{self._limits.capacity} connection-limit slots"
+            )
+        for lid in lids:
+            if self.slots_used < self._limits.capacity:
+                slot = self.slots_used
+                self.slots_used += 1
+            else:
+                slot = self._free_slots.popleft()
+            self._slots[lid] = (slot, self._limits.assign(slot))
 
     def _key(self, chain: CertChain) -> str:
         key = self._keys.get(chain)
@@ -143,6 +179,7 @@ class DeltaEncoder:
                 dataclasses.replace(spec, default_cert=_NO_CERT, additional_certs=()),
                 self._keys[spec.default_cert],
                 tuple(self._keys[c] for c in spec.additional_certs),
+                *self._slots.get(spec.listener_id, (-1, 0)),
             )
             for spec in specs
         )
@@ -153,6 +190,8 @@ class Materials:
 
     def __init__(self) -> None:
         self._chains: dict[str, CertChain] = {}
+        # The limits slot and generation of each listener (`WireListener`), by id.
+        self.slots: dict[str, tuple[int, int]] = {}
 
     def __len__(self) -> int:
         return len(self._chains)
@@ -162,6 +201,12 @@ class Materials:
         full state only the material its listeners use is kept (a full state may leave out
         material the worker already holds, e.g. from a `prepare` change)."""
         self._chains.update(change.materials)
+        if change.full:
+            self.slots.clear()
+        for lid in change.removed:
+            self.slots.pop(lid, None)
+        for wire in change.listeners:
+            self.slots[wire.spec.listener_id] = (wire.limit_slot, wire.limit_generation)
         specs = [
             dataclasses.replace(
                 wire.spec,

@@ -4,7 +4,8 @@
 Each listener is a uvloop server on its `SO_REUSEPORT` socket (accept in C). The
 protocol factory reads the listener's *current* context, picker and timeouts, so a
 swap (by attribute) affects only later connections. A connection beyond the listener's
-limits (offload.limits) is closed at once and counted as `rate_limited`.
+limits (offload.limits, shared by every worker) is closed at once and counted as
+`rate_limited`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from offload.backends import BackendPicker
 from offload.connection import READ_BUFFER_SIZE, ClientSide
 from offload.deadlines import Deadlines
 from offload.health import BackendHealth
-from offload.limits import Admission
+from offload.limits import SharedLimits
 from offload.spec import ListenerSpec
 from offload.stats import ListenerStats
 from offload.tlscontext import TlsContext
@@ -43,7 +44,7 @@ class Listener:
 
     __slots__ = (
         "spec", "context", "picker", "stats", "server", "loop", "deadlines", "buffers",
-        "admission",
+        "limits", "limit_slot", "limit_generation", "worker",
     )
 
     def __init__(
@@ -54,8 +55,10 @@ class Listener:
         deadlines: Deadlines,
         buffers: ReadBuffers,
         health: Sequence[BackendHealth | None] = (),
-        workers: int = 1,
+        limits: tuple[SharedLimits, int, int, int] | None = None,
     ) -> None:
+        """`limits`: the shared limits, this listener's slot and generation in them, and the
+        worker's column; None (or slot -1) gives the listener limits of its own."""
         self.spec = spec
         self.context = context
         self.picker = BackendPicker(spec.backends, health)
@@ -64,7 +67,10 @@ class Listener:
         self.deadlines = deadlines
         self.loop = deadlines.loop
         self.buffers = buffers
-        self.admission = Admission(workers)
+        if limits is None or limits[1] < 0:
+            own = SharedLimits(1, 1)
+            limits = (own, 0, own.assign(0), 0)
+        self.limits, self.limit_slot, self.limit_generation, self.worker = limits
 
     @property
     def buffer(self) -> memoryview:
@@ -92,8 +98,8 @@ class Listener:
 
     def _accepted(self) -> asyncio.BaseProtocol:
         spec = self.spec
-        if (spec.cps or spec.max_connections) and not self.admission.admit(
-            spec, self.stats.active, self.loop.time()
+        if not self.limits.admit(
+            self.limit_slot, self.limit_generation, self.worker, spec.max_connections, spec.cps
         ):
             self.stats.failures["rate_limited"] += 1
             return _Refused()

@@ -73,7 +73,7 @@ class ListenerSpec:
     name as PP2_TYPE_AUTHORITY) to the backend before the first byte.
     `cps` / `max_connections`: new connections a second / open connections the listener
     accepts (0: unlimited); beyond them a new connection is closed at once and counted as
-    `rate_limited`. Each of N workers enforces its share, ceil(limit / N).
+    `rate_limited`; both hold for the listener as a whole, over every worker.
     `health_check` (None: no checks) applies to the servers of `server_group_id`, which
     name them in the metrics.
     """

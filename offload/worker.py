@@ -41,6 +41,7 @@ from offload.deadlines import Deadlines
 from offload.delta import Change, Materials
 from offload.errors import Failure
 from offload.health import HealthChecks
+from offload.limits import SharedLimits
 from offload.proxy import Listener, ReadBuffers, bind
 from offload.spec import ChallengeCert, ListenerSpec
 from offload.stats import ListenerStats, ProxyStats
@@ -77,9 +78,14 @@ def _reason(exc: BaseException) -> str:
 class Worker:
     """The listeners of one process and the changes that update them."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, workers: int = 1) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, limits: SharedLimits, index: int = 0
+    ) -> None:
+        """`limits`: the connection limits shared with the other workers; `index`: this
+        worker's column in them."""
         self.loop = loop
-        self.workers = workers
+        self.limits = limits
+        self.index = index
         self.deadlines = Deadlines(loop)
         self.buffers = ReadBuffers()
         self.listeners: dict[str, Listener] = {}
@@ -197,7 +203,7 @@ class Worker:
         stats = self.stats.setdefault(spec.listener_id, ListenerStats())
         listener = Listener(
             spec, context, stats, self.deadlines, self.buffers, self.health.states(spec),
-            self.workers,
+            (self.limits, *self.materials.slots.get(spec.listener_id, (-1, 0)), self.index),
         )
         if current is not None and (current.spec.address, current.spec.port) == (
             spec.address, spec.port,
@@ -317,10 +323,10 @@ def _settle() -> None:
         _LIBC.malloc_trim(0)
 
 
-async def _main(sock: socket.socket, workers: int) -> None:
+async def _main(sock: socket.socket, limits: SharedLimits, index: int) -> None:
     loop = asyncio.get_running_loop()
     sock.setblocking(False)
-    channel = _Channel(sock, Worker(loop, workers))
+    channel = _Channel(sock, Worker(loop, limits, index))
     reader = loop.create_task(channel.read())
     await loop.sock_sendall(sock, encode((0, "ready")))
     try:
@@ -329,13 +335,17 @@ async def _main(sock: socket.socket, workers: int) -> None:
         reader.cancel()
 
 
-def run(sock: socket.socket, workers: int = 1) -> None:
-    """Process entry point: serve until the parent says stop or goes away; `workers` is how
-    many workers share the listeners (each enforces its share of connection limits).
+def run(sock: socket.socket, workers: int, index: int, capacity: int) -> None:
+    """Process entry point: serve until the parent says stop or goes away. The parent's first
+    message is the descriptor of the shared connection limits (`capacity` slots for `workers`
+    workers, of which this is number `index`).
 
     SIGINT and SIGTERM sent to the whole process group (Ctrl+C, a service manager) are left to
     the parent, which drains the workers over the socket; a worker whose parent is gone exits.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    uvloop.run(_main(sock, workers))
+    _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+    if len(fds) != 1:
+        raise RuntimeError("the parent sent no connection-limits descriptor")
+    uvloop.run(_main(sock, SharedLimits(capacity, workers, fds[0]), index))

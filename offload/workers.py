@@ -10,6 +10,9 @@ whole current state, which it serves from the prepared contexts at once, and onl
 takes its place. After that, every worker is sent only what changed (`offload.delta`). A
 snapshot without session ticket keys gets the control's own random key, so a client resumes
 on any of its workers (without rotation: the control plane's snapshots carry rotated keys).
+The workers share one memory file of connection limits (`offload.limits`), sent to each as
+its first message; a dead worker's open connections are taken off it before its
+replacement starts.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from offload import worker
 from offload.channel import READ_SIZE, FrameReader, encode, pack
 from offload.delta import Change, DeltaEncoder
 from offload.errors import ApplyError, ApplyTimeout, Failure, OffloadError, WorkerExited
+from offload.limits import SharedLimits
 from offload.spec import Snapshot, TicketKey
 from offload.stats import ProxyStats
 
@@ -36,14 +40,16 @@ _CTX = multiprocessing.get_context("spawn")
 SPAWN_TIMEOUT = 15.0
 # A worker builds a context per new certificate (thousands in a first state): allowed for.
 FULL_STATE_SECONDS_PER_CERTIFICATE = 0.02
+# Listeners the shared connection limits have room for (a few bytes each, mapped sparsely).
+LIMIT_SLOTS = 65536
 
 
 class _Handle:
     """One worker process and its socket; used only with `ProxyControl._lock` held."""
 
-    def __init__(self, index: int, workers: int = 1) -> None:
+    def __init__(self, index: int, limits: SharedLimits) -> None:
         self.index = index
-        self.workers = workers
+        self.limits = limits
         self.process: BaseProcess | None = None
         self.sock: socket.socket | None = None
         self._frames = FrameReader()
@@ -52,15 +58,17 @@ class _Handle:
 
     def spawn(self, timeout: float) -> None:
         parent, child = socket.socketpair()
+        limits = self.limits
         process = _CTX.Process(
-            target=worker.run, args=(child, self.workers), name=f"offload-worker-{self.index}",
-            daemon=True,
+            target=worker.run, args=(child, limits.workers, self.index, limits.capacity),
+            name=f"offload-worker-{self.index}", daemon=True,
         )
         try:
             process.start()
         finally:
             child.close()
         self.process, self.sock = process, parent
+        socket.send_fds(parent, [b"L"], [limits.fd])
         self._frames = FrameReader()
         self._seq = 0
         self.last_stats = ProxyStats()
@@ -129,10 +137,11 @@ class ProxyControl:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self._ack_timeout = ack_timeout
-        self._handles = [_Handle(i, workers) for i in range(workers)]
+        self._limits = SharedLimits(LIMIT_SLOTS, workers)
+        self._handles = [_Handle(i, self._limits) for i in range(workers)]
         self._lock = threading.RLock()
         self._snapshot = Snapshot(revision=0)
-        self._encoder = DeltaEncoder()
+        self._encoder = DeltaEncoder(self._limits)
         self._own_ticket_keys = (TicketKey.generate(),)
         self._retired = ProxyStats()
         self._stopping = threading.Event()
@@ -178,8 +187,8 @@ class ProxyControl:
             self._require_started()
             if not snapshot.ticket_keys:
                 snapshot = dataclasses.replace(snapshot, ticket_keys=self._own_ticket_keys)
-            self._snapshot = snapshot
             step = self._encoder.change(snapshot)
+            self._snapshot = snapshot
             timeout = self._change_timeout(step)
             change = pack(step)
             failures: dict[str, Failure] = {}
@@ -291,8 +300,9 @@ class ProxyControl:
             self._retired = self._retired + old.last_stats.retired()
             old.last_stats = ProxyStats()
             old.kill()
+            self._limits.recover(index, self._encoder.slots_used)
             prepare = self._encoder.full(prepare=True)
-            self._incoming = fresh = _Handle(index, len(self._handles))
+            self._incoming = fresh = _Handle(index, self._limits)
         code = old.process.exitcode if old.process is not None else None
         log.warning("replacing offload worker %d (exit code %s)", index, code)
         try:

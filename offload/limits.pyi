@@ -1,0 +1,19 @@
+"""Type stub of the compiled `offload/limits.pyx`."""
+
+SECOND_NS: int
+
+class SharedLimits:
+    """The slots of every listener's limits, mapped from a memfd shared by all workers."""
+
+    capacity: int
+    workers: int
+    fd: int
+    def __init__(self, capacity: int, workers: int, fd: int = -1) -> None: ...
+    def assign(self, slot: int) -> int: ...
+    def admit(
+        self, slot: int, generation: int, worker: int, max_connections: int, cps: int,
+        now: int = -1,
+    ) -> bool: ...
+    def release(self, slot: int, generation: int, worker: int) -> int: ...
+    def recover(self, worker: int, slots: int) -> None: ...
+    def open(self, slot: int) -> int: ...
